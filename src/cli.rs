@@ -1,0 +1,142 @@
+//! The command line (SPEC §1): parse, then dispatch to the library.
+//!
+//! Depends on clap, [`crate::app`], [`crate::config`] and [`crate::devtools`].
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// scopegate: verifies OAuth 2.0 bearer tokens and enforces per-route scope
+/// and claim rules before forwarding requests to an unmodified upstream.
+#[derive(Debug, Parser)]
+#[command(name = "scopegate", version, about)]
+pub struct Cli {
+    /// Config file (default: $SCOPEGATE_CONFIG, else ./gateway.yaml).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "SCOPEGATE_CONFIG",
+        default_value = "gateway.yaml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the config offline and print the route table (exit 0 valid, 1 invalid).
+    Check,
+    /// Mint a signed token. FOR DEVELOPMENT AND TESTS ONLY: never use it to issue production tokens.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Private key PEM (PKCS#8; RSA, EC P-256/P-384 or Ed25519).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Algorithm (default: RS256, ES256/ES384 or EdDSA from the key).
+    #[arg(long)]
+    pub alg: Option<String>,
+    #[arg(long)]
+    pub kid: Option<String>,
+    #[arg(long)]
+    pub iss: Option<String>,
+    #[arg(long)]
+    pub aud: Option<String>,
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// Space-separated scopes.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Extra claim, NAME=VALUE (VALUE parsed as JSON when it is JSON); repeatable.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+    /// Lifetime, like 1h or 30m; prefix with '-' for an already expired token.
+    #[arg(long, default_value = "1h", allow_hyphen_values = true)]
+    pub ttl: String,
+}
+
+/// Runs the command line; the exit code follows SPEC §1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            crate::telemetry::init_logging();
+            crate::app::run(&cli.config)
+        }
+        Command::Check => check(&cli.config),
+        Command::Token(args) => token(args),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match crate::config::load(path) {
+        Ok(config) => {
+            println!("{}: valid", path.display());
+            print!("{}", crate::route::describe(&config.routes));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("scopegate token: {m}");
+        ExitCode::from(2)
+    };
+    let pem = match std::fs::read(&args.key) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot read {}: {e}", args.key.display())),
+    };
+    let alg = match args
+        .alg
+        .as_deref()
+        .map(|a| crate::jwks::parse_alg(a).ok_or(a))
+    {
+        None => None,
+        Some(Ok(alg)) => Some(alg),
+        Some(Err(a)) => return fail(format!("unknown algorithm {a:?}")),
+    };
+    let (negative, ttl) = match args.ttl.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, args.ttl.as_str()),
+    };
+    let ttl = match ttl.parse::<crate::config::raw::Dur>() {
+        Ok(d) => i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => return fail(e),
+    };
+    let mut claims = Vec::new();
+    for c in &args.claims {
+        match c.split_once('=') {
+            Some((k, v)) if !k.is_empty() => claims.push((k.to_owned(), v.to_owned())),
+            _ => return fail(format!("--claim {c:?} is not NAME=VALUE")),
+        }
+    }
+    let mint = crate::devtools::token::Mint {
+        alg,
+        kid: args.kid,
+        iss: args.iss,
+        aud: args.aud,
+        sub: args.sub,
+        scope: args.scope,
+        claims,
+        ttl: if negative { -ttl } else { ttl },
+    };
+    match crate::devtools::token::mint(&pem, &mint) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}

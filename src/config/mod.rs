@@ -1,0 +1,745 @@
+//! Configuration: read `gateway.yaml`, parse it into [`raw`] structs (unknown
+//! keys refused), then validate and compile it into a typed [`Config`]:
+//! durations, the route table, issuers with their keys, identity headers.
+//! Every error names the file, line, column and field.
+//!
+//! Pure core: depends on `serde-saphyr`, [`crate::route`], [`crate::policy`],
+//! [`crate::token`] and [`crate::jwks::keys`]. It reads files and environment
+//! variables named by the config, but opens no sockets.
+
+pub mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::{Authority, Scheme, Uri};
+use serde_saphyr::{Location, Spanned};
+
+use crate::jwks::{KeySet, kind_for};
+use crate::policy::{ClaimCheck, ClaimRule, Policy};
+use crate::route::{self, Methods, Template};
+use crate::token::{ClaimName, Issuer, KeyCell, Source, Verifier};
+use raw::{RawConfig, RawIssuer, RawRoute};
+
+/// Configs larger than this are refused before parsing.
+const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+
+/// A config error: `FILE:LINE:COLUMN: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line.max(1),
+            self.column.max(1),
+            self.field,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the upstream is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prepended to every forwarded path; empty or `/base` (no trailing `/`).
+    pub path_prefix: String,
+    pub connect_timeout: Duration,
+    /// Time allowed until the upstream's response headers arrive.
+    pub request_timeout: Duration,
+    /// Keep the client's `Host` (true) or send the upstream's authority.
+    pub preserve_host: bool,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_header_bytes: usize,
+    pub max_request_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityValue {
+    /// The token's scopes, space-separated.
+    Scopes,
+    Claim(ClaimName),
+}
+
+/// What the upstream is told about the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub strip_authorization: bool,
+    pub headers: Vec<(HeaderName, IdentityValue)>,
+}
+
+/// A JWKS to fetch over the network for one issuer.
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    pub issuer: String,
+    pub uri: String,
+    pub keys: Arc<KeyCell>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    pub trusted_proxies: Vec<raw::Cidr>,
+    pub limits: Limits,
+    pub realm: String,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    pub verifier: Verifier,
+    pub remote_jwks: Vec<RemoteJwks>,
+    pub token_sources: Vec<Source>,
+    pub identity: Identity,
+    pub routes: route::Table,
+}
+
+/// Builds errors that point into one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        at: Location,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: at.line(),
+            column: at.column(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn read(&self, at: Location, field: &str, rel: &str) -> Result<Vec<u8>, ConfigError> {
+        let path = self.dir.join(rel);
+        std::fs::read(&path)
+            .map_err(|e| self.err(at, field, format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: 1,
+        column: 1,
+        field: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(path, &bytes)
+}
+
+/// Validates config text; `path` names it in errors and anchors relative paths.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    let dir = path.parent().map(Path::to_owned).unwrap_or_default();
+    let ctx = Ctx { file: path, dir };
+    let start = Location::UNKNOWN;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ctx.err(
+            start,
+            "(file)",
+            format!("larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64
+            + 1;
+        ConfigError {
+            line,
+            ..ctx.err(start, "(file)", "not UTF-8 text")
+        }
+    })?;
+    if text.trim().is_empty() {
+        return Err(ctx.err(start, "(file)", "the file is empty"));
+    }
+    let raw = parse_yaml(&ctx, text)?;
+    build(&ctx, raw)
+}
+
+fn parse_yaml(ctx: &Ctx<'_>, text: &str) -> Result<RawConfig, ConfigError> {
+    let mut field = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+            field = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let at = e.location().unwrap_or(Location::UNKNOWN);
+        let field = clean_field(&field);
+        let message = clean_message(&e.without_snippet().to_string());
+        ctx.err(at, field, message)
+    })
+}
+
+/// `routes[0].value.path.value` (the `value`s are `Spanned` wrappers) reads
+/// as `routes[0].path`.
+fn clean_field(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('.')
+        .filter(|p| *p != "value" && *p != "?" && !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        "(document)".into()
+    } else {
+        parts.join(".")
+    }
+}
+
+/// serde-saphyr appends the position (we print it in front) and, for
+/// duplicate keys, advice about its own API; neither helps a user.
+fn clean_message(message: &str) -> String {
+    let mut m = message;
+    if let Some(i) = m.rfind(" at line ") {
+        m = &m[..i];
+    }
+    if let Some(i) = m.find(", set DuplicateKeyPolicy") {
+        m = &m[..i];
+    }
+    if m == "unexpected end of input" {
+        return "the document is empty".into();
+    }
+    m.to_owned()
+}
+
+fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
+    let doc = Location::UNKNOWN;
+    let Some(upstream) = raw.upstream else {
+        return Err(ctx.err(
+            doc,
+            "upstream",
+            "missing: where should allowed requests go?",
+        ));
+    };
+    let upstream = build_upstream(ctx, upstream)?;
+    let limits = build_limits(ctx, raw.limits)?;
+
+    let realm = raw.realm.value;
+    if realm.is_empty()
+        || realm
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control() || !b.is_ascii())
+    {
+        return Err(ctx.err(
+            raw.realm.referenced,
+            "realm",
+            "must be non-empty printable ASCII without '\"' or '\\'",
+        ));
+    }
+
+    let mut issuers = Vec::new();
+    let mut remote_jwks = Vec::new();
+    for (i, spanned) in raw.issuers.into_iter().enumerate() {
+        let field = format!("issuers[{i}]");
+        let (issuer, remote) = build_issuer(ctx, &field, spanned)?;
+        if issuers
+            .iter()
+            .any(|other: &Issuer| other.name == issuer.name)
+        {
+            return Err(ctx.err(
+                Location::UNKNOWN,
+                format!("{field}.issuer"),
+                format!("issuer {:?} is listed twice", issuer.name),
+            ));
+        }
+        remote_jwks.extend(remote);
+        issuers.push(issuer);
+    }
+
+    if raw.tokens.max_bytes == 0 {
+        return Err(ctx.err(doc, "tokens.max_bytes", "must be greater than 0"));
+    }
+    let token_sources: Vec<Source> = raw.tokens.from.value.into_iter().map(|s| s.0).collect();
+    if token_sources.is_empty() {
+        return Err(ctx.err(raw.tokens.from.referenced, "tokens.from", "lists no source"));
+    }
+    for (i, s) in token_sources.iter().enumerate() {
+        if token_sources[..i].contains(s) {
+            return Err(ctx.err(
+                raw.tokens.from.referenced,
+                "tokens.from",
+                "lists a source twice",
+            ));
+        }
+    }
+
+    let identity = build_identity(ctx, raw.identity)?;
+
+    let mut routes = route::Table::default();
+    let mut needs_tokens = false;
+    for (i, spanned) in raw.routes.into_iter().enumerate() {
+        let field = format!("routes[{i}]");
+        let (template, rule) = build_route(ctx, &field, spanned.value)?;
+        needs_tokens |= rule.auth == route::Auth::Required;
+        let at = spanned.referenced;
+        routes
+            .insert(template, rule)
+            .map_err(|e| ctx.err(at, format!("{field}.path"), e.to_string()))?;
+    }
+    if routes.routes().is_empty() {
+        return Err(ctx.err(doc, "routes", "no routes: nothing would ever be forwarded"));
+    }
+    if needs_tokens && issuers.is_empty() {
+        return Err(ctx.err(
+            doc,
+            "issuers",
+            "routes require a token but no issuer is configured",
+        ));
+    }
+
+    Ok(Config {
+        path: ctx.file.to_owned(),
+        listen: raw.listen,
+        upstream,
+        trusted_proxies: raw.trusted_proxies,
+        limits,
+        realm,
+        workers: raw.workers,
+        verifier: Verifier::new(issuers, raw.tokens.max_bytes),
+        remote_jwks,
+        token_sources,
+        identity,
+        routes,
+    })
+}
+
+fn build_upstream(ctx: &Ctx<'_>, raw: Spanned<raw::RawUpstream>) -> Result<Upstream, ConfigError> {
+    let raw = raw.value;
+    let at = raw.url.referenced;
+    let bad = |m: &str| ctx.err(at, "upstream.url", m.to_owned());
+    let uri: Uri = raw
+        .url
+        .value
+        .parse()
+        .map_err(|_| bad("not a URL like http://127.0.0.1:3000"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| bad("needs a scheme: http://"))?;
+    if scheme != Scheme::HTTP {
+        return Err(bad("only http:// upstreams are supported in this version"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad("needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("must not carry credentials"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("must not have a query string"));
+    }
+    let prefix = uri.path().trim_end_matches('/');
+    if !prefix.is_empty() && route::normalize(prefix).as_deref() != Ok(prefix) {
+        return Err(bad("the path prefix must be a normalized path like /base"));
+    }
+    for (name, d) in [
+        ("connect_timeout", raw.connect_timeout),
+        ("request_timeout", raw.request_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(ctx.err(
+                Location::UNKNOWN,
+                format!("upstream.{name}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    Ok(Upstream {
+        scheme,
+        authority,
+        path_prefix: prefix.to_owned(),
+        connect_timeout: raw.connect_timeout.0,
+        request_timeout: raw.request_timeout.0,
+        preserve_host: raw.preserve_host,
+    })
+}
+
+fn build_limits(ctx: &Ctx<'_>, raw: raw::RawLimits) -> Result<Limits, ConfigError> {
+    // hyper's HTTP/1 parser cannot work with a buffer under 8 KiB.
+    let header = raw.max_request_header_bytes;
+    if header.value < 8192 {
+        return Err(ctx.err(
+            header.referenced,
+            "limits.max_request_header_bytes",
+            "must be at least 8192",
+        ));
+    }
+    if raw.max_connections.value == 0 {
+        return Err(ctx.err(
+            raw.max_connections.referenced,
+            "limits.max_connections",
+            "must be greater than 0",
+        ));
+    }
+    if raw.header_read_timeout.0.is_zero() {
+        return Err(ctx.err(
+            Location::UNKNOWN,
+            "limits.header_read_timeout",
+            "must be greater than 0",
+        ));
+    }
+    Ok(Limits {
+        max_request_header_bytes: header.value,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        header_read_timeout: raw.header_read_timeout.0,
+        max_connections: raw.max_connections.value,
+        drain_timeout: raw.drain_timeout.0,
+    })
+}
+
+fn build_issuer(
+    ctx: &Ctx<'_>,
+    field: &str,
+    spanned: Spanned<RawIssuer>,
+) -> Result<(Issuer, Option<RemoteJwks>), ConfigError> {
+    let at = spanned.referenced;
+    let raw = spanned.value;
+    let name = raw.issuer.value;
+    if name.is_empty() {
+        return Err(ctx.err(
+            raw.issuer.referenced,
+            format!("{field}.issuer"),
+            "must not be empty",
+        ));
+    }
+    let audiences = raw.audiences.value;
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err(ctx.err(
+            raw.audiences.referenced,
+            format!("{field}.audiences"),
+            "must list at least one non-empty audience",
+        ));
+    }
+    let algorithms: Vec<_> = raw.algorithms.value.iter().map(|a| a.0).collect();
+    let alg_at = raw.algorithms.referenced;
+    if algorithms.is_empty() {
+        return Err(ctx.err(
+            alg_at,
+            format!("{field}.algorithms"),
+            "must list at least one algorithm",
+        ));
+    }
+    let hmac = algorithms
+        .iter()
+        .filter(|a| kind_for(**a) == Some(crate::jwks::KeyKind::Hmac))
+        .count();
+
+    let sources = [
+        raw.jwks_uri.as_ref().map(|s| ("jwks_uri", s)),
+        raw.jwks_file.as_ref().map(|s| ("jwks_file", s)),
+        raw.public_key_file.as_ref().map(|s| ("public_key_file", s)),
+        raw.hs256_secret_env
+            .as_ref()
+            .map(|s| ("hs256_secret_env", s)),
+    ];
+    let mut given = sources.into_iter().flatten();
+    let Some((kind, value)) = given.next() else {
+        return Err(ctx.err(at, field, "needs exactly one key source: jwks_uri, jwks_file, public_key_file or hs256_secret_env"));
+    };
+    if let Some((other, v)) = given.next() {
+        return Err(ctx.err(
+            v.referenced,
+            format!("{field}.{other}"),
+            format!("only one key source per issuer ({kind} is already set)"),
+        ));
+    }
+    let key_field = format!("{field}.{kind}");
+    let key_at = value.referenced;
+    if kind == "hs256_secret_env" {
+        if hmac != algorithms.len() {
+            return Err(ctx.err(
+                alg_at,
+                format!("{field}.algorithms"),
+                "a shared secret verifies only HS256, HS384 and HS512",
+            ));
+        }
+    } else if hmac > 0 {
+        return Err(ctx.err(
+            alg_at,
+            format!("{field}.algorithms"),
+            "HS256/384/512 need hs256_secret_env (a public key source cannot verify them)",
+        ));
+    }
+
+    let keys = Arc::new(KeyCell::default());
+    let mut remote = None;
+    match kind {
+        "jwks_uri" => {
+            let uri: Uri = value
+                .value
+                .parse()
+                .map_err(|_| ctx.err(key_at, &key_field, "not a URL"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                return Err(ctx.err(key_at, &key_field, "must be an http:// or https:// URL"));
+            }
+            remote = Some(RemoteJwks {
+                issuer: name.clone(),
+                uri: value.value.clone(),
+                keys: keys.clone(),
+            });
+        }
+        "jwks_file" => {
+            let bytes = ctx.read(key_at, &key_field, &value.value)?;
+            let set = KeySet::from_jwks(&bytes)
+                .map_err(|e| ctx.err(key_at, &key_field, e.to_string()))?;
+            keys.store(set);
+        }
+        "public_key_file" => {
+            let bytes = ctx.read(key_at, &key_field, &value.value)?;
+            let set =
+                KeySet::from_pem(&bytes).map_err(|e| ctx.err(key_at, &key_field, e.to_string()))?;
+            let key_kind = set.keys()[0].kind;
+            if let Some(alg) = algorithms.iter().find(|a| kind_for(**a) != Some(key_kind)) {
+                return Err(ctx.err(
+                    alg_at,
+                    format!("{field}.algorithms"),
+                    format!("{alg:?} cannot be verified with this {key_kind:?} key"),
+                ));
+            }
+            keys.store(set);
+        }
+        _ => {
+            let var = &value.value;
+            let secret = std::env::var(var).map_err(|_| {
+                ctx.err(
+                    key_at,
+                    &key_field,
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            // RFC 7518 §3.2: the key must be at least as long as the hash.
+            let needed = algorithms.iter().map(|a| match a {
+                jsonwebtoken::Algorithm::HS384 => 48,
+                jsonwebtoken::Algorithm::HS512 => 64,
+                _ => 32,
+            });
+            let needed = needed.max().unwrap_or(32);
+            if secret.len() < needed {
+                return Err(ctx.err(
+                    key_at,
+                    &key_field,
+                    format!("the secret in {var} is shorter than {needed} bytes"),
+                ));
+            }
+            keys.store(KeySet::from_secret(secret.as_bytes()));
+        }
+    }
+
+    let scope_claims = raw.scope_claims.value;
+    if scope_claims.is_empty() || scope_claims.iter().any(String::is_empty) {
+        return Err(ctx.err(
+            raw.scope_claims.referenced,
+            format!("{field}.scope_claims"),
+            "must list at least one claim name",
+        ));
+    }
+    let issuer = Issuer {
+        name,
+        audiences,
+        algorithms,
+        clock_skew: secs_i64(raw.clock_skew.0),
+        max_token_age: raw.max_token_age.map(|d| secs_i64(d.0)),
+        require_typ: raw.require_typ.as_deref().map(crate::token::canonical_typ),
+        scope_claims: scope_claims.iter().map(|c| ClaimName::new(c)).collect(),
+        keys,
+    };
+    Ok((issuer, remote))
+}
+
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Headers a token must never be able to set.
+fn reserved_header(name: &HeaderName) -> bool {
+    use http::header::*;
+    [
+        HOST,
+        AUTHORIZATION,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        TE,
+        TRAILER,
+        UPGRADE,
+        COOKIE,
+        PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+        || name.as_str().starts_with("x-forwarded-")
+}
+
+fn build_identity(ctx: &Ctx<'_>, raw: raw::RawIdentity) -> Result<Identity, ConfigError> {
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers {
+        let field = format!("identity.headers.{name}");
+        let at = value.referenced;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ctx.err(at, &field, "not a valid header name"))?;
+        if reserved_header(&header) {
+            return Err(ctx.err(at, &field, "this header cannot carry identity"));
+        }
+        if value.value.is_empty() {
+            return Err(ctx.err(at, &field, "needs a claim name or \"scopes\""));
+        }
+        let v = if value.value == "scopes" {
+            IdentityValue::Scopes
+        } else {
+            IdentityValue::Claim(ClaimName::new(&value.value))
+        };
+        headers.push((header, v));
+    }
+    Ok(Identity {
+        strip_authorization: raw.strip_authorization,
+        headers,
+    })
+}
+
+/// RFC 6750 §3: scope tokens are NQCHAR, without spaces.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn is_scalar(v: &serde_json::Value) -> bool {
+    matches!(
+        v,
+        serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_)
+    )
+}
+
+fn build_route(
+    ctx: &Ctx<'_>,
+    field: &str,
+    raw: RawRoute,
+) -> Result<(Template, route::Rule), ConfigError> {
+    let template = Template::parse(&raw.path.value)
+        .map_err(|e| ctx.err(raw.path.referenced, format!("{field}.path"), e.to_string()))?;
+    let methods = match &raw.methods {
+        None => Methods::ALL,
+        Some(list) if list.value.is_empty() => {
+            return Err(ctx.err(
+                list.referenced,
+                format!("{field}.methods"),
+                "is empty: leave it out to allow every method",
+            ));
+        }
+        Some(list) => Methods::from_list(list.value.iter().map(|m| &m.0)).map_err(|m| {
+            ctx.err(
+                list.referenced,
+                format!("{field}.methods"),
+                format!("{m} cannot be routed"),
+            )
+        })?,
+    };
+    let check_scopes = |name: &str, list: &[Spanned<String>]| {
+        for s in list {
+            if !valid_scope(&s.value) {
+                return Err(ctx.err(
+                    s.referenced,
+                    format!("{field}.{name}"),
+                    format!(
+                        "{:?} is not a valid scope (no spaces, quotes or backslashes)",
+                        s.value
+                    ),
+                ));
+            }
+        }
+        Ok(list.iter().map(|s| s.value.clone()).collect::<Vec<_>>())
+    };
+    let scopes = check_scopes("scopes", &raw.scopes)?;
+    let any_scope = check_scopes("any_scope", &raw.any_scope)?;
+    let mut claims = Vec::new();
+    for (i, rule) in raw.claims.into_iter().enumerate() {
+        let at = rule.referenced;
+        let cf = format!("{field}.claims[{i}]");
+        let rule = rule.value;
+        if rule.claim.is_empty() {
+            return Err(ctx.err(at, format!("{cf}.claim"), "must name a claim"));
+        }
+        let check = match (rule.equals, rule.includes) {
+            (Some(v), None) if is_scalar(&v) => ClaimCheck::Equals(v),
+            (Some(_), None) => {
+                return Err(ctx.err(
+                    at,
+                    format!("{cf}.equals"),
+                    "must be a string, number or boolean",
+                ));
+            }
+            (None, Some(list)) if !list.is_empty() && list.iter().all(is_scalar) => {
+                ClaimCheck::Includes(list)
+            }
+            (None, Some(_)) => {
+                return Err(ctx.err(
+                    at,
+                    format!("{cf}.includes"),
+                    "must list one or more strings, numbers or booleans",
+                ));
+            }
+            _ => return Err(ctx.err(at, &cf, "needs exactly one of equals or includes")),
+        };
+        claims.push(ClaimRule {
+            claim: ClaimName::new(&rule.claim),
+            check,
+        });
+    }
+    let auth = match raw.auth {
+        raw::RawAuth::None => {
+            if !scopes.is_empty() || !any_scope.is_empty() || !claims.is_empty() {
+                return Err(ctx.err(
+                    raw.path.referenced,
+                    format!("{field}.auth"),
+                    "auth: none cannot have scopes, any_scope or claims",
+                ));
+            }
+            route::Auth::None
+        }
+        raw::RawAuth::Required => route::Auth::Required,
+    };
+    Ok((
+        template,
+        route::Rule {
+            methods,
+            auth,
+            policy: Policy::new(scopes, any_scope, claims),
+        },
+    ))
+}

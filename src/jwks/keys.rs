@@ -1,0 +1,317 @@
+//! Verification keys: parsed once from a JWKS document, a PEM public key or
+//! a shared secret, each tagged with the one key type (and curve) it is.
+//!
+//! Pure: depends on `jsonwebtoken` (key material) and `serde_json`.
+
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
+use serde::Deserialize;
+
+/// A key's type, including the curve: what decides which `alg` may use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+    Hmac,
+}
+
+/// The key kind an algorithm needs (`None`: an algorithm we never verify).
+pub fn kind_for(alg: Algorithm) -> Option<KeyKind> {
+    use Algorithm::*;
+    Some(match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => KeyKind::Rsa,
+        ES256 => KeyKind::EcP256,
+        ES384 => KeyKind::EcP384,
+        EdDSA => KeyKind::Ed25519,
+        HS256 | HS384 | HS512 => KeyKind::Hmac,
+        _ => return None,
+    })
+}
+
+/// Parses a JWS `alg` name exactly (case-sensitive, RFC 7518).
+pub fn parse_alg(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match name {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        "HS256" => HS256,
+        "HS384" => HS384,
+        "HS512" => HS512,
+        _ => return None,
+    })
+}
+
+/// One usable verification key.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    pub kind: KeyKind,
+    /// The JWK's own `alg`, which a token's `alg` must then equal.
+    pub alg: Option<Algorithm>,
+    /// Keys from `public_key_file` / `hs256_secret_env` verify whatever the `kid`.
+    pub any_kid: bool,
+    pub decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material (an HMAC secret above all).
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// Whether this key may verify a token with this header.
+    pub fn fits(&self, alg: Algorithm, kid: Option<&str>) -> bool {
+        if kind_for(alg) != Some(self.kind) || self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        self.any_kid || kid.is_none() || self.kid.as_deref() == kid
+    }
+}
+
+/// The keys of one issuer.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    /// Keys in the document that were skipped, with the reason (for logs).
+    pub skipped: Vec<String>,
+}
+
+/// Why a key source could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a JWK Set: {0}")]
+    NotJwks(String),
+    #[error("the JWK Set has no usable signing key ({0})")]
+    NoUsableKey(String),
+    #[error("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)")]
+    NotPem,
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<serde_json::Value>,
+}
+
+/// The JWK members the gateway reads; everything else is ignored.
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    key_ops: Option<Vec<String>>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// RSA moduli below this are refused (RFC 7518 §3.3 requires 2048).
+const MIN_RSA_BITS: usize = 2048;
+
+impl KeySet {
+    pub fn new(keys: Vec<Key>) -> Self {
+        KeySet {
+            keys,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Parses a JWKS document. Keys that cannot verify signatures (`oct`,
+    /// `use: enc`, unknown types, weak or malformed material) are skipped;
+    /// a document with no usable key at all is an error.
+    pub fn from_jwks(json: &[u8]) -> Result<Self, KeyError> {
+        let doc: Jwks =
+            serde_json::from_slice(json).map_err(|e| KeyError::NotJwks(e.to_string()))?;
+        let mut set = KeySet::default();
+        for (i, raw) in doc.keys.into_iter().enumerate() {
+            match serde_json::from_value::<Jwk>(raw)
+                .map_err(|e| e.to_string())
+                .and_then(|jwk| Key::from_jwk(&jwk))
+            {
+                Ok(key) => set.keys.push(key),
+                Err(why) => set.skipped.push(format!("key {i}: {why}")),
+            }
+        }
+        if set.keys.is_empty() {
+            let why = if set.skipped.is_empty() {
+                "empty".to_owned()
+            } else {
+                set.skipped.join("; ")
+            };
+            return Err(KeyError::NoUsableKey(why));
+        }
+        Ok(set)
+    }
+
+    /// One PEM public key, used whatever the token's `kid`.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let (decoding, kind) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (k, KeyKind::Rsa)
+        } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+            // The key is the uncompressed point 04 || x || y.
+            let kind = match k.kind() {
+                DecodingKeyKind::SecretOrDer(point) if point.len() == 65 => KeyKind::EcP256,
+                DecodingKeyKind::SecretOrDer(point) if point.len() == 97 => KeyKind::EcP384,
+                _ => return Err(KeyError::NotPem),
+            };
+            (k, kind)
+        } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
+            (k, KeyKind::Ed25519)
+        } else {
+            return Err(KeyError::NotPem);
+        };
+        Ok(KeySet::new(vec![Key {
+            kid: None,
+            kind,
+            alg: None,
+            any_kid: true,
+            decoding,
+        }]))
+    }
+
+    /// A shared HMAC secret, used whatever the token's `kid`.
+    pub fn from_secret(secret: &[u8]) -> Self {
+        KeySet::new(vec![Key {
+            kid: None,
+            kind: KeyKind::Hmac,
+            alg: None,
+            any_kid: true,
+            decoding: DecodingKey::from_secret(secret),
+        }])
+    }
+
+    /// The keys that may verify a token with this `alg` and `kid`.
+    pub fn candidates<'s>(
+        &'s self,
+        alg: Algorithm,
+        kid: Option<&'s str>,
+    ) -> impl Iterator<Item = &'s Key> + 's {
+        self.keys.iter().filter(move |k| k.fits(alg, kid))
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn b64(field: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let value = value.ok_or_else(|| format!("missing {field:?}"))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| format!("{field:?} is not base64url"))
+}
+
+impl Key {
+    fn from_jwk(jwk: &Jwk) -> Result<Key, String> {
+        if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            return Err("\"use\" is not \"sig\"".into());
+        }
+        if jwk
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|o| o == "verify"))
+        {
+            return Err("\"key_ops\" does not allow \"verify\"".into());
+        }
+        let alg = match jwk.alg.as_deref() {
+            None => None,
+            Some(name) => Some(parse_alg(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
+        };
+        let (kind, decoding) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            ("RSA", _) => {
+                let n = b64("n", jwk.n.as_ref())?;
+                let e = b64("e", jwk.e.as_ref())?;
+                let n = strip_leading_zeros(&n);
+                let e = strip_leading_zeros(&e);
+                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                if bits < MIN_RSA_BITS {
+                    return Err(format!("RSA modulus of {bits} bits is too small"));
+                }
+                if e.len() > 4 || e.last().is_none_or(|b| b & 1 == 0) || e == [1] {
+                    return Err("RSA public exponent is invalid".into());
+                }
+                (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(n, e))
+            }
+            ("EC", Some(crv @ ("P-256" | "P-384"))) => {
+                let (kind, len) = if crv == "P-256" {
+                    (KeyKind::EcP256, 32)
+                } else {
+                    (KeyKind::EcP384, 48)
+                };
+                let x = b64("x", jwk.x.as_ref())?;
+                let y = b64("y", jwk.y.as_ref())?;
+                if x.len() != len || y.len() != len {
+                    return Err(format!("{crv} coordinates must be {len} bytes"));
+                }
+                let mut point = Vec::with_capacity(1 + 2 * len);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                if !on_curve(kind, &point) {
+                    return Err("EC point is not on the curve".into());
+                }
+                (kind, DecodingKey::from_ec_der(&point))
+            }
+            ("OKP", Some("Ed25519")) => {
+                let x = b64("x", jwk.x.as_ref())?;
+                if x.len() != 32 {
+                    return Err("Ed25519 key must be 32 bytes".into());
+                }
+                (KeyKind::Ed25519, DecodingKey::from_ed_der(&x))
+            }
+            ("oct", _) => return Err("symmetric (oct) keys are never taken from a JWKS".into()),
+            (kty, crv) => return Err(format!("unsupported key type {kty:?} / curve {crv:?}")),
+        };
+        if let Some(alg) = alg
+            && kind_for(alg) != Some(kind)
+        {
+            return Err(format!("alg {alg:?} does not fit a {kind:?} key"));
+        }
+        Ok(Key {
+            kid: jwk.kid.clone(),
+            kind,
+            alg,
+            any_kid: false,
+            decoding,
+        })
+    }
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+/// Checks an uncompressed point at load time, so that an off-curve key is
+/// refused with a reason instead of failing every verification later.
+fn on_curve(kind: KeyKind, point: &[u8]) -> bool {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
+    let alg = match kind {
+        KeyKind::EcP256 => &ECDSA_P256_SHA256_FIXED,
+        KeyKind::EcP384 => &ECDSA_P384_SHA384_FIXED,
+        _ => return false,
+    };
+    ParsedPublicKey::new(alg, point).is_ok()
+}

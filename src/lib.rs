@@ -1,0 +1,54 @@
+//! scopegate: an authorization gateway in front of an unmodified API.
+//!
+//! # The life of a request
+//!
+//! [`server`] accepts a connection and hands each request to
+//! [`server::proxy`], which loads the current [`state::State`] once, refuses
+//! malformed framing, and asks [`decision::decide`] — the SPEC's decision
+//! order as one function: [`route::normalize`] the path, look it up in the
+//! [`route::Table`] (404 / 405), find the token ([`token::extract`]), verify
+//! it ([`token::Verifier`] with keys from [`jwks`]), check the route's
+//! [`policy`]. A refusal becomes a response in [`reject`] only; an allowed
+//! request is rewritten by [`upstream::headers`] and forwarded by
+//! [`upstream::Client`] with the normalized path.
+//!
+//! # Dependency rules
+//!
+//! The pure core — [`config`], [`route`], [`policy`], [`token`],
+//! [`jwks::keys`], [`decision`], [`reject`], [`upstream::headers`] — knows
+//! nothing of sockets or the runtime. Adapters — [`jwks::fetch`],
+//! [`upstream`], [`server`], [`telemetry`], [`app`] — depend on the core,
+//! never the reverse. [`cli`] only parses and dispatches.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod devtools;
+pub mod jwks;
+pub mod policy;
+pub mod reject;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod token;
+pub mod upstream;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// Errors carried by streaming bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type on both sides of the proxy: streamed, never buffered whole.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body with fixed content (refusals, test servers).
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

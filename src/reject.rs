@@ -1,0 +1,151 @@
+//! The one place where a refusal becomes a response: status, JSON body
+//! `{"error","error_description"}`, RFC 6750 `WWW-Authenticate`, `Allow`,
+//! `Retry-After`. Nothing here ever sees the token.
+//!
+//! Pure: depends on `http`, `serde_json` and the error enums of the core.
+
+use std::sync::Arc;
+
+use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::Body;
+use crate::policy::Denied;
+use crate::route::PathError;
+use crate::token::{ExtractError, TokenError};
+
+/// Every way the gateway says no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path failed normalization (400).
+    BadPath(PathError),
+    /// The request is malformed at the HTTP level (400, connection closed).
+    Malformed(&'static str),
+    NotFound,
+    MethodNotAllowed {
+        allow: String,
+    },
+    /// No token where one is required (401, challenge without error code).
+    NoToken,
+    /// Ambiguous or malformed credentials (400 `invalid_request`).
+    BadCredential(ExtractError),
+    InvalidToken(TokenError),
+    InsufficientScope {
+        scope: Arc<str>,
+        denied: Denied,
+    },
+    /// The issuer's keys are not loaded yet (503 + `Retry-After`).
+    KeysUnavailable,
+    PayloadTooLarge,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::BadPath(_) | Refusal::Malformed(_) | Refusal::BadCredential(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::NoToken | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Refusal::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Refusal::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `error` member of the body (RFC 6750 codes where they apply).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadPath(_) | Refusal::Malformed(_) | Refusal::BadCredential(_) => {
+                "invalid_request"
+            }
+            Refusal::NotFound => "not_found",
+            Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::NoToken => "unauthorized",
+            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::KeysUnavailable => "temporarily_unavailable",
+            Refusal::PayloadTooLarge => "payload_too_large",
+            Refusal::UpstreamUnavailable => "bad_gateway",
+            Refusal::UpstreamTimeout => "gateway_timeout",
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match self {
+            Refusal::BadPath(e) => e.describe(),
+            Refusal::Malformed(why) => why,
+            Refusal::NotFound => "no route matches this path",
+            Refusal::MethodNotAllowed { .. } => "the route does not allow this method",
+            Refusal::NoToken => "a bearer token is required",
+            Refusal::BadCredential(e) => e.describe(),
+            Refusal::InvalidToken(e) => e.describe(),
+            Refusal::InsufficientScope { denied, .. } => denied.describe(),
+            Refusal::KeysUnavailable => TokenError::KeysUnavailable.describe(),
+            Refusal::PayloadTooLarge => "request body too large",
+            Refusal::UpstreamUnavailable => "the upstream is unavailable",
+            Refusal::UpstreamTimeout => "the upstream did not answer in time",
+        }
+    }
+
+    /// The RFC 6750 challenge, for refusals that have one.
+    fn challenge(&self, realm: &str) -> Option<String> {
+        let with_error = |code: &str, extra: &str| {
+            format!(
+                r#"Bearer realm="{realm}", error="{code}", error_description="{}"{extra}"#,
+                self.description()
+            )
+        };
+        match self {
+            Refusal::NoToken => Some(format!(r#"Bearer realm="{realm}""#)),
+            Refusal::BadCredential(_) => Some(with_error("invalid_request", "")),
+            Refusal::InvalidToken(_) => Some(with_error("invalid_token", "")),
+            Refusal::InsufficientScope { scope, .. } if !scope.is_empty() => Some(with_error(
+                "insufficient_scope",
+                &format!(r#", scope="{scope}""#),
+            )),
+            Refusal::InsufficientScope { .. } => Some(with_error("insufficient_scope", "")),
+            _ => None,
+        }
+    }
+}
+
+/// Turns a refusal into the response the client gets.
+pub fn respond(refusal: &Refusal, realm: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": refusal.code(),
+        "error_description": refusal.description(),
+    });
+    let mut response = Response::new(crate::full(body.to_string()));
+    *response.status_mut() = refusal.status();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The realm and descriptions are validated ASCII, scopes NQCHAR.
+    if let Some(challenge) = refusal.challenge(realm)
+        && let Ok(value) = HeaderValue::from_str(&challenge)
+    {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    match refusal {
+        Refusal::MethodNotAllowed { allow } => {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                headers.insert(ALLOW, value);
+            }
+        }
+        Refusal::KeysUnavailable => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        // After a framing error the rest of the connection cannot be trusted.
+        Refusal::Malformed(_) => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    response
+}

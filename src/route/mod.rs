@@ -1,0 +1,430 @@
+//! Routing: path normalization, templates and the route table that answers
+//! "which rule governs this method on this path?" with a match, 404 or 405.
+//!
+//! Pure: depends on `std`, `http::Method` and [`crate::policy`] (the rule a
+//! route carries). No I/O.
+
+mod normalize;
+mod template;
+
+use std::collections::HashMap;
+
+use http::Method;
+
+pub use normalize::{PathError, normalize};
+pub use template::{Segment, Template, TemplateError};
+
+use crate::policy::Policy;
+
+/// A set of HTTP methods. `GET` implies `HEAD` (SPEC §Routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Methods(u16);
+
+/// The methods a route may name, in the order an `Allow` header lists them.
+pub const KNOWN_METHODS: [Method; 8] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+];
+
+fn method_bit(method: &Method) -> Option<u16> {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| m == method)
+        .map(|i| 1 << i)
+}
+
+impl Methods {
+    /// Every method, including extension methods the table cannot name.
+    pub const ALL: Methods = Methods(u16::MAX);
+
+    /// Builds a set from the config's list; `GET` adds `HEAD`. Returns the
+    /// first method the gateway cannot route (e.g. `CONNECT`) as an error.
+    pub fn from_list<'a>(list: impl IntoIterator<Item = &'a Method>) -> Result<Self, &'a Method> {
+        let mut bits = 0;
+        for method in list {
+            bits |= method_bit(method).ok_or(method)?;
+            if *method == Method::GET {
+                bits |= method_bit(&Method::HEAD).unwrap_or(0);
+            }
+        }
+        Ok(Methods(bits))
+    }
+
+    pub fn contains(self, method: &Method) -> bool {
+        if self == Methods::ALL {
+            return true;
+        }
+        method_bit(method).is_some_and(|bit| self.0 & bit != 0)
+    }
+
+    pub fn overlaps(self, other: Methods) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_all(self) -> bool {
+        self == Methods::ALL
+    }
+
+    /// The methods by name, for `Allow` headers and the route table print-out.
+    pub fn names(self) -> Vec<&'static str> {
+        if self.is_all() {
+            return vec!["*"];
+        }
+        KNOWN_METHODS
+            .iter()
+            .filter(|m| self.contains(m))
+            .map(Method::as_str)
+            .collect()
+    }
+}
+
+/// Whether a route needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Forward without looking at tokens.
+    None,
+    /// A valid token, then the route's policy.
+    Required,
+}
+
+/// One rule of a template: for these methods, this authorization.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub methods: Methods,
+    pub auth: Auth,
+    pub policy: Policy,
+}
+
+/// All rules that share one template.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub template: Template,
+    pub rules: Vec<Rule>,
+    /// Precomputed `Allow` header value for a 405.
+    pub allow: String,
+}
+
+/// What the table says about a request.
+#[derive(Debug)]
+pub enum Lookup<'t> {
+    Matched { route: &'t Route, rule: &'t Rule },
+    NotFound,
+    MethodNotAllowed { route: &'t Route },
+}
+
+/// Two rules would govern the same requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("overlaps the route {existing} for the same methods ({methods})")]
+pub struct OverlapError {
+    pub existing: String,
+    pub methods: String,
+}
+
+/// The compiled route table: a trie over path segments in which, at every
+/// depth, a literal child is tried before a `{param}` child and that before a
+/// `{*rest}`; the most specific template wins whatever the file order.
+#[derive(Debug, Default)]
+pub struct Table {
+    routes: Vec<Route>,
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literals: HashMap<String, Node>,
+    param: Option<Box<Node>>,
+    catch_all: Option<usize>,
+    end: Option<usize>,
+}
+
+impl Table {
+    /// Adds a rule; rules with an equal template share a [`Route`].
+    pub fn insert(&mut self, template: Template, rule: Rule) -> Result<(), OverlapError> {
+        let mut node = &mut self.root;
+        let mut slot = None;
+        for segment in template.segments() {
+            match segment {
+                Segment::Literal(text) => node = node.literals.entry(text.clone()).or_default(),
+                Segment::Param => node = node.param.get_or_insert_with(Box::default),
+                Segment::CatchAll => {
+                    slot = Some(&mut node.catch_all);
+                    break;
+                }
+            }
+        }
+        let slot = slot.unwrap_or(&mut node.end);
+        let index = match *slot {
+            Some(index) => index,
+            None => {
+                self.routes.push(Route {
+                    template,
+                    rules: Vec::new(),
+                    allow: String::new(),
+                });
+                *slot = Some(self.routes.len() - 1);
+                self.routes.len() - 1
+            }
+        };
+        let route = &mut self.routes[index];
+        if let Some(existing) = route
+            .rules
+            .iter()
+            .find(|r| r.methods.overlaps(rule.methods))
+        {
+            let shared = Methods(existing.methods.0 & rule.methods.0);
+            return Err(OverlapError {
+                existing: route.template.as_str().to_owned(),
+                methods: shared.names().join(", "),
+            });
+        }
+        route.rules.push(rule);
+        let mut all = Methods::default();
+        for r in &route.rules {
+            all.0 |= r.methods.0;
+        }
+        route.allow = all.names().join(", ");
+        Ok(())
+    }
+
+    /// Finds the rule for a normalized path.
+    pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let Some(index) = self.root.find(&segments) else {
+            return Lookup::NotFound;
+        };
+        let route = &self.routes[index];
+        match route.rules.iter().find(|r| r.methods.contains(method)) {
+            Some(rule) => Lookup::Matched { route, rule },
+            None => Lookup::MethodNotAllowed { route },
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+impl Node {
+    /// Depth-first, most specific child first. Each trie node is visited at
+    /// most once, so the cost is bounded by the table, not by the path.
+    fn find(&self, segments: &[&str]) -> Option<usize> {
+        let Some((first, rest)) = segments.split_first() else {
+            return self.end;
+        };
+        if let Some(found) = self.literals.get(*first).and_then(|child| child.find(rest)) {
+            return Some(found);
+        }
+        if !first.is_empty()
+            && let Some(found) = self.param.as_ref().and_then(|child| child.find(rest))
+        {
+            return Some(found);
+        }
+        // `{*rest}` needs at least one non-empty segment; a trailing slash
+        // after it belongs to the rest.
+        if !first.is_empty() {
+            return self.catch_all;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(methods: &[Method]) -> Rule {
+        let methods = if methods.is_empty() {
+            Methods::ALL
+        } else {
+            Methods::from_list(methods).expect("known methods")
+        };
+        Rule {
+            methods,
+            auth: Auth::Required,
+            policy: Policy::default(),
+        }
+    }
+
+    fn table(templates: &[(&str, &[Method])]) -> Table {
+        let mut table = Table::default();
+        for (text, methods) in templates {
+            table
+                .insert(
+                    Template::parse(text).expect("valid template"),
+                    rule(methods),
+                )
+                .expect("no overlap");
+        }
+        table
+    }
+
+    fn matched(table: &Table, method: Method, path: &str) -> Option<String> {
+        match table.lookup(&method, path) {
+            Lookup::Matched { route, .. } => Some(route.template.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn most_specific_wins_whatever_the_order() {
+        let orders: [&[(&str, &[Method])]; 2] = [
+            &[
+                ("/{*rest}", &[]),
+                ("/a/{x}", &[]),
+                ("/a/b", &[]),
+                ("/a/{x}/c", &[]),
+            ],
+            &[
+                ("/a/{x}/c", &[]),
+                ("/a/b", &[]),
+                ("/a/{x}", &[]),
+                ("/{*rest}", &[]),
+            ],
+        ];
+        for order in orders {
+            let t = table(order);
+            assert_eq!(matched(&t, Method::GET, "/a/b").as_deref(), Some("/a/b"));
+            assert_eq!(matched(&t, Method::GET, "/a/z").as_deref(), Some("/a/{x}"));
+            assert_eq!(
+                matched(&t, Method::GET, "/a/b/c").as_deref(),
+                Some("/a/{x}/c")
+            );
+            assert_eq!(
+                matched(&t, Method::GET, "/a/b/d").as_deref(),
+                Some("/{*rest}")
+            );
+            assert_eq!(matched(&t, Method::GET, "/x").as_deref(), Some("/{*rest}"));
+            assert_eq!(matched(&t, Method::GET, "/").as_deref(), None);
+        }
+    }
+
+    #[test]
+    fn backtracks_from_literal_to_param() {
+        let t = table(&[("/a/b/c", &[]), ("/a/{x}/d", &[])]);
+        assert_eq!(
+            matched(&t, Method::GET, "/a/b/d").as_deref(),
+            Some("/a/{x}/d")
+        );
+    }
+
+    #[test]
+    fn trailing_slash_is_significant() {
+        let t = table(&[("/api/private", &[]), ("/dir/", &[])]);
+        assert!(matched(&t, Method::GET, "/api/private").is_some());
+        assert!(matched(&t, Method::GET, "/api/private/").is_none());
+        assert!(matched(&t, Method::GET, "/dir/").is_some());
+        assert!(matched(&t, Method::GET, "/dir").is_none());
+    }
+
+    #[test]
+    fn params_need_a_non_empty_segment() {
+        let t = table(&[("/u/{id}", &[]), ("/files/{*rest}", &[])]);
+        assert!(matched(&t, Method::GET, "/u/").is_none());
+        assert!(matched(&t, Method::GET, "/u/1").is_some());
+        assert!(matched(&t, Method::GET, "/u/1/").is_none());
+        assert!(matched(&t, Method::GET, "/files/").is_none());
+        assert!(matched(&t, Method::GET, "/files").is_none());
+        assert!(matched(&t, Method::GET, "/files/a").is_some());
+        assert!(matched(&t, Method::GET, "/files/a/b/").is_some());
+    }
+
+    #[test]
+    fn methods_get_implies_head_and_405_lists_allow() {
+        let t = table(&[
+            ("/m", &[Method::GET]),
+            ("/m", &[Method::POST, Method::DELETE]),
+        ]);
+        assert!(matched(&t, Method::HEAD, "/m").is_some());
+        assert!(matched(&t, Method::POST, "/m").is_some());
+        match t.lookup(&Method::PUT, "/m") {
+            Lookup::MethodNotAllowed { route } => {
+                assert_eq!(route.allow, "GET, HEAD, POST, DELETE")
+            }
+            other => panic!("expected 405, got {other:?}"),
+        }
+        assert!(matches!(t.lookup(&Method::GET, "/n"), Lookup::NotFound));
+    }
+
+    #[test]
+    fn overlaps_are_refused() {
+        let mut t = table(&[("/a/{x}", &[Method::GET])]);
+        let err = t
+            .insert(
+                Template::parse("/a/{y}").expect("valid"),
+                rule(&[Method::HEAD]),
+            )
+            .expect_err("GET covers HEAD");
+        assert_eq!(err.existing, "/a/{x}");
+        assert!(
+            t.insert(Template::parse("/a/{y}").expect("valid"), rule(&[]))
+                .is_err()
+        );
+        assert!(
+            t.insert(
+                Template::parse("/a/{y}").expect("valid"),
+                rule(&[Method::POST])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn extension_methods_match_only_open_rules() {
+        let custom = Method::from_bytes(b"PROPFIND").expect("token");
+        let t = table(&[("/open", &[]), ("/closed", &[Method::GET])]);
+        assert!(matched(&t, custom.clone(), "/open").is_some());
+        assert!(matches!(
+            t.lookup(&custom, "/closed"),
+            Lookup::MethodNotAllowed { .. }
+        ));
+    }
+}
+
+/// The route table as text, for `scopegate check`.
+pub fn describe(table: &Table) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<28} {:<9} REQUIRES",
+        "ROUTE", "METHODS", "AUTH"
+    );
+    for route in table.routes() {
+        for rule in &route.rules {
+            let auth = match rule.auth {
+                Auth::None => "none",
+                Auth::Required => "required",
+            };
+            let mut needs = Vec::new();
+            if !rule.policy.scopes().is_empty() {
+                needs.push(format!("scopes: {}", rule.policy.scopes().join(" ")));
+            }
+            if !rule.policy.any_scope().is_empty() {
+                needs.push(format!("any of: {}", rule.policy.any_scope().join(" ")));
+            }
+            for c in rule.policy.claims() {
+                needs.push(format!("claim {}", c.claim.as_str()));
+            }
+            let needs = if needs.is_empty() {
+                "-".to_owned()
+            } else {
+                needs.join("; ")
+            };
+            let _ = writeln!(
+                out,
+                "{:<40} {:<28} {:<9} {}",
+                route.template.as_str(),
+                rule.methods.names().join(","),
+                auth,
+                needs
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! The proxy service: the life of one request, top to bottom.
+//!
+//! 1. load the current state (the request is decided under it to the end);
+//! 2. refuse malformed framing (400, never forwarded);
+//! 3. decide (normalize, route, token, policy) with [`crate::decision`];
+//! 4. refuse, or rewrite the request (normalized path, header rules) and
+//!    forward it with bodies streaming both ways.
+//!
+//! Adapter: depends on hyper and the core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Method, Request, Response, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::decision::{Question, decide};
+use crate::reject::{Refusal, respond};
+use crate::state::{Shared, State};
+use crate::token::Claims;
+use crate::upstream::{self, UpstreamError, headers};
+use crate::{Body, BoxError};
+
+/// What every request of a listener shares.
+#[derive(Debug)]
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+    pub client: upstream::Client,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// RFC 9112 / 9113 framing rules the upstream must never have to guess at.
+fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
+    let h = req.headers();
+    if req.method() == Method::CONNECT {
+        return Err("CONNECT is not supported");
+    }
+    let hosts = h.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err("more than one Host header");
+    }
+    match req.version() {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            if let (Some(host), Some(authority)) = (h.get(HOST), req.uri().authority())
+                && host.as_bytes() != authority.as_str().as_bytes()
+            {
+                return Err("Host does not match :authority");
+            }
+        }
+        Version::HTTP_11 if hosts == 0 => return Err("missing Host header"),
+        _ => {}
+    }
+    let lengths = h.get_all(CONTENT_LENGTH).iter().count();
+    if lengths > 1
+        || h.get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().contains(&b','))
+    {
+        return Err("more than one Content-Length");
+    }
+    if lengths > 0 && h.contains_key(TRANSFER_ENCODING) {
+        return Err("Content-Length together with Transfer-Encoding");
+    }
+    Ok(())
+}
+
+impl Proxy {
+    /// Handles one request; never fails (refusals are responses).
+    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let state = self.shared.load();
+        let method = req.method().clone();
+
+        if let Err(why) = check_framing(&req) {
+            let refusal = Refusal::Malformed(why);
+            log(
+                &method,
+                None,
+                None,
+                &refusal_label(&refusal),
+                refusal.status().as_u16(),
+                started,
+                None,
+            );
+            return respond(&refusal, state.realm());
+        }
+
+        let decision = {
+            let question = Question {
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+            };
+            decide(&state, &question, now())
+        };
+        let route = decision.route.map(|r| r.template.as_str().to_owned());
+        let path = decision.path;
+        let (response, label, subject) = match decision.verdict {
+            Err(refusal) => (
+                respond(&refusal, state.realm()),
+                refusal_label(&refusal),
+                None,
+            ),
+            Ok(claims) => {
+                let subject = claims.as_ref().and_then(Claims::subject).map(str::to_owned);
+                // An allowed request always has a normalized path.
+                let path = path.clone().unwrap_or_default();
+                match self
+                    .forward(&state, peer, req, &path, claims.as_ref())
+                    .await
+                {
+                    Ok(response) => (response, "allow".to_owned(), subject),
+                    Err(refusal) => (
+                        respond(&refusal, state.realm()),
+                        refusal_label(&refusal),
+                        subject,
+                    ),
+                }
+            }
+        };
+        log(
+            &method,
+            path.as_deref(),
+            route.as_deref(),
+            &label,
+            response.status().as_u16(),
+            started,
+            subject.as_deref(),
+        );
+        response
+    }
+
+    /// Rewrites an allowed request for the upstream and sends it.
+    async fn forward(
+        &self,
+        state: &State,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+        path: &str,
+        claims: Option<&Claims>,
+    ) -> Result<Response<Body>, Refusal> {
+        let config = &state.config;
+        let upstream = &config.upstream;
+        let (mut parts, body) = req.into_parts();
+
+        let max_body = config.limits.max_request_body_bytes;
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(Refusal::PayloadTooLarge);
+        }
+
+        // The Host the client addressed: the absolute-form or :authority
+        // wins over the Host header (RFC 9112 §3.2.2).
+        let client_host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => parts.headers.get(HOST).cloned(),
+        };
+
+        let mut target = String::with_capacity(upstream.path_prefix.len() + path.len() + 1);
+        target.push_str(&upstream.path_prefix);
+        target.push_str(path);
+        if let Some(query) = parts.uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let path_and_query =
+            PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?;
+        parts.uri = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| Refusal::Malformed("request target"))?;
+        parts.version = Version::HTTP_11;
+
+        let h = &mut parts.headers;
+        headers::remove_hop_by_hop(h);
+        headers::apply_identity(h, &config.identity, claims);
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(peer.ip()));
+        headers::apply_forwarded(h, peer.ip(), trusted, "http", client_host.as_ref());
+        let host = match (upstream.preserve_host, client_host) {
+            (true, Some(host)) => host,
+            _ => HeaderValue::from_str(upstream.authority.as_str())
+                .map_err(|_| Refusal::UpstreamUnavailable)?,
+        };
+        headers::set_host(h, host);
+
+        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let body: Body = Limited::new(body, limit).map_err(BoxError::from).boxed();
+        let request = Request::from_parts(parts, body);
+
+        let response = self
+            .client
+            .send(request, upstream.request_timeout)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Unavailable => Refusal::UpstreamUnavailable,
+                UpstreamError::Timeout => Refusal::UpstreamTimeout,
+            })?;
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
+    }
+}
+
+fn refusal_label(refusal: &Refusal) -> String {
+    format!("deny:{}", refusal.code())
+}
+
+/// One structured line per request. Never the token, never a query string.
+fn log(
+    method: &Method,
+    path: Option<&str>,
+    route: Option<&str>,
+    decision: &str,
+    status: u16,
+    started: Instant,
+    subject: Option<&str>,
+) {
+    tracing::info!(
+        target: "scopegate::access",
+        method = %method,
+        path = path.unwrap_or("-"),
+        route = route.unwrap_or("-"),
+        decision,
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        subject = subject.unwrap_or("-"),
+        "request"
+    );
+}

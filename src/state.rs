@@ -1,0 +1,50 @@
+//! The compiled, immutable state a request is decided under, and the
+//! `ArcSwap` that lets a reload replace it atomically: a request loads the
+//! current state once and keeps it to the end.
+//!
+//! Depends on [`crate::config`] and `arc-swap`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+
+/// Everything a decision needs, built from one config.
+#[derive(Debug)]
+pub struct State {
+    pub config: Config,
+}
+
+impl State {
+    pub fn new(config: Config) -> Self {
+        State { config }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.config.realm
+    }
+}
+
+/// The current state, shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    current: ArcSwap<State>,
+}
+
+impl Shared {
+    pub fn new(state: State) -> Self {
+        Shared {
+            current: ArcSwap::from_pointee(state),
+        }
+    }
+
+    /// The state to decide one request under.
+    pub fn load(&self) -> Arc<State> {
+        self.current.load_full()
+    }
+
+    pub fn swap(&self, state: State) {
+        self.current.store(Arc::new(state));
+    }
+}

@@ -1,0 +1,244 @@
+//! Finding the bearer token in a request: the `Authorization` header, a
+//! cookie or a query parameter, as `tokens.from` says (SPEC §Decision order 5).
+//!
+//! Pure: depends on `http` types only.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+
+/// Where a token may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Cookie(String),
+    Query(String),
+}
+
+/// A request whose credentials are ambiguous or malformed (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractError {
+    /// Two tokens: two `Authorization` headers, header plus query, ...
+    Multiple,
+    /// `Bearer` with no token, `Bearer a b`, characters outside token68.
+    Malformed,
+}
+
+impl ExtractError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExtractError::Multiple => "more than one token in the request",
+            ExtractError::Malformed => "malformed bearer credential",
+        }
+    }
+}
+
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// The token from an `Authorization` header, if it is a Bearer credential.
+fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ExtractError::Multiple);
+    }
+    let value = value.to_str().map_err(|_| ExtractError::Malformed)?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Basic, DPoP, ...: not ours, so no token.
+        return Ok(None);
+    }
+    let token = rest.trim_start_matches(' ');
+    if !is_token68(token) {
+        return Err(ExtractError::Malformed);
+    }
+    Ok(Some(token))
+}
+
+fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str>, ExtractError> {
+    let mut found = None;
+    // HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3).
+    for field in headers.get_all(COOKIE) {
+        let Ok(field) = field.to_str() else { continue };
+        for pair in field.split(';') {
+            let Some((key, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if key != name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(ExtractError::Multiple);
+            }
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            if !is_token68(value) {
+                return Err(ExtractError::Malformed);
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn from_query<'r>(
+    query: Option<&'r str>,
+    name: &str,
+) -> Result<Option<Cow<'r, str>>, ExtractError> {
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(key).as_deref() != Some(name) {
+            continue;
+        }
+        if found.is_some() {
+            return Err(ExtractError::Multiple);
+        }
+        let value = percent_decode(value).ok_or(ExtractError::Malformed)?;
+        if !is_token68(&value) {
+            return Err(ExtractError::Malformed);
+        }
+        found = Some(value);
+    }
+    Ok(found)
+}
+
+/// Finds exactly one token across the configured sources.
+pub fn find<'r>(
+    sources: &[Source],
+    headers: &'r HeaderMap,
+    query: Option<&'r str>,
+) -> Result<Option<Cow<'r, str>>, ExtractError> {
+    let mut found: Option<Cow<'r, str>> = None;
+    for source in sources {
+        let token = match source {
+            Source::Header => from_authorization(headers)?.map(Cow::Borrowed),
+            Source::Cookie(name) => from_cookies(headers, name)?.map(Cow::Borrowed),
+            Source::Query(name) => from_query(query, name)?,
+        };
+        if let Some(token) = token {
+            if found.is_some() {
+                return Err(ExtractError::Multiple);
+            }
+            found = Some(token);
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn authorization_header_rules() {
+        let all = [Source::Header];
+        let find1 = |pairs: &[(&'static str, &'static str)]| {
+            find(&all, &headers(pairs), None).map(|t| t.map(Cow::into_owned))
+        };
+        assert_eq!(find1(&[]), Ok(None));
+        assert_eq!(
+            find1(&[("authorization", "Bearer abc.def.ghi")]),
+            Ok(Some("abc.def.ghi".into()))
+        );
+        assert_eq!(
+            find1(&[("authorization", "bEaReR abc")]),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer  abc")]),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(find1(&[("authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
+        assert_eq!(find1(&[("authorization", "DPoP abc")]), Ok(None));
+        assert_eq!(
+            find1(&[("authorization", "Bearer")]),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer ")]),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer a b")]),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer a,b")]),
+            Err(ExtractError::Malformed)
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+            Err(ExtractError::Multiple)
+        );
+    }
+
+    #[test]
+    fn cookie_and_query_sources() {
+        let sources = [
+            Source::Header,
+            Source::Cookie("at".into()),
+            Source::Query("access_token".into()),
+        ];
+        let h = headers(&[("cookie", "x=1; at=tok1")]);
+        assert_eq!(find(&sources, &h, None), Ok(Some(Cow::Borrowed("tok1"))));
+        assert_eq!(
+            find(&sources, &HeaderMap::new(), Some("a=1&access_token=tok2"))
+                .map(|t| t.map(Cow::into_owned)),
+            Ok(Some("tok2".into()))
+        );
+        assert_eq!(
+            find(&sources, &h, Some("access_token=tok2")),
+            Err(ExtractError::Multiple)
+        );
+        let both = headers(&[("authorization", "Bearer a"), ("cookie", "at=b")]);
+        assert_eq!(find(&sources, &both, None), Err(ExtractError::Multiple));
+        let twice = headers(&[("cookie", "at=a"), ("cookie", "at=b")]);
+        assert_eq!(find(&sources, &twice, None), Err(ExtractError::Multiple));
+        // A source that is not configured is not looked at.
+        assert_eq!(
+            find(&[Source::Header], &h, Some("access_token=x")),
+            Ok(None)
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Strict parsing of a compact JWS: three base64url segments (no padding,
+//! canonical trailing bits), a header whose `alg` is one we implement and
+//! which carries none of the parameters we refuse to honour.
+//!
+//! Pure: depends on `base64`, `serde_json`, `jsonwebtoken` (the `Algorithm`
+//! type and the signature primitive).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::TokenError;
+use crate::jwks::{Key, parse_alg};
+
+/// The protected header members the gateway reads or refuses. A duplicate
+/// of any of them is a parse error (serde refuses repeated struct fields),
+/// which closes the door on parser-differential headers.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<Value>,
+    kid: Option<Value>,
+    typ: Option<Value>,
+    crit: Option<Value>,
+    jku: Option<Value>,
+    x5u: Option<Value>,
+    jwk: Option<Value>,
+}
+
+/// A parsed protected header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+}
+
+/// A compact JWS split into its parts; the signature is not checked yet.
+#[derive(Debug)]
+pub struct Jws<'t> {
+    pub header: Header,
+    /// `BASE64URL(header) "." BASE64URL(payload)`: what the signature covers.
+    pub signing_input: &'t str,
+    pub signature: &'t str,
+    pub payload: Map<String, Value>,
+}
+
+fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
+    if segment.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenError::Malformed)
+}
+
+/// Parses the header alone (signature layer; Wycheproof vectors enter here).
+pub fn parse_header(segment: &str) -> Result<Header, TokenError> {
+    let bytes = decode_segment(segment)?;
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    if raw.crit.is_some() || raw.jku.is_some() || raw.x5u.is_some() || raw.jwk.is_some() {
+        return Err(TokenError::ForbiddenHeader);
+    }
+    let alg = match raw.alg {
+        Some(Value::String(name)) => match parse_alg(&name) {
+            Some(alg) => alg,
+            None if name.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
+            None => return Err(TokenError::AlgUnsupported),
+        },
+        _ => return Err(TokenError::Malformed),
+    };
+    let string = |v: Option<Value>| match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(TokenError::Malformed),
+    };
+    Ok(Header {
+        alg,
+        kid: string(raw.kid)?,
+        typ: string(raw.typ)?,
+    })
+}
+
+/// A JSON object that refuses duplicate top-level members, so that no claim
+/// can mean one thing to the gateway and another to a later reader.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut out = Map::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if out.contains_key(&key) {
+                        return Err(serde::de::Error::custom("duplicate claim"));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(StrictObject(out))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// Splits and decodes a compact JWS; the payload must be a JSON object.
+pub fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let (header, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
+    if payload.contains('.') || signature.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let header = parse_header(header)?;
+    let payload = decode_segment(payload)?;
+    let StrictObject(payload) =
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    Ok(Jws {
+        header,
+        signing_input,
+        signature,
+        payload,
+    })
+}
+
+/// Checks a signature with one key. The key must already fit the `alg`
+/// (see [`Key::fits`]); this only runs the primitive.
+pub fn verify_signature(signing_input: &str, signature: &str, key: &Key, alg: Algorithm) -> bool {
+    // The signature segment must itself be canonical base64url.
+    if URL_SAFE_NO_PAD.decode(signature).is_err() {
+        return false;
+    }
+    jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn refuses_none_and_forbidden_parameters() {
+        for alg in ["none", "NONE", "None", "nOnE"] {
+            let h = b64(&format!(r#"{{"alg":"{alg}"}}"#));
+            assert_eq!(parse_header(&h).err(), Some(TokenError::AlgNone), "{alg}");
+        }
+        for extra in [
+            r#""crit":["exp"]"#,
+            r#""jku":"http://x"#,
+            r#""x5u":"http://x""#,
+            r#""jwk":{}"#,
+        ] {
+            let h = b64(&format!(r#"{{"alg":"RS256",{extra}}}"#));
+            assert!(parse_header(&h).is_err(), "{extra}");
+        }
+        assert_eq!(
+            parse_header(&b64(r#"{"alg":"rs256"}"#)).err(),
+            Some(TokenError::AlgUnsupported)
+        );
+        assert_eq!(
+            parse_header(&b64(r#"{"alg":"RS256","alg":"HS256"}"#)).err(),
+            Some(TokenError::Malformed)
+        );
+        assert_eq!(
+            parse_header(&b64(r#"{"alg":"RS256","kid":7}"#)).err(),
+            Some(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_shapes_and_encodings() {
+        let h = b64(r#"{"alg":"RS256"}"#);
+        let p = b64(r#"{"iss":"a"}"#);
+        assert!(parse(&format!("{h}.{p}.c2ln")).is_ok());
+        for bad in [
+            format!("{h}.{p}"),
+            format!("{h}.{p}."),
+            format!("{h}..c2ln"),
+            format!("{h}.{p}.c2ln.x"),
+            format!("{h}=.{p}.c2ln"),
+            format!("{h}.{p}=.c2ln"),
+            format!("{h}.{}.c2ln", b64("[1]")),
+            format!("{h}.{}.c2ln", b64(r#"{"a":1,"a":2}"#)),
+            format!("{h}.{p}+.c2ln"),
+            "....".to_owned(),
+        ] {
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+}

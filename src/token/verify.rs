@@ -1,0 +1,164 @@
+//! Token verification against the configured issuers (SPEC §Token
+//! verification): issuer by `iss`, key by `kid` and `alg`, signature, then
+//! `exp` / `nbf` / `iat` / `aud` / `typ` / age.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use super::{ClaimName, Claims, TokenError, jws};
+use crate::jwks::KeySet;
+
+/// The current keys of one issuer. Static sources fill it at load time; a
+/// remote JWKS fills it when a fetch succeeds. Empty means "not ready".
+#[derive(Debug, Default)]
+pub struct KeyCell {
+    current: ArcSwapOption<KeySet>,
+}
+
+impl KeyCell {
+    pub fn with(keys: KeySet) -> Self {
+        KeyCell {
+            current: ArcSwapOption::from_pointee(keys),
+        }
+    }
+
+    pub fn load(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, keys: KeySet) {
+        self.current.store(Some(Arc::new(keys)));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.current.load().is_some()
+    }
+}
+
+/// A trusted issuer, validated at load time.
+#[derive(Debug)]
+pub struct Issuer {
+    /// The exact `iss` value.
+    pub name: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Seconds of leeway on `exp`, `nbf` and `iat`.
+    pub clock_skew: i64,
+    /// Maximum seconds since `iat`, if set.
+    pub max_token_age: Option<i64>,
+    /// Lower-cased, without an `application/` prefix.
+    pub require_typ: Option<String>,
+    pub scope_claims: Vec<ClaimName>,
+    pub keys: Arc<KeyCell>,
+}
+
+/// Verifies tokens for a set of issuers.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    issuers: HashMap<String, Issuer>,
+    max_bytes: usize,
+}
+
+fn time_claim(payload: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
+    match payload.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            let secs = n.as_i64().or_else(|| n.as_f64().map(|f| f.floor() as i64));
+            secs.map(Some).ok_or(TokenError::BadClaimType)
+        }
+        Some(_) => Err(TokenError::BadClaimType),
+    }
+}
+
+/// `typ` compared case-insensitively, with or without `application/`
+/// (RFC 7515 §4.1.9).
+pub fn canonical_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+impl Verifier {
+    pub fn new(issuers: Vec<Issuer>, max_bytes: usize) -> Self {
+        let issuers = issuers.into_iter().map(|i| (i.name.clone(), i)).collect();
+        Verifier { issuers, max_bytes }
+    }
+
+    pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers.values()
+    }
+
+    /// Verifies a token at time `now` (seconds since the Unix epoch).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        // Bounded before any decoding or key lookup.
+        if token.len() > self.max_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let jws = jws::parse(token)?;
+        let issuer = match jws.payload.get("iss") {
+            Some(Value::String(iss)) => self.issuers.get(iss).ok_or(TokenError::UnknownIssuer)?,
+            _ => return Err(TokenError::IssuerMissing),
+        };
+        let alg = jws.header.alg;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(TokenError::AlgNotAllowed);
+        }
+        if let Some(required) = &issuer.require_typ {
+            match &jws.header.typ {
+                Some(typ) if canonical_typ(typ) == *required => {}
+                _ => return Err(TokenError::BadType),
+            }
+        }
+        let keys = issuer.keys.load().ok_or(TokenError::KeysUnavailable)?;
+        let mut candidates = keys.candidates(alg, jws.header.kid.as_deref()).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        if !candidates.any(|key| jws::verify_signature(jws.signing_input, jws.signature, key, alg))
+        {
+            return Err(TokenError::BadSignature);
+        }
+        let exp = issuer.check_claims(&jws.payload, now)?;
+        Ok(Claims::new(jws.payload, &issuer.scope_claims, exp))
+    }
+}
+
+impl Issuer {
+    /// Registered-claim checks on a payload whose signature is valid.
+    /// Returns `exp`.
+    fn check_claims(&self, payload: &Map<String, Value>, now: i64) -> Result<i64, TokenError> {
+        let skew = self.clock_skew;
+        let exp = time_claim(payload, "exp")?.ok_or(TokenError::ExpiryMissing)?;
+        let nbf = time_claim(payload, "nbf")?;
+        let iat = time_claim(payload, "iat")?;
+        if now > exp.saturating_add(skew) {
+            return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
+            return Err(TokenError::NotYetValid);
+        }
+        if iat.is_some_and(|iat| now.saturating_add(skew) < iat) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if let Some(max_age) = self.max_token_age {
+            let iat = iat.ok_or(TokenError::IssueTimeMissing)?;
+            if now.saturating_sub(iat) > max_age.saturating_add(skew) {
+                return Err(TokenError::TooOld);
+            }
+        }
+        let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
+        match payload.get("aud") {
+            None => return Err(TokenError::AudienceMissing),
+            Some(Value::String(aud)) if accepted(aud) => {}
+            Some(Value::Array(auds)) if auds.iter().any(|a| a.as_str().is_some_and(accepted)) => {}
+            Some(_) => return Err(TokenError::BadAudience),
+        }
+        Ok(exp)
+    }
+}
