@@ -542,21 +542,9 @@ fn build_issuer(
                     format!("environment variable {var} is not set"),
                 )
             })?;
-            // RFC 7518 §3.2: the key must be at least as long as the hash.
-            let needed = algorithms.iter().map(|a| match a {
-                jsonwebtoken::Algorithm::HS384 => 48,
-                jsonwebtoken::Algorithm::HS512 => 64,
-                _ => 32,
-            });
-            let needed = needed.max().unwrap_or(32);
-            if secret.len() < needed {
-                return Err(ctx.err(
-                    key_at,
-                    &key_field,
-                    format!("the secret in {var} is shorter than {needed} bytes"),
-                ));
-            }
-            keys.store(KeySet::from_secret(secret.as_bytes()));
+            let set = KeySet::from_secret(secret.as_bytes(), &algorithms)
+                .map_err(|e| ctx.err(key_at, &key_field, format!("{var}: {e}")))?;
+            keys.store(set);
         }
     }
 

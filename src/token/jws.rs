@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::TokenError;
-use crate::jwks::{Key, parse_alg};
+use crate::jwks::{KeySet, parse_alg};
 
 /// The protected header members the gateway reads or refuses. A duplicate
 /// of any of them is a parse error (serde refuses repeated struct fields),
@@ -43,7 +43,8 @@ pub struct Jws<'t> {
     /// `BASE64URL(header) "." BASE64URL(payload)`: what the signature covers.
     pub signing_input: &'t str,
     pub signature: &'t str,
-    pub payload: Map<String, Value>,
+    /// The decoded payload bytes (a JSON object for a JWT).
+    pub payload: Vec<u8>,
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
@@ -112,8 +113,9 @@ impl<'de> Deserialize<'de> for StrictObject {
     }
 }
 
-/// Splits and decodes a compact JWS; the payload must be a JSON object.
-pub fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
+/// Splits a compact JWS strictly: exactly three non-empty base64url
+/// segments and a header we accept.
+pub fn split(token: &str) -> Result<Jws<'_>, TokenError> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let (header, payload) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
     if payload.contains('.') || signature.is_empty() {
@@ -121,25 +123,36 @@ pub fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
     }
     let header = parse_header(header)?;
     let payload = decode_segment(payload)?;
-    let StrictObject(payload) =
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-    Ok(Jws {
-        header,
-        signing_input,
-        signature,
-        payload,
-    })
+    if URL_SAFE_NO_PAD.decode(signature).is_err() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(Jws { header, signing_input, signature, payload })
 }
 
-/// Checks a signature with one key. The key must already fit the `alg`
-/// (see [`Key::fits`]); this only runs the primitive.
-pub fn verify_signature(signing_input: &str, signature: &str, key: &Key, alg: Algorithm) -> bool {
-    // The signature segment must itself be canonical base64url.
-    if URL_SAFE_NO_PAD.decode(signature).is_err() {
-        return false;
+impl Jws<'_> {
+    /// The payload as a JWT claims object (duplicate members refused).
+    pub fn claims(&self) -> Result<Map<String, Value>, TokenError> {
+        let StrictObject(map) = serde_json::from_slice(&self.payload).map_err(|_| TokenError::Malformed)?;
+        Ok(map)
     }
-    jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
-        .unwrap_or(false)
+
+    /// The signature layer: `alg` in the allow-list, a key that fits the
+    /// `alg` (type, curve, the JWK's own `alg`) and the `kid`, and a valid
+    /// signature by one of them.
+    pub fn verify(&self, keys: &KeySet, algorithms: &[Algorithm]) -> Result<(), TokenError> {
+        let alg = self.header.alg;
+        if !algorithms.contains(&alg) {
+            return Err(TokenError::AlgNotAllowed);
+        }
+        let mut candidates = keys.candidates(alg, self.header.kid.as_deref()).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let input = self.signing_input.as_bytes();
+        let verified = candidates
+            .any(|key| jsonwebtoken::crypto::verify(self.signature, input, &key.decoding, alg).unwrap_or(false));
+        if verified { Ok(()) } else { Err(TokenError::BadSignature) }
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +196,7 @@ mod tests {
     fn refuses_bad_shapes_and_encodings() {
         let h = b64(r#"{"alg":"RS256"}"#);
         let p = b64(r#"{"iss":"a"}"#);
-        assert!(parse(&format!("{h}.{p}.c2ln")).is_ok());
+        assert!(split(&format!("{h}.{p}.c2ln")).and_then(|j| j.claims()).is_ok());
         for bad in [
             format!("{h}.{p}"),
             format!("{h}.{p}."),
@@ -196,7 +209,7 @@ mod tests {
             format!("{h}.{p}+.c2ln"),
             "....".to_owned(),
         ] {
-            assert!(parse(&bad).is_err(), "{bad}");
+            assert!(split(&bad).and_then(|j| j.claims()).is_err(), "{bad}");
         }
     }
 }

@@ -100,13 +100,13 @@ impl Verifier {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
         }
-        let jws = jws::parse(token)?;
-        let issuer = match jws.payload.get("iss") {
+        let jws = jws::split(token)?;
+        let payload = jws.claims()?;
+        let issuer = match payload.get("iss") {
             Some(Value::String(iss)) => self.issuers.get(iss).ok_or(TokenError::UnknownIssuer)?,
             _ => return Err(TokenError::IssuerMissing),
         };
-        let alg = jws.header.alg;
-        if !issuer.algorithms.contains(&alg) {
+        if !issuer.algorithms.contains(&jws.header.alg) {
             return Err(TokenError::AlgNotAllowed);
         }
         if let Some(required) = &issuer.require_typ {
@@ -116,16 +116,9 @@ impl Verifier {
             }
         }
         let keys = issuer.keys.load().ok_or(TokenError::KeysUnavailable)?;
-        let mut candidates = keys.candidates(alg, jws.header.kid.as_deref()).peekable();
-        if candidates.peek().is_none() {
-            return Err(TokenError::UnknownKey);
-        }
-        if !candidates.any(|key| jws::verify_signature(jws.signing_input, jws.signature, key, alg))
-        {
-            return Err(TokenError::BadSignature);
-        }
-        let exp = issuer.check_claims(&jws.payload, now)?;
-        Ok(Claims::new(jws.payload, &issuer.scope_claims, exp))
+        jws.verify(&keys, &issuer.algorithms)?;
+        let exp = issuer.check_claims(&payload, now)?;
+        Ok(Claims::new(payload, &issuer.scope_claims, exp))
     }
 }
 

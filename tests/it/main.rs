@@ -1,1 +1,8 @@
+//! The one integration-test binary (each `tests/*.rs` would link on its own).
 
+mod cli;
+mod config_errors;
+mod proxy;
+mod support;
+mod tokens;
+mod wycheproof;

@@ -1,0 +1,516 @@
+//! The gateway over real sockets: what is allowed reaches the upstream with
+//! the normalized path and the identity headers; what is refused never does.
+
+use serde_json::{Value, json};
+
+use crate::support::keys::{jwks, keys};
+use crate::support::{Gateway, Upstream, bearer, get, now, raw, request};
+
+pub const ISS_A: &str = "https://issuer-a.test/";
+pub const ISS_B: &str = "https://issuer-b.test/";
+pub const AUD: &str = "https://api.test";
+
+pub fn config(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+upstream:
+  url: "http://{upstream}"
+  request_timeout: 1s
+realm: api
+issuers:
+  - issuer: "{ISS_A}"
+    audiences: ["{AUD}", "https://other.test"]
+    jwks_file: jwks-a.json
+    algorithms: [RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+    clock_skew: 30s
+  - issuer: "{ISS_B}"
+    audiences: ["{AUD}"]
+    jwks_file: jwks-b.json
+    algorithms: [RS256]
+identity:
+  headers:
+    X-Auth-Subject: sub
+    X-Auth-Scopes: scopes
+    X-Auth-Org: org_id
+routes:
+  - path: /api/public
+    methods: [GET]
+    auth: none
+  - path: /api/private
+  - path: /api/private-scoped
+    methods: [GET]
+    scopes: [read:messages]
+  - path: /api/messages/{{id}}
+    methods: [PUT, DELETE]
+    any_scope: [write:messages, admin]
+    claims:
+      - {{ claim: org_id, equals: acme }}
+  - path: /assets/{{*rest}}
+    auth: none
+{extra}"#
+    )
+}
+
+pub async fn start(extra: &str) -> (Upstream, Gateway) {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let a = jwks(&[&k.rsa, &k.ec256, &k.ec384, &k.ed]);
+    let b = jwks(&[&k.rsa_other]);
+    let gw = Gateway::start(&config(&upstream.addr.to_string(), extra), &[("jwks-a.json", &a), ("jwks-b.json", &b)]).await;
+    (upstream, gw)
+}
+
+/// Claims of a valid token from issuer A, with `extra` merged in.
+pub fn claims(extra: Value) -> Value {
+    let mut c = json!({"iss": ISS_A, "aud": AUD, "sub": "user-1", "iat": now(), "exp": now() + 600});
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            if v.is_null() {
+                c.remove(k);
+            } else {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_request_is_forwarded_normalized_with_identity() {
+    let (upstream, gw) = start("").await;
+    let token = keys().rsa.token(&claims(json!({"scope": "read:messages profile", "org_id": "acme"})));
+    let auth = bearer(&token);
+    let resp = get(
+        gw.addr,
+        "/api/public/..//./private-scoped?q=a%2Fb&x",
+        &[("Authorization", &auth), ("X-Auth-Subject", "admin"), ("x-auth-scopes", "admin"), ("X-Forwarded-For", "6.6.6.6")],
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-upstream"), Some("yes"));
+    // Hop-by-hop headers of the response (and what its Connection names) are removed.
+    assert_eq!(resp.header("x-upstream-secret"), None);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.target, "/api/private-scoped?q=a%2Fb&x");
+    assert_eq!(r.header_count("x-auth-subject"), 1);
+    assert_eq!(r.header("x-auth-subject"), Some("user-1"));
+    assert_eq!(r.header("x-auth-scopes"), Some("profile read:messages"));
+    assert_eq!(r.header("x-auth-org"), Some("acme"));
+    assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(r.header("host"), Some("gateway.test"));
+    assert_eq!(r.header("authorization"), Some(auth.as_str()), "the token is forwarded untouched by default");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signature_algorithm_is_accepted_with_its_key() {
+    let (upstream, gw) = start("").await;
+    let k = keys();
+    let c = claims(json!({}));
+    let cases = [
+        (&k.rsa, "RS256"),
+        (&k.rsa, "RS384"),
+        (&k.rsa, "RS512"),
+        (&k.rsa, "PS256"),
+        (&k.rsa, "PS384"),
+        (&k.rsa, "PS512"),
+        (&k.ec256, "ES256"),
+        (&k.ec384, "ES384"),
+        (&k.ed, "EdDSA"),
+    ];
+    for (key, alg) in cases {
+        let token = key.sign(&json!({"alg": alg, "kid": key.kid}), &c);
+        let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&token))]).await;
+        assert_eq!(resp.status, 200, "{alg}: {}", resp.text());
+    }
+    assert_eq!(upstream.requests().len(), cases.len());
+    gw.stop().await;
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    target: String,
+    headers: Vec<(&'static str, String)>,
+    status: u16,
+    error: &'static str,
+    challenge: Option<String>,
+}
+
+fn case(name: &'static str, target: &str, token: Option<String>, status: u16, error: &'static str) -> Case {
+    let headers = token.map(|t| vec![("Authorization", bearer(&t))]).unwrap_or_default();
+    Case { name, method: "GET", target: target.into(), headers, status, error, challenge: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_never_reach_the_upstream() {
+    let (upstream, gw) = start("").await;
+    let k = keys();
+    let good = |extra: Value| Some(k.rsa.token(&claims(extra)));
+    let scoped = "/api/private-scoped";
+    let invalid = |why: &str| Some(format!(r#"Bearer realm="api", error="invalid_token", error_description="{why}""#));
+    let mut cases = vec![
+        // Path normalization (SPEC §Path normalization step 1 and 4).
+        case("encoded slash", "/api/public%2F..%2Fprivate", None, 400, "invalid_request"),
+        case("encoded slash lower", "/api/public%2f..%2fprivate", None, 400, "invalid_request"),
+        case("encoded backslash", "/api/public%5c..%5cprivate", None, 400, "invalid_request"),
+        case("raw backslash", "/api/public\\..\\private", None, 400, "invalid_request"),
+        case("encoded NUL", "/api/private%00", None, 400, "invalid_request"),
+        case("bad percent", "/api/priv%zzate", None, 400, "invalid_request"),
+        case("truncated percent", "/api/private%2", None, 400, "invalid_request"),
+        case("dot-dot-semicolon", "/api/public/..;/private", None, 400, "invalid_request"),
+        case("encoded dot-dot-semicolon", "/api/public/%2e%2e;/private", None, 400, "invalid_request"),
+        case("dot-dot encoded semicolon", "/api/public/..%3B/private", None, 400, "invalid_request"),
+        case("above root", "/../api/public", None, 400, "invalid_request"),
+        case("encoded above root", "/%2e%2e/api/public", None, 400, "invalid_request"),
+        case("asterisk form", "*", None, 400, "invalid_request"),
+        // Routing.
+        case("no route", "/nothing", None, 404, "not_found"),
+        case("trailing slash is another path", "/api/private/", None, 404, "not_found"),
+        case("case-sensitive", "/API/private", None, 404, "not_found"),
+        case("catch-all needs a segment", "/assets/", None, 404, "not_found"),
+        case("traversal to a closed route", "/api/public/../private", None, 401, "unauthorized"),
+        // Tokens.
+        case("no token", scoped, None, 401, "unauthorized"),
+        case("expired", scoped, good(json!({"scope": "read:messages", "exp": now() - 120})), 401, "invalid_token"),
+        case("exp missing", scoped, good(json!({"scope": "read:messages", "exp": null})), 401, "invalid_token"),
+        case("exp a string", scoped, good(json!({"scope": "read:messages", "exp": "9999999999"})), 401, "invalid_token"),
+        case("nbf beyond skew", scoped, good(json!({"scope": "read:messages", "nbf": now() + 300})), 401, "invalid_token"),
+        case("nbf a string", scoped, good(json!({"scope": "read:messages", "nbf": "0"})), 401, "invalid_token"),
+        case("iat beyond skew", scoped, good(json!({"scope": "read:messages", "iat": now() + 300})), 401, "invalid_token"),
+        case("aud mismatch", scoped, good(json!({"scope": "read:messages", "aud": "https://evil.test"})), 401, "invalid_token"),
+        case("aud array mismatch", scoped, good(json!({"scope": "read:messages", "aud": ["a", "b"]})), 401, "invalid_token"),
+        case("aud missing", scoped, good(json!({"scope": "read:messages", "aud": null})), 401, "invalid_token"),
+        case("unknown issuer", scoped, good(json!({"scope": "read:messages", "iss": "https://evil.test/"})), 401, "invalid_token"),
+        case("iss not a string", scoped, good(json!({"scope": "read:messages", "iss": ["https://issuer-a.test/"]})), 401, "invalid_token"),
+        case("iss missing", scoped, good(json!({"scope": "read:messages", "iss": null})), 401, "invalid_token"),
+        case("not base64url", scoped, Some("e30.e30.*^%".into()), 401, "invalid_token"),
+        case("two segments", scoped, Some("eyJhbGciOiJSUzI1NiJ9.e30".into()), 401, "invalid_token"),
+        case("garbage", scoped, Some("abc".into()), 401, "invalid_token"),
+        // Scopes: exact match, never substring.
+        case("scope missing", scoped, good(json!({"scope": "profile"})), 403, "insufficient_scope"),
+        case("scope prefix", scoped, good(json!({"scope": "read:messages2 read"})), 403, "insufficient_scope"),
+        // 405.
+        Case { name: "method not allowed", method: "POST", target: scoped.into(), headers: vec![], status: 405, error: "method_not_allowed", challenge: None },
+        Case { name: "DELETE public", method: "DELETE", target: "/api/public".into(), headers: vec![], status: 405, error: "method_not_allowed", challenge: None },
+        // Credentials.
+        Case { name: "basic is no token", method: "GET", target: scoped.into(), headers: vec![("Authorization", "Basic dXNlcjpwYXNz".into())], status: 401, error: "unauthorized", challenge: Some(r#"Bearer realm="api""#.into()) },
+        Case { name: "bearer without token", method: "GET", target: scoped.into(), headers: vec![("Authorization", "Bearer".into())], status: 400, error: "invalid_request", challenge: None },
+        Case { name: "bearer two words", method: "GET", target: scoped.into(), headers: vec![("Authorization", "Bearer a b".into())], status: 400, error: "invalid_request", challenge: None },
+        Case { name: "two authorization headers", method: "GET", target: scoped.into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "read:messages"}))))), ("Authorization", "Bearer x".into())], status: 400, error: "invalid_request", challenge: None },
+        // Claims rules on {id}: right scope, wrong org.
+        Case { name: "claim mismatch", method: "PUT", target: "/api/messages/7".into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "admin", "org_id": "other"})))))], status: 403, error: "insufficient_scope", challenge: Some(r#"Bearer realm="api", error="insufficient_scope", error_description="a required claim does not match", scope="write:messages admin""#.into()) },
+        Case { name: "any_scope none", method: "DELETE", target: "/api/messages/7".into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "read:messages", "org_id": "acme"})))))], status: 403, error: "insufficient_scope", challenge: None },
+    ];
+    let challenges = [
+        ("no token", Some(r#"Bearer realm="api""#.to_owned())),
+        ("expired", invalid("token expired")),
+        ("aud mismatch", invalid("audience not allowed")),
+        ("scope missing", Some(r#"Bearer realm="api", error="insufficient_scope", error_description="a required scope is missing", scope="read:messages""#.to_owned())),
+    ];
+    for (name, challenge) in challenges {
+        let c = cases.iter_mut().find(|c| c.name == name).expect("case exists");
+        c.challenge = challenge;
+    }
+    for c in &cases {
+        let headers: Vec<(&str, &str)> = c.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let resp = request(gw.addr, c.method, &c.target, &headers).await;
+        assert_eq!(resp.status, c.status, "{}: {}", c.name, resp.text());
+        let body = resp.json();
+        assert_eq!(body["error"], c.error, "{}", c.name);
+        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{}", c.name);
+        if let Some(challenge) = &c.challenge {
+            assert_eq!(resp.header("www-authenticate"), Some(challenge.as_str()), "{}", c.name);
+        }
+        for (_, v) in &c.headers {
+            if let Some(token) = v.strip_prefix("Bearer ") {
+                assert!(!resp.text().contains(token), "{}: the token must never be echoed", c.name);
+            }
+        }
+        if c.status == 405 {
+            assert!(resp.header("allow").is_some(), "{}", c.name);
+        }
+    }
+    assert!(upstream.requests().is_empty(), "refused requests reached the upstream: {:?}", upstream.requests());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tokens_are_refused() {
+    let (upstream, gw) = start("").await;
+    let k = keys();
+    let c = claims(json!({"scope": "read:messages"}));
+    let pem = k.rsa.public_pem();
+    let hmac_with_pem = crate::support::keys::TestKey::hmac("rsa-1", pem.as_bytes());
+    let b64 = crate::support::keys::b64;
+    let none_tokens: Vec<String> = ["none", "NONE", "None", "nOnE"]
+        .iter()
+        .map(|alg| format!("{}.{}.", b64(json!({"alg": alg}).to_string().as_bytes()), b64(c.to_string().as_bytes())))
+        .collect();
+    let mut hostile: Vec<(&str, String, &str)> = vec![
+        // Algorithm confusion: the RSA public key used as an HMAC secret.
+        ("alg confusion", hmac_with_pem.sign(&json!({"alg": "HS256", "kid": "rsa-1"}), &c), "algorithm not allowed"),
+        // The right issuer, a key it does not have.
+        ("wrong kid", k.rsa.sign(&json!({"alg": "RS256", "kid": "nope"}), &c), "unknown key"),
+        // Issuer A's claims signed by issuer B's key (kid of A).
+        ("cross-issuer key", k.rsa_other.sign(&json!({"alg": "RS256", "kid": "rsa-1"}), &c), "signature invalid"),
+        // Issuer B's token signed with issuer A's key (kid of B).
+        ("key of another issuer", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-other"}), &claims(json!({"iss": ISS_B}))), "signature invalid"),
+        // alg does not fit the key type (ES256 header, RSA kid).
+        ("alg/key mismatch", k.ec256.sign(&json!({"alg": "ES256", "kid": "rsa-1"}), &c), "unknown key"),
+        // ES384 signature presented as ES256 on the P-384 key.
+        ("curve mismatch", k.ec384.sign(&json!({"alg": "ES256", "kid": "ec-384"}), &c), "unknown key"),
+        // Issuer B does not allow PS256.
+        ("alg not allowed for issuer", k.rsa_other.sign(&json!({"alg": "PS256", "kid": "rsa-other"}), &claims(json!({"iss": ISS_B}))), "algorithm not allowed"),
+        ("embedded jwk", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "jwk": k.rsa.jwk()}), &c), "token header carries a parameter that is never trusted"),
+        ("jku", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "jku": "http://127.0.0.1:1/jwks"}), &c), "token header carries a parameter that is never trusted"),
+        ("x5u", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "x5u": "http://127.0.0.1:1/x"}), &c), "token header carries a parameter that is never trusted"),
+        ("crit", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]}), &c), "token header carries a parameter that is never trusted"),
+        ("oversize", k.rsa.token(&claims(json!({"scope": "read:messages", "pad": "x".repeat(9000)}))), "token too large"),
+    ];
+    // ECDSA r = s = 0 (the "psychic signature").
+    let ec_input = format!("{}.{}", b64(json!({"alg": "ES256", "kid": "ec-256"}).to_string().as_bytes()), b64(c.to_string().as_bytes()));
+    hostile.push(("ecdsa zero", format!("{ec_input}.{}", b64(&[0u8; 64])), "signature invalid"));
+    // A valid signature with the payload swapped afterwards.
+    let valid = k.rsa.token(&c);
+    let parts: Vec<&str> = valid.split('.').collect();
+    let forged = claims(json!({"scope": "read:messages admin"}));
+    hostile.push(("payload swapped", format!("{}.{}.{}", parts[0], b64(forged.to_string().as_bytes()), parts[2]), "signature invalid"));
+    for t in &none_tokens {
+        hostile.push(("alg none", t.clone(), ""));
+    }
+    for (name, token, description) in &hostile {
+        let resp = get(gw.addr, "/api/private-scoped", &[("Authorization", &bearer(token))]).await;
+        // `alg none` tokens end in '.', an empty signature: malformed or
+        // refused as unsigned, a 401 either way.
+        assert_eq!(resp.status, 401, "{name}: {}", resp.text());
+        assert_eq!(resp.json()["error"], "invalid_token", "{name}");
+        if !description.is_empty() {
+            assert_eq!(resp.json()["error_description"], *description, "{name}");
+        }
+        assert!(!resp.text().contains(token.as_str()), "{name}: token echoed");
+    }
+    assert!(upstream.requests().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_is_honoured_within_bounds() {
+    let (upstream, gw) = start("").await;
+    let k = keys();
+    let within = [
+        json!({"exp": now() - 10}),
+        json!({"nbf": now() + 10}),
+        json!({"iat": now() + 10}),
+        json!({"exp": now() + 60, "nbf": now() - 1, "iat": now() - 1}),
+        json!({"exp": (now() + 60) as f64 + 0.5}),
+        json!({"aud": ["https://x.test", AUD]}),
+    ];
+    for extra in &within {
+        let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&k.rsa.token(&claims(extra.clone()))))]).await;
+        assert_eq!(resp.status, 200, "{extra}: {}", resp.text());
+    }
+    assert_eq!(upstream.requests().len(), within.len());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_none_forwards_tokens_untouched_and_strip_authorization_removes_them() {
+    let (upstream, gw) = start("").await;
+    let resp = get(gw.addr, "/assets/css/site.css", &[("Authorization", "Bearer not-even-a-jwt"), ("X-Auth-Subject", "forged")]).await;
+    assert_eq!(resp.status, 200);
+    let r = upstream.take().pop().expect("forwarded");
+    assert_eq!(r.target, "/assets/css/site.css");
+    assert_eq!(r.header("authorization"), Some("Bearer not-even-a-jwt"));
+    assert_eq!(r.header("x-auth-subject"), None, "client copies of identity headers are always removed");
+    gw.stop().await;
+
+    let (upstream, gw) = start("").await;
+    let cfg = config(&upstream.addr.to_string(), "").replace("identity:\n", "identity:\n  strip_authorization: true\n");
+    gw.stop().await;
+    let k = keys();
+    let gw = crate::support::Gateway::start(&cfg, &[("jwks-a.json", &jwks(&[&k.rsa])), ("jwks-b.json", &jwks(&[&k.rsa_other]))]).await;
+    let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&k.rsa.token(&claims(json!({})))))]).await;
+    assert_eq!(resp.status, 200);
+    let r = upstream.take().pop().expect("forwarded");
+    assert_eq!(r.header("authorization"), None);
+    assert_eq!(r.header("x-auth-subject"), Some("user-1"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_smuggle_or_strip_identity() {
+    let (upstream, gw) = start("").await;
+    let k = keys();
+    let auth = bearer(&k.rsa.token(&claims(json!({}))));
+    // Naming the identity header in Connection must not keep the client's
+    // copy nor remove the gateway's.
+    let resp = get(
+        gw.addr,
+        "/api/private",
+        &[("Authorization", &auth), ("Connection", "X-Auth-Subject, close"), ("X-Auth-Subject", "admin"), ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"), ("TE", "trailers"), ("Proxy-Authorization", "Basic x")],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let r = upstream.take().pop().expect("forwarded");
+    assert_eq!(r.header("x-auth-subject"), Some("user-1"));
+    assert_eq!(r.header_count("x-auth-subject"), 1);
+    for hop in ["keep-alive", "upgrade", "te", "proxy-authorization"] {
+        assert_eq!(r.header(hop), None, "{hop} must not be forwarded");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_framing_is_refused_and_never_forwarded() {
+    let (upstream, gw) = start("").await;
+    let requests: &[&[u8]] = &[
+        b"GET /api/public HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /api/public HTTP/1.1\r\n\r\n",
+        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"GET /api/public HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET /api/public HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n",
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+    ];
+    for req in requests {
+        let resp = raw(gw.addr, req).await;
+        assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(req));
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_is_routed_by_its_path() {
+    let (upstream, gw) = start("").await;
+    let resp = raw(gw.addr, b"GET http://evil.test/api/public/../private HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(resp.status, 401, "routed as /api/private");
+    let resp = raw(gw.addr, b"GET http://other.test/api/public HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(resp.status, 200);
+    let r = upstream.take().pop().expect("forwarded");
+    assert_eq!(r.target, "/api/public");
+    assert_eq!(r.header("host"), Some("other.test"), "RFC 9112: the absolute-form authority is the host");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_502_and_504_and_the_gateway_keeps_serving() {
+    // Nothing listens on the upstream port: 502.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let k = keys();
+    let files = [("jwks-a.json", jwks(&[&k.rsa])), ("jwks-b.json", jwks(&[&k.rsa_other]))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let gw = Gateway::start(&config(&dead.to_string(), ""), &files).await;
+    let resp = get(gw.addr, "/api/public", &[]).await;
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["error"], "bad_gateway");
+    gw.stop().await;
+
+    // A slow upstream: 504 after request_timeout (1 s), then still serving.
+    let (upstream, gw) = start("").await;
+    let resp = get(gw.addr, "/assets/slow", &[]).await;
+    assert_eq!(resp.status, 504);
+    assert_eq!(resp.json()["error"], "gateway_timeout");
+    let resp = get(gw.addr, "/assets/fast", &[]).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(upstream.requests().len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_host_rules() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let extra = "trusted_proxies: [\"127.0.0.0/8\"]\n";
+    let cfg = config(&format!("{}/base/", upstream.addr), extra).replace("request_timeout: 1s", "request_timeout: 1s\n  preserve_host: false");
+    let gw = Gateway::start(&cfg, &[("jwks-a.json", &jwks(&[&k.rsa])), ("jwks-b.json", &jwks(&[&k.rsa_other]))]).await;
+    let resp = get(gw.addr, "/api/public?a=1", &[("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "api.example.com")]).await;
+    assert_eq!(resp.status, 200);
+    let r = upstream.take().pop().expect("forwarded");
+    assert_eq!(r.target, "/base/api/public?a=1", "upstream path prefix");
+    assert_eq!(r.header("host"), Some(upstream.addr.to_string().as_str()), "preserve_host: false");
+    assert_eq!(r.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"), "a trusted proxy's chain is appended to");
+    assert_eq!(r.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(r.header("x-forwarded-host"), Some("api.example.com"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_headers_431_body_413_and_streaming() {
+    let (upstream, gw) = start("limits:\n  max_request_body_bytes: 1048576\n").await;
+    let big = "x".repeat(20_000);
+    let resp = get(gw.addr, "/api/public", &[("X-Big", &big)]).await;
+    assert_eq!(resp.status, 431);
+    let declared = raw(gw.addr, b"POST /assets/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(declared.status, 413);
+    assert!(upstream.requests().is_empty());
+
+    // A chunked body within the limit streams through whole.
+    let mut req = b"POST /assets/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..16 {
+        req.extend_from_slice(format!("{:x}\r\n", 32 * 1024).as_bytes());
+        req.extend_from_slice(&[b'a'; 32 * 1024]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let resp = raw(gw.addr, &req).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "upstream-ok 524288");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_closes_slow_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_upstream, gw) = start("limits:\n  header_read_timeout: 1s\n").await;
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    slow.write_all(b"GET /api/public HTTP/1.1\r\nHost: a\r\n").await.expect("write");
+    // A normal client is served meanwhile.
+    assert_eq!(get(gw.addr, "/api/public", &[]).await.status, 200);
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the slow client must be disconnected after header_read_timeout");
+    // A client that never sends a byte is dropped too.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a silent client must be disconnected");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_is_authorized_like_http1() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (upstream, gw) = start("").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let token = keys().rsa.token(&claims(json!({"scope": "read:messages"})));
+    let send = |path: &str, auth: Option<&str>| {
+        let mut b = http::Request::builder().uri(format!("http://gateway.test{path}"));
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Empty::<bytes::Bytes>::new()).expect("request")
+    };
+    let resp = sender.send_request(send("/api/public/%2e%2e/private-scoped", Some(&bearer(&token)))).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let resp = sender.send_request(send("/api/private-scoped", None)).await.expect("response");
+    assert_eq!(resp.status(), 401);
+    let resp = sender.send_request(send("/api/public/..;/private-scoped", None)).await.expect("response");
+    assert_eq!(resp.status(), 400);
+    let _ = resp.into_body().collect().await;
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/api/private-scoped");
+    assert_eq!(seen[0].header("host"), Some("gateway.test"));
+    gw.stop().await;
+}

@@ -1,0 +1,308 @@
+//! In-process fixtures: a recording upstream, a JWKS server, a token factory
+//! (independent of the gateway's own code: it signs with aws-lc-rs directly),
+//! a temp-config helper that runs the real gateway on 127.0.0.1:0, and a raw
+//! HTTP/1.1 client for byte-exact requests.
+
+#![allow(dead_code)]
+
+pub mod keys;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+    }
+}
+
+/// An upstream that records every request it receives. `/slow...` answers
+/// after 5 s; every other path answers 200 at once with `upstream-ok`.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect();
+                            let mut body = req.into_body();
+                            let mut body_len = 0u64;
+                            while let Some(frame) = body.frame().await {
+                                match frame {
+                                    Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+                                    Err(_) => break,
+                                }
+                            }
+                            let slow = target.starts_with("/slow");
+                            record.lock().expect("lock").push(Recorded { method, target, headers, body_len });
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
+                            let mut resp = Response::new(Full::new(Bytes::from(format!("upstream-ok {body_len}"))));
+                            resp.headers_mut().insert("x-upstream", "yes".parse().expect("value"));
+                            resp.headers_mut().insert("connection", "x-upstream-secret".parse().expect("value"));
+                            resp.headers_mut().insert("x-upstream-secret", "hop".parse().expect("value"));
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn take(&self) -> Vec<Recorded> {
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+}
+
+/// A JWKS endpoint whose document the test controls; it counts its hits.
+#[derive(Clone)]
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    pub body: Arc<Mutex<(u16, String)>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    pub async fn start(status: u16, body: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new((status, body)));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (s, h) = (state.clone(), hits.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (s, h) = (s.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req: Request<Incoming>| {
+                        let (s, h) = (s.clone(), h.clone());
+                        async move {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            let (status, body) = s.lock().expect("lock").clone();
+                            let mut resp = Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        JwksServer { addr, body: state, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    pub fn set(&self, status: u16, body: String) {
+        *self.body.lock().expect("lock") = (status, body);
+    }
+}
+
+/// The real gateway, serving a config written to a temp directory.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Writes `files` and `gateway.yaml` into a temp dir, loads the config
+    /// exactly as `scopegate run` would, and serves it on 127.0.0.1:0.
+    pub async fn start(yaml: &str, files: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write file");
+        }
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        let config = scopegate::config::load(&path).unwrap_or_else(|e| panic!("config must load: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(scopegate::app::serve(config, listener, async {
+            let _ = rx.await;
+        }));
+        Gateway { addr, dir, shutdown: Some(tx), task }
+    }
+
+    /// Stops accepting and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+    }
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends bytes as they are and reads the first response (the server must
+/// close, or answer with a length).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    read_response(&mut stream).await
+}
+
+/// Reads one HTTP/1.1 response (Content-Length, chunked, or until close).
+pub async fn read_response(stream: &mut TcpStream) -> Raw {
+    let mut buf = Vec::new();
+    let deadline = Duration::from_secs(15);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("response in time").expect("read");
+        assert!(n > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[head_end + 4..].to_vec();
+    let find = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("body in time").expect("read");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            if body.windows(5).any(|w| w == b"0\r\n\r\n") {
+                break;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("body in time").expect("read");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body = dechunk(&body);
+    } else if status != 204 && status != 304 {
+        let _ = tokio::time::timeout(deadline, stream.read_to_end(&mut body)).await;
+    }
+    Raw { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..i]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = i + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// `GET` (or another method) with extra header lines, `Connection: close`.
+pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Raw {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    raw(addr, req.as_bytes()).await
+}
+
+pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Raw {
+    request(addr, "GET", target, headers).await
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+}
