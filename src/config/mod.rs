@@ -209,14 +209,24 @@ fn parse_yaml(ctx: &Ctx<'_>, text: &str) -> Result<RawConfig, ConfigError> {
 /// `routes[0].value.path.value` (the `value`s are `Spanned` wrappers) reads
 /// as `routes[0].path`.
 fn clean_field(path: &str) -> String {
-    let parts: Vec<&str> = path
-        .split('.')
-        .filter(|p| *p != "value" && *p != "?" && !p.is_empty())
-        .collect();
-    if parts.is_empty() {
+    let mut out = String::new();
+    for part in path.split('.') {
+        match part {
+            "" | "?" | "value" => {}
+            // `methods.value[0]`: the index belongs to `methods`.
+            p if p.starts_with("value[") => out.push_str(&p["value".len()..]),
+            p => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(p);
+            }
+        }
+    }
+    if out.is_empty() {
         "(document)".into()
     } else {
-        parts.join(".")
+        out
     }
 }
 

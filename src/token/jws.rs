@@ -122,17 +122,26 @@ pub fn split(token: &str) -> Result<Jws<'_>, TokenError> {
         return Err(TokenError::Malformed);
     }
     let header = parse_header(header)?;
-    let payload = decode_segment(payload)?;
+    // An empty payload is a valid JWS (never a valid JWT: `claims` refuses it).
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
     if URL_SAFE_NO_PAD.decode(signature).is_err() {
         return Err(TokenError::Malformed);
     }
-    Ok(Jws { header, signing_input, signature, payload })
+    Ok(Jws {
+        header,
+        signing_input,
+        signature,
+        payload,
+    })
 }
 
 impl Jws<'_> {
     /// The payload as a JWT claims object (duplicate members refused).
     pub fn claims(&self) -> Result<Map<String, Value>, TokenError> {
-        let StrictObject(map) = serde_json::from_slice(&self.payload).map_err(|_| TokenError::Malformed)?;
+        let StrictObject(map) =
+            serde_json::from_slice(&self.payload).map_err(|_| TokenError::Malformed)?;
         Ok(map)
     }
 
@@ -149,9 +158,14 @@ impl Jws<'_> {
             return Err(TokenError::UnknownKey);
         }
         let input = self.signing_input.as_bytes();
-        let verified = candidates
-            .any(|key| jsonwebtoken::crypto::verify(self.signature, input, &key.decoding, alg).unwrap_or(false));
-        if verified { Ok(()) } else { Err(TokenError::BadSignature) }
+        let verified = candidates.any(|key| {
+            jsonwebtoken::crypto::verify(self.signature, input, &key.decoding, alg).unwrap_or(false)
+        });
+        if verified {
+            Ok(())
+        } else {
+            Err(TokenError::BadSignature)
+        }
     }
 }
 
@@ -196,7 +210,11 @@ mod tests {
     fn refuses_bad_shapes_and_encodings() {
         let h = b64(r#"{"alg":"RS256"}"#);
         let p = b64(r#"{"iss":"a"}"#);
-        assert!(split(&format!("{h}.{p}.c2ln")).and_then(|j| j.claims()).is_ok());
+        assert!(
+            split(&format!("{h}.{p}.c2ln"))
+                .and_then(|j| j.claims())
+                .is_ok()
+        );
         for bad in [
             format!("{h}.{p}"),
             format!("{h}.{p}."),

@@ -13,8 +13,15 @@ fn scopegate() -> Command {
 #[test]
 fn check_valid_prints_the_route_table() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
-    let out = scopegate().args(["check", "-c", example]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = scopegate()
+        .args(["check", "-c", example])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("/api/private-scoped"), "{stdout}");
     assert!(stdout.contains("scopes: read:messages"), "{stdout}");
@@ -26,19 +33,35 @@ fn check_and_run_refuse_a_bad_config_with_one_line() {
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, "upstream:\n  url: http://127.0.0.1:1\nroutez: []\n").expect("write");
     let path = path.to_str().expect("utf-8 path");
-    let check = scopegate().args(["check", "-c", path]).output().expect("run");
+    let check = scopegate()
+        .args(["check", "-c", path])
+        .output()
+        .expect("run");
     assert_eq!(check.status.code(), Some(1));
     let run = scopegate().args(["run", "-c", path]).output().expect("run");
     assert_eq!(run.status.code(), Some(2));
-    let default = scopegate().env("SCOPEGATE_CONFIG", path).output().expect("run");
-    assert_eq!(default.status.code(), Some(2), "run is the default command and reads $SCOPEGATE_CONFIG");
+    let default = scopegate()
+        .env("SCOPEGATE_CONFIG", path)
+        .output()
+        .expect("run");
+    assert_eq!(
+        default.status.code(),
+        Some(2),
+        "run is the default command and reads $SCOPEGATE_CONFIG"
+    );
     for out in [check, run, default] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with(&format!("{path}:3:1: routez: unknown field")), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{path}:3:1: routez: unknown field")),
+            "{stderr}"
+        );
         assert!(!stderr.contains("panicked"));
     }
-    let missing = scopegate().args(["run", "-c", "/nonexistent/gateway.yaml"]).output().expect("run");
+    let missing = scopegate()
+        .args(["run", "-c", "/nonexistent/gateway.yaml"])
+        .output()
+        .expect("run");
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -48,16 +71,45 @@ fn token_mints_a_development_token() {
     let key = dir.path().join("key.pem");
     std::fs::write(&key, keys().ec256.private_pem()).expect("write");
     let out = scopegate()
-        .args(["token", "--key", key.to_str().expect("path"), "--kid", "k1", "--iss", "https://i/", "--aud", "api", "--sub", "me", "--scope", "a b", "--claim", "org_id=acme", "--claim", "n=3", "--ttl", "5m"])
+        .args([
+            "token",
+            "--key",
+            key.to_str().expect("path"),
+            "--kid",
+            "k1",
+            "--iss",
+            "https://i/",
+            "--aud",
+            "api",
+            "--sub",
+            "me",
+            "--scope",
+            "a b",
+            "--claim",
+            "org_id=acme",
+            "--claim",
+            "n=3",
+            "--ttl",
+            "5m",
+        ])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8(out.stdout).expect("utf-8");
     let parts: Vec<&str> = token.trim().split('.').collect();
     assert_eq!(parts.len(), 3);
     use base64::Engine as _;
     let decode = |s: &str| -> serde_json::Value {
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("b64")).expect("json")
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .expect("b64"),
+        )
+        .expect("json")
     };
     let (header, claims) = (decode(parts[0]), decode(parts[1]));
     assert_eq!(header["alg"], "ES256");

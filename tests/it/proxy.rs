@@ -57,13 +57,18 @@ pub async fn start(extra: &str) -> (Upstream, Gateway) {
     let k = keys();
     let a = jwks(&[&k.rsa, &k.ec256, &k.ec384, &k.ed]);
     let b = jwks(&[&k.rsa_other]);
-    let gw = Gateway::start(&config(&upstream.addr.to_string(), extra), &[("jwks-a.json", &a), ("jwks-b.json", &b)]).await;
+    let gw = Gateway::start(
+        &config(&upstream.addr.to_string(), extra),
+        &[("jwks-a.json", &a), ("jwks-b.json", &b)],
+    )
+    .await;
     (upstream, gw)
 }
 
 /// Claims of a valid token from issuer A, with `extra` merged in.
 pub fn claims(extra: Value) -> Value {
-    let mut c = json!({"iss": ISS_A, "aud": AUD, "sub": "user-1", "iat": now(), "exp": now() + 600});
+    let mut c =
+        json!({"iss": ISS_A, "aud": AUD, "sub": "user-1", "iat": now(), "exp": now() + 600});
     if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
             if v.is_null() {
@@ -79,12 +84,19 @@ pub fn claims(extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_request_is_forwarded_normalized_with_identity() {
     let (upstream, gw) = start("").await;
-    let token = keys().rsa.token(&claims(json!({"scope": "read:messages profile", "org_id": "acme"})));
+    let token = keys().rsa.token(&claims(
+        json!({"scope": "read:messages profile", "org_id": "acme"}),
+    ));
     let auth = bearer(&token);
     let resp = get(
         gw.addr,
         "/api/public/..//./private-scoped?q=a%2Fb&x",
-        &[("Authorization", &auth), ("X-Auth-Subject", "admin"), ("x-auth-scopes", "admin"), ("X-Forwarded-For", "6.6.6.6")],
+        &[
+            ("Authorization", &auth),
+            ("X-Auth-Subject", "admin"),
+            ("x-auth-scopes", "admin"),
+            ("X-Forwarded-For", "6.6.6.6"),
+        ],
     )
     .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -102,7 +114,11 @@ async fn allowed_request_is_forwarded_normalized_with_identity() {
     assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(r.header("x-forwarded-proto"), Some("http"));
     assert_eq!(r.header("host"), Some("gateway.test"));
-    assert_eq!(r.header("authorization"), Some(auth.as_str()), "the token is forwarded untouched by default");
+    assert_eq!(
+        r.header("authorization"),
+        Some(auth.as_str()),
+        "the token is forwarded untouched by default"
+    );
     gw.stop().await;
 }
 
@@ -124,7 +140,12 @@ async fn every_signature_algorithm_is_accepted_with_its_key() {
     ];
     for (key, alg) in cases {
         let token = key.sign(&json!({"alg": alg, "kid": key.kid}), &c);
-        let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&token))]).await;
+        let resp = get(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &bearer(&token))],
+        )
+        .await;
         assert_eq!(resp.status, 200, "{alg}: {}", resp.text());
     }
     assert_eq!(upstream.requests().len(), cases.len());
@@ -141,9 +162,25 @@ struct Case {
     challenge: Option<String>,
 }
 
-fn case(name: &'static str, target: &str, token: Option<String>, status: u16, error: &'static str) -> Case {
-    let headers = token.map(|t| vec![("Authorization", bearer(&t))]).unwrap_or_default();
-    Case { name, method: "GET", target: target.into(), headers, status, error, challenge: None }
+fn case(
+    name: &'static str,
+    target: &str,
+    token: Option<String>,
+    status: u16,
+    error: &'static str,
+) -> Case {
+    let headers = token
+        .map(|t| vec![("Authorization", bearer(&t))])
+        .unwrap_or_default();
+    Case {
+        name,
+        method: "GET",
+        target: target.into(),
+        headers,
+        status,
+        error,
+        challenge: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +189,11 @@ async fn refusals_never_reach_the_upstream() {
     let k = keys();
     let good = |extra: Value| Some(k.rsa.token(&claims(extra)));
     let scoped = "/api/private-scoped";
-    let invalid = |why: &str| Some(format!(r#"Bearer realm="api", error="invalid_token", error_description="{why}""#));
+    let invalid = |why: &str| {
+        Some(format!(
+            r#"Bearer realm="api", error="invalid_token", error_description="{why}""#
+        ))
+    };
     let mut cases = vec![
         // Path normalization (SPEC §Path normalization step 1 and 4).
         case("encoded slash", "/api/public%2F..%2Fprivate", None, 400, "invalid_request"),
@@ -188,7 +229,8 @@ async fn refusals_never_reach_the_upstream() {
         case("unknown issuer", scoped, good(json!({"scope": "read:messages", "iss": "https://evil.test/"})), 401, "invalid_token"),
         case("iss not a string", scoped, good(json!({"scope": "read:messages", "iss": ["https://issuer-a.test/"]})), 401, "invalid_token"),
         case("iss missing", scoped, good(json!({"scope": "read:messages", "iss": null})), 401, "invalid_token"),
-        case("not base64url", scoped, Some("e30.e30.*^%".into()), 401, "invalid_token"),
+        case("not base64url", scoped, Some("e30.e30.ab+c/d".into()), 401, "invalid_token"),
+        case("not token68", scoped, Some("e30.e30.*^%".into()), 400, "invalid_request"),
         case("two segments", scoped, Some("eyJhbGciOiJSUzI1NiJ9.e30".into()), 401, "invalid_token"),
         case("garbage", scoped, Some("abc".into()), 401, "invalid_token"),
         // Scopes: exact match, never substring.
@@ -213,7 +255,10 @@ async fn refusals_never_reach_the_upstream() {
         ("scope missing", Some(r#"Bearer realm="api", error="insufficient_scope", error_description="a required scope is missing", scope="read:messages""#.to_owned())),
     ];
     for (name, challenge) in challenges {
-        let c = cases.iter_mut().find(|c| c.name == name).expect("case exists");
+        let c = cases
+            .iter_mut()
+            .find(|c| c.name == name)
+            .expect("case exists");
         c.challenge = challenge;
     }
     for c in &cases {
@@ -222,20 +267,39 @@ async fn refusals_never_reach_the_upstream() {
         assert_eq!(resp.status, c.status, "{}: {}", c.name, resp.text());
         let body = resp.json();
         assert_eq!(body["error"], c.error, "{}", c.name);
-        assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{}", c.name);
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{}",
+            c.name
+        );
         if let Some(challenge) = &c.challenge {
-            assert_eq!(resp.header("www-authenticate"), Some(challenge.as_str()), "{}", c.name);
+            assert_eq!(
+                resp.header("www-authenticate"),
+                Some(challenge.as_str()),
+                "{}",
+                c.name
+            );
         }
         for (_, v) in &c.headers {
             if let Some(token) = v.strip_prefix("Bearer ") {
-                assert!(!resp.text().contains(token), "{}: the token must never be echoed", c.name);
+                assert!(
+                    !resp.text().contains(token),
+                    "{}: the token must never be echoed",
+                    c.name
+                );
             }
         }
         if c.status == 405 {
             assert!(resp.header("allow").is_some(), "{}", c.name);
         }
     }
-    assert!(upstream.requests().is_empty(), "refused requests reached the upstream: {:?}", upstream.requests());
+    assert!(
+        upstream.requests().is_empty(),
+        "refused requests reached the upstream: {:?}",
+        upstream.requests()
+    );
     gw.stop().await;
 }
 
@@ -249,42 +313,141 @@ async fn hostile_tokens_are_refused() {
     let b64 = crate::support::keys::b64;
     let none_tokens: Vec<String> = ["none", "NONE", "None", "nOnE"]
         .iter()
-        .map(|alg| format!("{}.{}.", b64(json!({"alg": alg}).to_string().as_bytes()), b64(c.to_string().as_bytes())))
+        .map(|alg| {
+            format!(
+                "{}.{}.",
+                b64(json!({"alg": alg}).to_string().as_bytes()),
+                b64(c.to_string().as_bytes())
+            )
+        })
         .collect();
     let mut hostile: Vec<(&str, String, &str)> = vec![
         // Algorithm confusion: the RSA public key used as an HMAC secret.
-        ("alg confusion", hmac_with_pem.sign(&json!({"alg": "HS256", "kid": "rsa-1"}), &c), "algorithm not allowed"),
+        (
+            "alg confusion",
+            hmac_with_pem.sign(&json!({"alg": "HS256", "kid": "rsa-1"}), &c),
+            "algorithm not allowed",
+        ),
         // The right issuer, a key it does not have.
-        ("wrong kid", k.rsa.sign(&json!({"alg": "RS256", "kid": "nope"}), &c), "unknown key"),
+        (
+            "wrong kid",
+            k.rsa.sign(&json!({"alg": "RS256", "kid": "nope"}), &c),
+            "unknown key",
+        ),
         // Issuer A's claims signed by issuer B's key (kid of A).
-        ("cross-issuer key", k.rsa_other.sign(&json!({"alg": "RS256", "kid": "rsa-1"}), &c), "signature invalid"),
+        (
+            "cross-issuer key",
+            k.rsa_other
+                .sign(&json!({"alg": "RS256", "kid": "rsa-1"}), &c),
+            "signature invalid",
+        ),
         // Issuer B's token signed with issuer A's key (kid of B).
-        ("key of another issuer", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-other"}), &claims(json!({"iss": ISS_B}))), "signature invalid"),
+        (
+            "key of another issuer",
+            k.rsa.sign(
+                &json!({"alg": "RS256", "kid": "rsa-other"}),
+                &claims(json!({"iss": ISS_B})),
+            ),
+            "signature invalid",
+        ),
         // alg does not fit the key type (ES256 header, RSA kid).
-        ("alg/key mismatch", k.ec256.sign(&json!({"alg": "ES256", "kid": "rsa-1"}), &c), "unknown key"),
+        (
+            "alg/key mismatch",
+            k.ec256.sign(&json!({"alg": "ES256", "kid": "rsa-1"}), &c),
+            "unknown key",
+        ),
         // ES384 signature presented as ES256 on the P-384 key.
-        ("curve mismatch", k.ec384.sign(&json!({"alg": "ES256", "kid": "ec-384"}), &c), "unknown key"),
+        (
+            "curve mismatch",
+            k.ec384.sign(&json!({"alg": "ES256", "kid": "ec-384"}), &c),
+            "unknown key",
+        ),
         // Issuer B does not allow PS256.
-        ("alg not allowed for issuer", k.rsa_other.sign(&json!({"alg": "PS256", "kid": "rsa-other"}), &claims(json!({"iss": ISS_B}))), "algorithm not allowed"),
-        ("embedded jwk", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "jwk": k.rsa.jwk()}), &c), "token header carries a parameter that is never trusted"),
-        ("jku", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "jku": "http://127.0.0.1:1/jwks"}), &c), "token header carries a parameter that is never trusted"),
-        ("x5u", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "x5u": "http://127.0.0.1:1/x"}), &c), "token header carries a parameter that is never trusted"),
-        ("crit", k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]}), &c), "token header carries a parameter that is never trusted"),
-        ("oversize", k.rsa.token(&claims(json!({"scope": "read:messages", "pad": "x".repeat(9000)}))), "token too large"),
+        (
+            "alg not allowed for issuer",
+            k.rsa_other.sign(
+                &json!({"alg": "PS256", "kid": "rsa-other"}),
+                &claims(json!({"iss": ISS_B})),
+            ),
+            "algorithm not allowed",
+        ),
+        (
+            "embedded jwk",
+            k.rsa.sign(
+                &json!({"alg": "RS256", "kid": "rsa-1", "jwk": k.rsa.jwk()}),
+                &c,
+            ),
+            "token header carries a parameter that is never trusted",
+        ),
+        (
+            "jku",
+            k.rsa.sign(
+                &json!({"alg": "RS256", "kid": "rsa-1", "jku": "http://127.0.0.1:1/jwks"}),
+                &c,
+            ),
+            "token header carries a parameter that is never trusted",
+        ),
+        (
+            "x5u",
+            k.rsa.sign(
+                &json!({"alg": "RS256", "kid": "rsa-1", "x5u": "http://127.0.0.1:1/x"}),
+                &c,
+            ),
+            "token header carries a parameter that is never trusted",
+        ),
+        (
+            "crit",
+            k.rsa.sign(
+                &json!({"alg": "RS256", "kid": "rsa-1", "crit": ["exp"]}),
+                &c,
+            ),
+            "token header carries a parameter that is never trusted",
+        ),
+        (
+            "oversize",
+            k.rsa.token(&claims(
+                json!({"scope": "read:messages", "pad": "x".repeat(9000)}),
+            )),
+            "token too large",
+        ),
     ];
     // ECDSA r = s = 0 (the "psychic signature").
-    let ec_input = format!("{}.{}", b64(json!({"alg": "ES256", "kid": "ec-256"}).to_string().as_bytes()), b64(c.to_string().as_bytes()));
-    hostile.push(("ecdsa zero", format!("{ec_input}.{}", b64(&[0u8; 64])), "signature invalid"));
+    let ec_input = format!(
+        "{}.{}",
+        b64(json!({"alg": "ES256", "kid": "ec-256"})
+            .to_string()
+            .as_bytes()),
+        b64(c.to_string().as_bytes())
+    );
+    hostile.push((
+        "ecdsa zero",
+        format!("{ec_input}.{}", b64(&[0u8; 64])),
+        "signature invalid",
+    ));
     // A valid signature with the payload swapped afterwards.
     let valid = k.rsa.token(&c);
     let parts: Vec<&str> = valid.split('.').collect();
     let forged = claims(json!({"scope": "read:messages admin"}));
-    hostile.push(("payload swapped", format!("{}.{}.{}", parts[0], b64(forged.to_string().as_bytes()), parts[2]), "signature invalid"));
+    hostile.push((
+        "payload swapped",
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(forged.to_string().as_bytes()),
+            parts[2]
+        ),
+        "signature invalid",
+    ));
     for t in &none_tokens {
         hostile.push(("alg none", t.clone(), ""));
     }
     for (name, token, description) in &hostile {
-        let resp = get(gw.addr, "/api/private-scoped", &[("Authorization", &bearer(token))]).await;
+        let resp = get(
+            gw.addr,
+            "/api/private-scoped",
+            &[("Authorization", &bearer(token))],
+        )
+        .await;
         // `alg none` tokens end in '.', an empty signature: malformed or
         // refused as unsigned, a 401 either way.
         assert_eq!(resp.status, 401, "{name}: {}", resp.text());
@@ -292,7 +455,10 @@ async fn hostile_tokens_are_refused() {
         if !description.is_empty() {
             assert_eq!(resp.json()["error_description"], *description, "{name}");
         }
-        assert!(!resp.text().contains(token.as_str()), "{name}: token echoed");
+        assert!(
+            !resp.text().contains(token.as_str()),
+            "{name}: token echoed"
+        );
     }
     assert!(upstream.requests().is_empty());
     gw.stop().await;
@@ -311,7 +477,15 @@ async fn clock_skew_is_honoured_within_bounds() {
         json!({"aud": ["https://x.test", AUD]}),
     ];
     for extra in &within {
-        let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&k.rsa.token(&claims(extra.clone()))))]).await;
+        let resp = get(
+            gw.addr,
+            "/api/private",
+            &[(
+                "Authorization",
+                &bearer(&k.rsa.token(&claims(extra.clone()))),
+            )],
+        )
+        .await;
         assert_eq!(resp.status, 200, "{extra}: {}", resp.text());
     }
     assert_eq!(upstream.requests().len(), within.len());
@@ -321,20 +495,45 @@ async fn clock_skew_is_honoured_within_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_none_forwards_tokens_untouched_and_strip_authorization_removes_them() {
     let (upstream, gw) = start("").await;
-    let resp = get(gw.addr, "/assets/css/site.css", &[("Authorization", "Bearer not-even-a-jwt"), ("X-Auth-Subject", "forged")]).await;
+    let resp = get(
+        gw.addr,
+        "/assets/css/site.css",
+        &[
+            ("Authorization", "Bearer not-even-a-jwt"),
+            ("X-Auth-Subject", "forged"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status, 200);
     let r = upstream.take().pop().expect("forwarded");
     assert_eq!(r.target, "/assets/css/site.css");
     assert_eq!(r.header("authorization"), Some("Bearer not-even-a-jwt"));
-    assert_eq!(r.header("x-auth-subject"), None, "client copies of identity headers are always removed");
+    assert_eq!(
+        r.header("x-auth-subject"),
+        None,
+        "client copies of identity headers are always removed"
+    );
     gw.stop().await;
 
     let (upstream, gw) = start("").await;
-    let cfg = config(&upstream.addr.to_string(), "").replace("identity:\n", "identity:\n  strip_authorization: true\n");
+    let cfg = config(&upstream.addr.to_string(), "")
+        .replace("identity:\n", "identity:\n  strip_authorization: true\n");
     gw.stop().await;
     let k = keys();
-    let gw = crate::support::Gateway::start(&cfg, &[("jwks-a.json", &jwks(&[&k.rsa])), ("jwks-b.json", &jwks(&[&k.rsa_other]))]).await;
-    let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&k.rsa.token(&claims(json!({})))))]).await;
+    let gw = crate::support::Gateway::start(
+        &cfg,
+        &[
+            ("jwks-a.json", &jwks(&[&k.rsa])),
+            ("jwks-b.json", &jwks(&[&k.rsa_other])),
+        ],
+    )
+    .await;
+    let resp = get(
+        gw.addr,
+        "/api/private",
+        &[("Authorization", &bearer(&k.rsa.token(&claims(json!({})))))],
+    )
+    .await;
     assert_eq!(resp.status, 200);
     let r = upstream.take().pop().expect("forwarded");
     assert_eq!(r.header("authorization"), None);
@@ -352,7 +551,15 @@ async fn connection_cannot_smuggle_or_strip_identity() {
     let resp = get(
         gw.addr,
         "/api/private",
-        &[("Authorization", &auth), ("Connection", "X-Auth-Subject, close"), ("X-Auth-Subject", "admin"), ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"), ("TE", "trailers"), ("Proxy-Authorization", "Basic x")],
+        &[
+            ("Authorization", &auth),
+            ("Connection", "X-Auth-Subject, close"),
+            ("X-Auth-Subject", "admin"),
+            ("Keep-Alive", "timeout=5"),
+            ("Upgrade", "h2c"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic x"),
+        ],
     )
     .await;
     assert_eq!(resp.status, 200);
@@ -371,8 +578,6 @@ async fn malformed_framing_is_refused_and_never_forwarded() {
     let requests: &[&[u8]] = &[
         b"GET /api/public HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET /api/public HTTP/1.1\r\n\r\n",
-        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
         b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
         b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         b"GET /api/public HTTP/1.1\r\nHost : a\r\n\r\n",
@@ -384,6 +589,55 @@ async fn malformed_framing_is_refused_and_never_forwarded() {
         assert_eq!(resp.status, 400, "{:?}", String::from_utf8_lossy(req));
     }
     assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    // Two equal lengths are collapsed by the parser: the upstream gets one.
+    let resp = raw(gw.addr, b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await;
+    assert_eq!(resp.status, 200);
+    let seen = upstream.take();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header_count("content-length"), 1);
+    assert_eq!(seen[0].body_len, 3);
+    gw.stop().await;
+}
+
+/// `Content-Length` with `Transfer-Encoding`: hyper drops the length, reads
+/// the body as chunked and closes the connection after answering (RFC 9112
+/// §6.3), so the upstream sees one unambiguous request and nothing
+/// pipelined behind it can ride along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let (upstream, gw) = start("").await;
+    let attack = b"POST /assets/x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /assets/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, attack)
+        .await
+        .expect("write");
+    let first = crate::support::read_response(&mut stream).await;
+    assert!(
+        first.status == 200 || first.status == 400,
+        "{}",
+        first.status
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+    )
+    .await;
+    assert!(
+        rest.is_empty(),
+        "no second response: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().all(|r| r.target == "/assets/x"
+            && r.body_len == 0
+            && r.header("content-length").is_none_or(|v| v == "0")),
+        "{seen:?}"
+    );
+    assert!(seen.len() <= 1);
     gw.stop().await;
 }
 
@@ -396,16 +650,26 @@ async fn absolute_form_is_routed_by_its_path() {
     assert_eq!(resp.status, 200);
     let r = upstream.take().pop().expect("forwarded");
     assert_eq!(r.target, "/api/public");
-    assert_eq!(r.header("host"), Some("other.test"), "RFC 9112: the absolute-form authority is the host");
+    assert_eq!(
+        r.header("host"),
+        Some("other.test"),
+        "RFC 9112: the absolute-form authority is the host"
+    );
     gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_502_and_504_and_the_gateway_keeps_serving() {
     // Nothing listens on the upstream port: 502.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
     let k = keys();
-    let files = [("jwks-a.json", jwks(&[&k.rsa])), ("jwks-b.json", jwks(&[&k.rsa_other]))];
+    let files = [
+        ("jwks-a.json", jwks(&[&k.rsa])),
+        ("jwks-b.json", jwks(&[&k.rsa_other])),
+    ];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
     let gw = Gateway::start(&config(&dead.to_string(), ""), &files).await;
     let resp = get(gw.addr, "/api/public", &[]).await;
@@ -429,14 +693,41 @@ async fn forwarded_headers_and_host_rules() {
     let upstream = Upstream::start().await;
     let k = keys();
     let extra = "trusted_proxies: [\"127.0.0.0/8\"]\n";
-    let cfg = config(&format!("{}/base/", upstream.addr), extra).replace("request_timeout: 1s", "request_timeout: 1s\n  preserve_host: false");
-    let gw = Gateway::start(&cfg, &[("jwks-a.json", &jwks(&[&k.rsa])), ("jwks-b.json", &jwks(&[&k.rsa_other]))]).await;
-    let resp = get(gw.addr, "/api/public?a=1", &[("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "api.example.com")]).await;
+    let cfg = config(&format!("{}/base/", upstream.addr), extra).replace(
+        "request_timeout: 1s",
+        "request_timeout: 1s\n  preserve_host: false",
+    );
+    let gw = Gateway::start(
+        &cfg,
+        &[
+            ("jwks-a.json", &jwks(&[&k.rsa])),
+            ("jwks-b.json", &jwks(&[&k.rsa_other])),
+        ],
+    )
+    .await;
+    let resp = get(
+        gw.addr,
+        "/api/public?a=1",
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "api.example.com"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status, 200);
     let r = upstream.take().pop().expect("forwarded");
     assert_eq!(r.target, "/base/api/public?a=1", "upstream path prefix");
-    assert_eq!(r.header("host"), Some(upstream.addr.to_string().as_str()), "preserve_host: false");
-    assert_eq!(r.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"), "a trusted proxy's chain is appended to");
+    assert_eq!(
+        r.header("host"),
+        Some(upstream.addr.to_string().as_str()),
+        "preserve_host: false"
+    );
+    assert_eq!(
+        r.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1"),
+        "a trusted proxy's chain is appended to"
+    );
     assert_eq!(r.header("x-forwarded-proto"), Some("https"));
     assert_eq!(r.header("x-forwarded-host"), Some("api.example.com"));
     gw.stop().await;
@@ -470,16 +761,33 @@ async fn limits_headers_431_body_413_and_streaming() {
 async fn header_read_timeout_closes_slow_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_upstream, gw) = start("limits:\n  header_read_timeout: 1s\n").await;
-    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    slow.write_all(b"GET /api/public HTTP/1.1\r\nHost: a\r\n").await.expect("write");
+    let mut slow = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /api/public HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .expect("write");
     // A normal client is served meanwhile.
     assert_eq!(get(gw.addr, "/api/public", &[]).await.status, 200);
     let mut buf = Vec::new();
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
-    assert!(closed.is_ok(), "the slow client must be disconnected after header_read_timeout");
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        slow.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the slow client must be disconnected after header_read_timeout"
+    );
     // A client that never sends a byte is dropped too.
-    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        silent.read_to_end(&mut buf),
+    )
+    .await;
     assert!(closed.is_ok(), "a silent client must be disconnected");
     gw.stop().await;
 }
@@ -489,8 +797,13 @@ async fn h2c_prior_knowledge_is_authorized_like_http1() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let (upstream, gw) = start("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     let token = keys().rsa.token(&claims(json!({"scope": "read:messages"})));
     let send = |path: &str, auth: Option<&str>| {
@@ -500,12 +813,24 @@ async fn h2c_prior_knowledge_is_authorized_like_http1() {
         }
         b.body(Empty::<bytes::Bytes>::new()).expect("request")
     };
-    let resp = sender.send_request(send("/api/public/%2e%2e/private-scoped", Some(&bearer(&token)))).await.expect("response");
+    let resp = sender
+        .send_request(send(
+            "/api/public/%2e%2e/private-scoped",
+            Some(&bearer(&token)),
+        ))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
-    let resp = sender.send_request(send("/api/private-scoped", None)).await.expect("response");
+    let resp = sender
+        .send_request(send("/api/private-scoped", None))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 401);
-    let resp = sender.send_request(send("/api/public/..;/private-scoped", None)).await.expect("response");
+    let resp = sender
+        .send_request(send("/api/public/..;/private-scoped", None))
+        .await
+        .expect("response");
     assert_eq!(resp.status(), 400);
     let _ = resp.into_body().collect().await;
     let seen = upstream.requests();

@@ -27,13 +27,44 @@ routes:
 async fn public_key_file_verifies_whatever_the_kid() {
     let upstream = Upstream::start().await;
     let k = keys();
-    for (key, alg) in [(&k.rsa, "RS256"), (&k.ec256, "ES256"), (&k.ec384, "ES384"), (&k.ed, "EdDSA")] {
-        let cfg = single_issuer(&upstream, &format!("    public_key_file: key.pem\n    algorithms: [{alg}]"), "");
+    for (key, alg) in [
+        (&k.rsa, "RS256"),
+        (&k.ec256, "ES256"),
+        (&k.ec384, "ES384"),
+        (&k.ed, "EdDSA"),
+    ] {
+        let cfg = single_issuer(
+            &upstream,
+            &format!("    public_key_file: key.pem\n    algorithms: [{alg}]"),
+            "",
+        );
         let gw = Gateway::start(&cfg, &[("key.pem", &key.public_pem())]).await;
         let token = key.sign(&json!({"alg": alg, "kid": "anything"}), &claims(json!({})));
-        assert_eq!(get(gw.addr, "/api/private", &[("Authorization", &bearer(&token))]).await.status, 200, "{alg}");
-        let other = k.rsa_other.sign(&json!({"alg": "RS256"}), &claims(json!({})));
-        assert_eq!(get(gw.addr, "/api/private", &[("Authorization", &bearer(&other))]).await.status, 401, "{alg}");
+        assert_eq!(
+            get(
+                gw.addr,
+                "/api/private",
+                &[("Authorization", &bearer(&token))]
+            )
+            .await
+            .status,
+            200,
+            "{alg}"
+        );
+        let other = k
+            .rsa_other
+            .sign(&json!({"alg": "RS256"}), &claims(json!({})));
+        assert_eq!(
+            get(
+                gw.addr,
+                "/api/private",
+                &[("Authorization", &bearer(&other))]
+            )
+            .await
+            .status,
+            401,
+            "{alg}"
+        );
         gw.stop().await;
     }
     assert_eq!(upstream.requests().len(), 4);
@@ -45,8 +76,16 @@ async fn public_key_file_verifies_whatever_the_kid() {
 async fn hs256_secret_from_the_environment() {
     let upstream = Upstream::start().await;
     let secret = "0123456789abcdef0123456789abcdef-hs256-and-hs384-need-48-bytes";
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let cfg = single_issuer(&upstream, "    hs256_secret_env: SCOPEGATE_TEST_HS_SECRET\n    algorithms: [HS256, HS384]", &format!("listen: 127.0.0.1:{port}\n"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cfg = single_issuer(
+        &upstream,
+        "    hs256_secret_env: SCOPEGATE_TEST_HS_SECRET\n    algorithms: [HS256, HS384]",
+        &format!("listen: 127.0.0.1:{port}\n"),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, cfg).expect("write");
@@ -67,7 +106,13 @@ async fn hs256_secret_from_the_environment() {
     let key = TestKey::hmac("any", secret.as_bytes());
     for alg in ["HS256", "HS384"] {
         let token = key.sign(&json!({"alg": alg}), &claims(json!({})));
-        assert_eq!(get(addr, "/api/private", &[("Authorization", &bearer(&token))]).await.status, 200, "{alg}");
+        assert_eq!(
+            get(addr, "/api/private", &[("Authorization", &bearer(&token))])
+                .await
+                .status,
+            200,
+            "{alg}"
+        );
     }
     let wrong = TestKey::hmac("any", b"another secret of enough length!!!!!!!!!!!!!!!!!");
     let token = wrong.sign(&json!({"alg": "HS256"}), &claims(json!({})));
@@ -75,13 +120,21 @@ async fn hs256_secret_from_the_environment() {
     assert_eq!(resp.status, 401);
     assert_eq!(resp.json()["error_description"], "signature invalid");
     let token = wrong.sign(&json!({"alg": "HS512"}), &claims(json!({})));
-    assert_eq!(get(addr, "/api/private", &[("Authorization", &bearer(&token))]).await.json()["error_description"], "algorithm not allowed");
+    assert_eq!(
+        get(addr, "/api/private", &[("Authorization", &bearer(&token))])
+            .await
+            .json()["error_description"],
+        "algorithm not allowed"
+    );
     let _ = child.kill();
     let output = child.wait_with_output().expect("wait");
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(!logs.contains(secret), "the secret must never be logged");
     assert!(!logs.contains(&token), "tokens must never be logged");
-    assert!(logs.contains("/api/private"), "one line per request: {logs}");
+    assert!(
+        logs.contains("/api/private"),
+        "one line per request: {logs}"
+    );
     assert_eq!(upstream.requests().len(), 2);
 }
 
@@ -89,24 +142,62 @@ async fn hs256_secret_from_the_environment() {
 async fn require_typ_and_max_token_age() {
     let upstream = Upstream::start().await;
     let k = keys();
-    let cfg = single_issuer(&upstream, "    jwks_file: jwks.json\n    require_typ: at+jwt\n    max_token_age: 1h\n    clock_skew: 0s", "");
+    let cfg = single_issuer(
+        &upstream,
+        "    jwks_file: jwks.json\n    require_typ: at+jwt\n    max_token_age: 1h\n    clock_skew: 0s",
+        "",
+    );
     let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
     let c = claims(json!({}));
-    let ok = ["at+jwt", "AT+JWT", "application/at+jwt", "Application/AT+JWT"];
+    let ok = [
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "Application/AT+JWT",
+    ];
     for typ in ok {
-        let t = k.rsa.sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &c);
-        assert_eq!(get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))]).await.status, 200, "{typ}");
+        let t = k
+            .rsa
+            .sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &c);
+        assert_eq!(
+            get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))])
+                .await
+                .status,
+            200,
+            "{typ}"
+        );
     }
-    for header in [json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}), json!({"alg": "RS256", "kid": "rsa-1"})] {
+    for header in [
+        json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}),
+        json!({"alg": "RS256", "kid": "rsa-1"}),
+    ] {
         let t = k.rsa.sign(&header, &c);
         let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))]).await;
-        assert_eq!(resp.json()["error_description"], "token type not allowed", "{header}");
+        assert_eq!(
+            resp.json()["error_description"],
+            "token type not allowed",
+            "{header}"
+        );
     }
     let typ = json!({"alg": "RS256", "kid": "rsa-1", "typ": "at+jwt"});
     let old = k.rsa.sign(&typ, &claims(json!({"iat": now() - 7200})));
-    assert_eq!(get(gw.addr, "/api/private", &[("Authorization", &bearer(&old))]).await.json()["error_description"], "token too old");
+    assert_eq!(
+        get(gw.addr, "/api/private", &[("Authorization", &bearer(&old))])
+            .await
+            .json()["error_description"],
+        "token too old"
+    );
     let no_iat = k.rsa.sign(&typ, &claims(json!({"iat": null})));
-    assert_eq!(get(gw.addr, "/api/private", &[("Authorization", &bearer(&no_iat))]).await.json()["error_description"], "issue time missing");
+    assert_eq!(
+        get(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &bearer(&no_iat))]
+        )
+        .await
+        .json()["error_description"],
+        "issue time missing"
+    );
     gw.stop().await;
     assert_eq!(upstream.requests().len(), ok.len());
 }
@@ -115,15 +206,41 @@ async fn require_typ_and_max_token_age() {
 async fn cookie_and_query_sources_and_ambiguity() {
     let upstream = Upstream::start().await;
     let k = keys();
-    let cfg = single_issuer(&upstream, "    jwks_file: jwks.json", "tokens:\n  from: [header, \"cookie:at\", \"query:access_token\"]\n");
+    let cfg = single_issuer(
+        &upstream,
+        "    jwks_file: jwks.json",
+        "tokens:\n  from: [header, \"cookie:at\", \"query:access_token\"]\n",
+    );
     let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
     let t = k.rsa.token(&claims(json!({})));
-    assert_eq!(get(gw.addr, "/api/private", &[("Cookie", &format!("x=1; at={t}"))]).await.status, 200);
-    assert_eq!(get(gw.addr, &format!("/api/private?access_token={t}"), &[]).await.status, 200);
-    let both = get(gw.addr, &format!("/api/private?access_token={t}"), &[("Authorization", &bearer(&t))]).await;
+    assert_eq!(
+        get(
+            gw.addr,
+            "/api/private",
+            &[("Cookie", &format!("x=1; at={t}"))]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        get(gw.addr, &format!("/api/private?access_token={t}"), &[])
+            .await
+            .status,
+        200
+    );
+    let both = get(
+        gw.addr,
+        &format!("/api/private?access_token={t}"),
+        &[("Authorization", &bearer(&t))],
+    )
+    .await;
     assert_eq!(both.status, 400);
     assert_eq!(both.json()["error"], "invalid_request");
-    assert!(both.header("www-authenticate").is_some_and(|v| v.contains(r#"error="invalid_request""#)));
+    assert!(
+        both.header("www-authenticate")
+            .is_some_and(|v| v.contains(r#"error="invalid_request""#))
+    );
     gw.stop().await;
     assert_eq!(upstream.requests().len(), 2);
 }
@@ -143,11 +260,16 @@ async fn remote_jwks_is_fetched_and_503_until_then() {
     assert_eq!(resp.json()["error"], "temporarily_unavailable");
     // Once the IdP answers (with an oct key that must be ignored), keys load.
     let mut doc: serde_json::Value = serde_json::from_str(&jwks(&[&k.rsa])).expect("json");
-    doc["keys"].as_array_mut().expect("keys").push(json!({"kty": "oct", "kid": "rsa-1", "k": "c2VjcmV0"}));
+    doc["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .push(json!({"kty": "oct", "kid": "rsa-1", "k": "c2VjcmV0"}));
     idp.set(200, doc.to_string());
     let mut status = 0;
     for _ in 0..50 {
-        status = get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))]).await.status;
+        status = get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))])
+            .await
+            .status;
         if status == 200 {
             break;
         }

@@ -30,28 +30,52 @@ pub fn b64(bytes: &[u8]) -> String {
 
 fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("ascii")).collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 impl TestKey {
     pub fn rsa(kid: &str) -> TestKey {
         let kp = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa keygen");
-        TestKey { kid: kid.into(), material: Material::Rsa(kp) }
+        TestKey {
+            kid: kid.into(),
+            material: Material::Rsa(kp),
+        }
     }
     pub fn ec256(kid: &str) -> TestKey {
-        let kp = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec keygen");
-        TestKey { kid: kid.into(), material: Material::Ec256(kp) }
+        let kp =
+            EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).expect("ec keygen");
+        TestKey {
+            kid: kid.into(),
+            material: Material::Ec256(kp),
+        }
     }
     pub fn ec384(kid: &str) -> TestKey {
-        let kp = EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).expect("ec keygen");
-        TestKey { kid: kid.into(), material: Material::Ec384(kp) }
+        let kp =
+            EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).expect("ec keygen");
+        TestKey {
+            kid: kid.into(),
+            material: Material::Ec384(kp),
+        }
     }
     pub fn ed25519(kid: &str) -> TestKey {
-        TestKey { kid: kid.into(), material: Material::Ed(Ed25519KeyPair::generate().expect("ed keygen")) }
+        TestKey {
+            kid: kid.into(),
+            material: Material::Ed(Ed25519KeyPair::generate().expect("ed keygen")),
+        }
     }
     pub fn hmac(kid: &str, secret: &[u8]) -> TestKey {
-        TestKey { kid: kid.into(), material: Material::Hmac(secret.to_vec()) }
+        TestKey {
+            kid: kid.into(),
+            material: Material::Hmac(secret.to_vec()),
+        }
     }
 
     /// The default algorithm for this key.
@@ -80,7 +104,9 @@ impl TestKey {
                 let crv = if n == 32 { "P-256" } else { "P-384" };
                 json!({"kty": "EC", "kid": self.kid, "crv": crv, "x": b64(&point[1..=n]), "y": b64(&point[n + 1..])})
             }
-            Material::Ed(kp) => json!({"kty": "OKP", "kid": self.kid, "crv": "Ed25519", "x": b64(kp.public_key().as_ref())}),
+            Material::Ed(kp) => {
+                json!({"kty": "OKP", "kid": self.kid, "crv": "Ed25519", "x": b64(kp.public_key().as_ref())})
+            }
             Material::Hmac(k) => json!({"kty": "oct", "kid": self.kid, "k": b64(k)}),
         }
     }
@@ -97,8 +123,13 @@ impl TestKey {
 
     pub fn private_pem(&self) -> String {
         let der = match &self.material {
-            Material::Rsa(kp) => AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(kp).expect("der").as_ref().to_vec(),
-            Material::Ec256(kp) | Material::Ec384(kp) => kp.to_pkcs8v1().expect("der").as_ref().to_vec(),
+            Material::Rsa(kp) => AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(kp)
+                .expect("der")
+                .as_ref()
+                .to_vec(),
+            Material::Ec256(kp) | Material::Ec384(kp) => {
+                kp.to_pkcs8v1().expect("der").as_ref().to_vec()
+            }
             Material::Ed(kp) => kp.to_pkcs8v1().expect("der").as_ref().to_vec(),
             Material::Hmac(_) => panic!("no PEM for a secret"),
         };
@@ -123,7 +154,9 @@ impl TestKey {
                 kp.sign(pad, &rng, input, &mut sig).expect("sign");
                 sig
             }
-            (Material::Ec256(kp) | Material::Ec384(kp), _) => kp.sign(&rng, input).expect("sign").as_ref().to_vec(),
+            (Material::Ec256(kp) | Material::Ec384(kp), _) => {
+                kp.sign(&rng, input).expect("sign").as_ref().to_vec()
+            }
             (Material::Ed(kp), _) => kp.sign(input).as_ref().to_vec(),
             (Material::Hmac(k), _) => {
                 let algo = match alg {
@@ -131,7 +164,9 @@ impl TestKey {
                     "HS512" => aws_lc_rs::hmac::HMAC_SHA512,
                     _ => aws_lc_rs::hmac::HMAC_SHA256,
                 };
-                aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(algo, k), input).as_ref().to_vec()
+                aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(algo, k), input)
+                    .as_ref()
+                    .to_vec()
             }
         }
     }
@@ -139,14 +174,21 @@ impl TestKey {
     /// A compact JWS with exactly this header and payload.
     pub fn sign(&self, header: &Value, payload: &Value) -> String {
         let alg = header["alg"].as_str().unwrap_or("RS256").to_owned();
-        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(payload.to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(payload.to_string().as_bytes())
+        );
         let sig = self.sign_raw(&alg, input.as_bytes());
         format!("{input}.{}", b64(&sig))
     }
 
     /// A token with this key's default alg and kid.
     pub fn token(&self, payload: &Value) -> String {
-        self.sign(&json!({"alg": self.alg(), "kid": self.kid, "typ": "JWT"}), payload)
+        self.sign(
+            &json!({"alg": self.alg(), "kid": self.kid, "typ": "JWT"}),
+            payload,
+        )
     }
 }
 

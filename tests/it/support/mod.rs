@@ -36,14 +36,20 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
 }
 
-/// An upstream that records every request it receives. `/slow...` answers
+/// An upstream that records every request it receives. Paths with `/slow` answer
 /// after 5 s; every other path answers 200 at once with `upstream-ok`.
 #[derive(Clone)]
 pub struct Upstream {
@@ -53,24 +59,37 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let record = record.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let record = record.clone();
                         async move {
                             let method = req.method().to_string();
-                            let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let target = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
                             let headers = req
                                 .headers()
                                 .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .map(|(n, v)| {
+                                    (
+                                        n.to_string(),
+                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                    )
+                                })
                                 .collect();
                             let mut body = req.into_body();
                             let mut body_len = 0u64;
@@ -80,19 +99,31 @@ impl Upstream {
                                     Err(_) => break,
                                 }
                             }
-                            let slow = target.starts_with("/slow");
-                            record.lock().expect("lock").push(Recorded { method, target, headers, body_len });
+                            let slow = target.contains("/slow");
+                            record.lock().expect("lock").push(Recorded {
+                                method,
+                                target,
+                                headers,
+                                body_len,
+                            });
                             if slow {
                                 tokio::time::sleep(Duration::from_secs(5)).await;
                             }
-                            let mut resp = Response::new(Full::new(Bytes::from(format!("upstream-ok {body_len}"))));
-                            resp.headers_mut().insert("x-upstream", "yes".parse().expect("value"));
-                            resp.headers_mut().insert("connection", "x-upstream-secret".parse().expect("value"));
-                            resp.headers_mut().insert("x-upstream-secret", "hop".parse().expect("value"));
+                            let mut resp = Response::new(Full::new(Bytes::from(format!(
+                                "upstream-ok {body_len}"
+                            ))));
+                            resp.headers_mut()
+                                .insert("x-upstream", "yes".parse().expect("value"));
+                            resp.headers_mut()
+                                .insert("connection", "x-upstream-secret".parse().expect("value"));
+                            resp.headers_mut()
+                                .insert("x-upstream-secret", "hop".parse().expect("value"));
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -125,7 +156,9 @@ impl JwksServer {
         let (s, h) = (state.clone(), hits.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (s, h) = (s.clone(), h.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req: Request<Incoming>| {
@@ -134,15 +167,22 @@ impl JwksServer {
                             h.fetch_add(1, Ordering::SeqCst);
                             let (status, body) = s.lock().expect("lock").clone();
                             let mut resp = Response::new(Full::new(Bytes::from(body)));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        JwksServer { addr, body: state, hits }
+        JwksServer {
+            addr,
+            body: state,
+            hits,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -172,14 +212,22 @@ impl Gateway {
         }
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).expect("write config");
-        let config = scopegate::config::load(&path).unwrap_or_else(|e| panic!("config must load: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let config =
+            scopegate::config::load(&path).unwrap_or_else(|e| panic!("config must load: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(scopegate::app::serve(config, listener, async {
             let _ = rx.await;
         }));
-        Gateway { addr, dir, shutdown: Some(tx), task }
+        Gateway {
+            addr,
+            dir,
+            shutdown: Some(tx),
+            task,
+        }
     }
 
     /// Stops accepting and waits for the drain to finish.
@@ -201,10 +249,14 @@ pub struct Raw {
 
 impl Raw {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("JSON body, got {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -228,24 +280,43 @@ pub async fn read_response(stream: &mut TcpStream) -> Raw {
             break i;
         }
         let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("response in time").expect("read");
-        assert!(n > 0, "connection closed before a response head: {:?}", String::from_utf8_lossy(&buf));
+        let n = tokio::time::timeout(deadline, stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let mut body = buf[head_end + 4..].to_vec();
-    let find = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
     if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
         while body.len() < len {
             let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("body in time").expect("read");
+            let n = tokio::time::timeout(deadline, stream.read(&mut chunk))
+                .await
+                .expect("body in time")
+                .expect("read");
             if n == 0 {
                 break;
             }
@@ -258,7 +329,10 @@ pub async fn read_response(stream: &mut TcpStream) -> Raw {
                 break;
             }
             let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(deadline, stream.read(&mut chunk)).await.expect("body in time").expect("read");
+            let n = tokio::time::timeout(deadline, stream.read(&mut chunk))
+                .await
+                .expect("body in time")
+                .expect("read");
             if n == 0 {
                 break;
             }
@@ -268,13 +342,18 @@ pub async fn read_response(stream: &mut TcpStream) -> Raw {
     } else if status != 204 && status != 304 {
         let _ = tokio::time::timeout(deadline, stream.read_to_end(&mut body)).await;
     }
-    Raw { status, headers, body }
+    Raw {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(i) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..i]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..i]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -286,8 +365,14 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// `GET` (or another method) with extra header lines, `Connection: close`.
-pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Raw {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Raw {
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -304,5 +389,8 @@ pub fn bearer(token: &str) -> String {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
 }
