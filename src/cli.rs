@@ -32,7 +32,7 @@ pub enum Command {
     /// Validate the config offline and print the route table (exit 0 valid, 1 invalid).
     Check,
     /// Mint a signed token. FOR DEVELOPMENT AND TESTS ONLY: never use it to issue production tokens.
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,7 +71,7 @@ pub fn main() -> ExitCode {
             crate::app::run(&cli.config)
         }
         Command::Check => check(&cli.config),
-        Command::Token(args) => token(args),
+        Command::Token(args) => token(*args),
     }
 }
 

@@ -234,6 +234,49 @@ impl Node {
     }
 }
 
+/// The route table as text, for `scopegate check`.
+pub fn describe(table: &Table) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<28} {:<9} REQUIRES",
+        "ROUTE", "METHODS", "AUTH"
+    );
+    for route in table.routes() {
+        for rule in &route.rules {
+            let auth = match rule.auth {
+                Auth::None => "none",
+                Auth::Required => "required",
+            };
+            let mut needs = Vec::new();
+            if !rule.policy.scopes().is_empty() {
+                needs.push(format!("scopes: {}", rule.policy.scopes().join(" ")));
+            }
+            if !rule.policy.any_scope().is_empty() {
+                needs.push(format!("any of: {}", rule.policy.any_scope().join(" ")));
+            }
+            for c in rule.policy.claims() {
+                needs.push(format!("claim {}", c.claim.as_str()));
+            }
+            let needs = if needs.is_empty() {
+                "-".to_owned()
+            } else {
+                needs.join("; ")
+            };
+            let _ = writeln!(
+                out,
+                "{:<40} {:<28} {:<9} {}",
+                route.template.as_str(),
+                rule.methods.names().join(","),
+                auth,
+                needs
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,47 +427,4 @@ mod tests {
             Lookup::MethodNotAllowed { .. }
         ));
     }
-}
-
-/// The route table as text, for `scopegate check`.
-pub fn describe(table: &Table) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<40} {:<28} {:<9} REQUIRES",
-        "ROUTE", "METHODS", "AUTH"
-    );
-    for route in table.routes() {
-        for rule in &route.rules {
-            let auth = match rule.auth {
-                Auth::None => "none",
-                Auth::Required => "required",
-            };
-            let mut needs = Vec::new();
-            if !rule.policy.scopes().is_empty() {
-                needs.push(format!("scopes: {}", rule.policy.scopes().join(" ")));
-            }
-            if !rule.policy.any_scope().is_empty() {
-                needs.push(format!("any of: {}", rule.policy.any_scope().join(" ")));
-            }
-            for c in rule.policy.claims() {
-                needs.push(format!("claim {}", c.claim.as_str()));
-            }
-            let needs = if needs.is_empty() {
-                "-".to_owned()
-            } else {
-                needs.join("; ")
-            };
-            let _ = writeln!(
-                out,
-                "{:<40} {:<28} {:<9} {}",
-                route.template.as_str(),
-                rule.methods.names().join(","),
-                auth,
-                needs
-            );
-        }
-    }
-    out
 }
