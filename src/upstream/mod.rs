@@ -14,7 +14,46 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::Body;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::sync::oneshot;
+
+use crate::{Body, BoxError};
+
+/// A request body that says when it has been sent whole (or has failed).
+struct Tracked {
+    inner: Body,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_))))
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Why forwarding failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +84,43 @@ impl Client {
         Client { inner }
     }
 
-    /// Sends a request and waits for the response head, at most `timeout`.
-    /// The response body then streams without a deadline.
+    /// Sends a request and waits for the response head, at most `timeout`
+    /// counted from the moment the request body has been sent (as Envoy's
+    /// route timeout): a slow upload is not the upstream's fault. The
+    /// response body then streams without a deadline.
     pub async fn send(
         &self,
         request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.inner.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                tracing::debug!("upstream request failed: {e}");
-                Err(UpstreamError::Unavailable)
+        let (parts, body) = request.into_parts();
+        let (done_tx, done_rx) = oneshot::channel();
+        let already_done = body.is_end_stream();
+        let body: Body = http_body_util::BodyExt::boxed(Tracked {
+            inner: body,
+            done: Some(done_tx),
+        });
+        let response = self.inner.request(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        if !already_done {
+            tokio::select! {
+                result = &mut response => return settle(result),
+                // Sent whole, failed, or dropped: the clock starts now.
+                _ = done_rx => {}
             }
+        }
+        match tokio::time::timeout(timeout, response).await {
+            Ok(result) => settle(result),
             Err(_) => Err(UpstreamError::Timeout),
         }
     }
+}
+
+fn settle(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, UpstreamError> {
+    result.map_err(|e| {
+        tracing::debug!("upstream request failed: {e}");
+        UpstreamError::Unavailable
+    })
 }

@@ -839,3 +839,50 @@ async fn h2c_prior_knowledge_is_authorized_like_http1() {
     assert_eq!(seen[0].header("host"), Some("gateway.test"));
     gw.stop().await;
 }
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A 1 GiB upload streams through: the upstream receives every byte and the
+/// process's peak memory grows by far less than the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gigabyte_body_streams_with_flat_memory() {
+    use tokio::io::AsyncWriteExt;
+    const TOTAL: u64 = 1 << 30;
+    let (upstream, gw) = start("limits:\n  max_request_body_bytes: 2147483648\n").await;
+    let before = peak_rss_kib();
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /assets/upload HTTP/1.1\r\nHost: a\r\nContent-Length: {TOTAL}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'z'; 256 * 1024];
+    for i in 0..TOTAL / chunk.len() as u64 {
+        if let Err(e) = stream.write_all(&chunk).await {
+            let resp = crate::support::read_response(&mut stream).await;
+            panic!(
+                "write {i} failed ({e}); gateway said {} {}",
+                resp.status,
+                resp.text()
+            );
+        }
+    }
+    let resp = crate::support::read_response(&mut stream).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), format!("upstream-ok {TOTAL}"));
+    assert_eq!(upstream.requests()[0].body_len, TOTAL);
+    if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
+        let grown_mib = after.saturating_sub(before) / 1024;
+        eprintln!("1 GiB upload: peak RSS {before} KiB -> {after} KiB");
+        assert!(
+            grown_mib < 256,
+            "peak RSS grew by {grown_mib} MiB for a 1024 MiB body"
+        );
+    }
+    gw.stop().await;
+}
