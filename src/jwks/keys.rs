@@ -73,6 +73,13 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
+    /// Checks a signature (base64url, as in a JWS) over `message`. The key
+    /// must already fit the `alg` ([`Key::fits`]); this only runs the
+    /// primitive.
+    pub fn verify(&self, message: &[u8], signature: &str, alg: Algorithm) -> bool {
+        jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg).unwrap_or(false)
+    }
+
     /// Whether this key may verify a token with this header.
     pub fn fits(&self, alg: Algorithm, kid: Option<&str>) -> bool {
         if kind_for(alg) != Some(self.kind) || self.alg.is_some_and(|own| own != alg) {

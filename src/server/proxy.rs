@@ -81,16 +81,19 @@ impl Proxy {
 
         if let Err(why) = check_framing(&req) {
             let refusal = Refusal::Malformed(why);
+            let response = respond(&refusal, state.realm());
             log(
                 &method,
-                None,
-                None,
-                &refusal_label(&refusal),
-                refusal.status().as_u16(),
+                &Outcome {
+                    path: None,
+                    route: None,
+                    refused: Some(&refusal),
+                    subject: None,
+                },
+                &response,
                 started,
-                None,
             );
-            return respond(&refusal, state.realm());
+            return response;
         }
 
         let decision = {
@@ -102,39 +105,32 @@ impl Proxy {
             };
             decide(&state, &question, now())
         };
-        let route = decision.route.map(|r| r.template.as_str().to_owned());
-        let path = decision.path;
-        let (response, label, subject) = match decision.verdict {
-            Err(refusal) => (
-                respond(&refusal, state.realm()),
-                refusal_label(&refusal),
-                None,
-            ),
+        let route = decision.route.map(|r| r.template.as_str());
+        let path = decision.path.as_deref();
+        let (response, refused, subject) = match &decision.verdict {
+            Err(refusal) => (respond(refusal, state.realm()), Some(refusal.clone()), None),
             Ok(claims) => {
-                let subject = claims.as_ref().and_then(Claims::subject).map(str::to_owned);
+                let subject = claims.as_ref().and_then(Claims::subject);
                 // An allowed request always has a normalized path.
-                let path = path.clone().unwrap_or_default();
-                match self
-                    .forward(&state, peer, req, &path, claims.as_ref())
-                    .await
-                {
-                    Ok(response) => (response, "allow".to_owned(), subject),
-                    Err(refusal) => (
-                        respond(&refusal, state.realm()),
-                        refusal_label(&refusal),
-                        subject,
-                    ),
+                let forwarded = self
+                    .forward(&state, peer, req, path.unwrap_or("/"), claims.as_ref())
+                    .await;
+                match forwarded {
+                    Ok(response) => (response, None, subject),
+                    Err(refusal) => (respond(&refusal, state.realm()), Some(refusal), subject),
                 }
             }
         };
         log(
             &method,
-            path.as_deref(),
-            route.as_deref(),
-            &label,
-            response.status().as_u16(),
+            &Outcome {
+                path,
+                route,
+                refused: refused.as_ref(),
+                subject,
+            },
+            &response,
             started,
-            subject.as_deref(),
         );
         response
     }
@@ -222,29 +218,26 @@ impl Proxy {
     }
 }
 
-fn refusal_label(refusal: &Refusal) -> String {
-    format!("deny:{}", refusal.code())
+/// What the access log says about a request.
+struct Outcome<'a> {
+    path: Option<&'a str>,
+    route: Option<&'a str>,
+    refused: Option<&'a Refusal>,
+    subject: Option<&'a str>,
 }
 
 /// One structured line per request. Never the token, never a query string.
-fn log(
-    method: &Method,
-    path: Option<&str>,
-    route: Option<&str>,
-    decision: &str,
-    status: u16,
-    started: Instant,
-    subject: Option<&str>,
-) {
+fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, started: Instant) {
     tracing::info!(
         target: "scopegate::access",
         method = %method,
-        path = path.unwrap_or("-"),
-        route = route.unwrap_or("-"),
-        decision,
-        status,
+        path = outcome.path.unwrap_or("-"),
+        route = outcome.route.unwrap_or("-"),
+        decision = if outcome.refused.is_some() { "deny" } else { "allow" },
+        reason = outcome.refused.map_or("-", Refusal::code),
+        status = response.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        subject = subject.unwrap_or("-"),
+        subject = outcome.subject.unwrap_or("-"),
         "request"
     );
 }

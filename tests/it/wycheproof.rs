@@ -185,3 +185,111 @@ fn wycheproof_jose_vectors() {
         deviations.len()
     );
 }
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The primitive-level files: raw messages and signatures through the same
+/// key layer (`KeySet` from the published JWK or secret, then `Key::verify`).
+#[test]
+fn wycheproof_primitive_vectors() {
+    use jsonwebtoken::Algorithm::*;
+    let Some(dir) = vectors_dir() else { return };
+    let files = [
+        ("ecdsa_secp256r1_sha256_p1363_test.json", ES256),
+        ("ecdsa_secp384r1_sha384_p1363_test.json", ES384),
+        ("ed25519_test.json", EdDSA),
+        ("rsa_signature_2048_sha256_test.json", RS256),
+        ("rsa_signature_2048_sha384_test.json", RS384),
+        ("rsa_signature_2048_sha512_test.json", RS512),
+        ("rsa_pss_2048_sha256_mgf1_32_test.json", PS256),
+        ("rsa_pss_2048_sha384_mgf1_48_test.json", PS384),
+        ("rsa_pss_4096_sha512_mgf1_64_test.json", PS512),
+        ("hmac_sha256_test.json", HS256),
+        ("hmac_sha384_test.json", HS384),
+        ("hmac_sha512_test.json", HS512),
+    ];
+    let (mut checked, mut refused_keys) = (0, Vec::new());
+    let mut wrong = Vec::new();
+    for (file, alg) in files {
+        let text = std::fs::read_to_string(dir.join(file)).expect("read vectors");
+        let doc: Value = serde_json::from_str(&text).expect("vector JSON");
+        let hash_bits = match alg {
+            HS384 => 384,
+            HS512 => 512,
+            _ => 256,
+        };
+        for group in doc["testGroups"].as_array().expect("groups") {
+            let is_mac = group["type"] == "MacTest";
+            // JWS never truncates a MAC: only full-length tags apply.
+            if is_mac && group["tagSize"].as_u64() != Some(hash_bits) {
+                continue;
+            }
+            for test in group["tests"].as_array().expect("tests") {
+                let id = test["tcId"].as_u64().expect("tcId");
+                let result = test["result"].as_str().expect("result");
+                let msg = hex(test["msg"].as_str().expect("msg"));
+                let keys = if is_mac {
+                    KeySet::from_secret(&hex(test["key"].as_str().expect("key")), &[alg])
+                        .map_err(|e| e.to_string())
+                } else if let Some(jwk) = group.get("publicKeyJwk").or_else(|| group.get("keyJwk"))
+                {
+                    KeySet::from_jwks(serde_json::json!({ "keys": [jwk] }).to_string().as_bytes())
+                        .map_err(|e| e.to_string())
+                } else {
+                    // No JWK published: the public_key_file (PEM) path.
+                    let pem = group["publicKeyPem"].as_str().expect("a JWK or a PEM key");
+                    KeySet::from_pem(pem.as_bytes()).map_err(|e| e.to_string())
+                };
+                let keys = match keys {
+                    Ok(keys) => keys,
+                    Err(why) => {
+                        // Only weak keys may be refused at load: HMAC keys
+                        // shorter than the hash (RFC 7518 §3.2).
+                        assert!(
+                            is_mac && why.contains("shorter"),
+                            "{file} tcId {id}: key refused: {why}"
+                        );
+                        refused_keys.push(id);
+                        continue;
+                    }
+                };
+                let sig = hex(test[if is_mac { "tag" } else { "sig" }]
+                    .as_str()
+                    .expect("sig"));
+                let sig = URL_SAFE_NO_PAD.encode(sig);
+                let accepted = keys
+                    .candidates(alg, None)
+                    .any(|key| key.verify(&msg, &sig, alg));
+                checked += 1;
+                let expected = match result {
+                    "valid" => accepted == true,
+                    "invalid" => !accepted,
+                    _ => true,
+                };
+                if !expected {
+                    wrong.push(format!(
+                        "{file} tcId {id} ({}): labelled {result}, gateway {}",
+                        test["comment"],
+                        if accepted { "accepted" } else { "rejected" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} vectors disagree:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(checked > 2000, "only {checked} vectors ran");
+    eprintln!(
+        "wycheproof: {checked} primitive vectors checked, {} short HMAC keys refused at load",
+        refused_keys.len()
+    );
+}
