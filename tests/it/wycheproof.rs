@@ -267,7 +267,7 @@ fn wycheproof_primitive_vectors() {
                     .any(|key| key.verify(&msg, &sig, alg));
                 checked += 1;
                 let expected = match result {
-                    "valid" => accepted == true,
+                    "valid" => accepted,
                     "invalid" => !accepted,
                     _ => true,
                 };
