@@ -3,6 +3,8 @@
 //!
 //! Pure: depends on the core modules only; takes the time as an argument.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, Method};
 
 use crate::reject::Refusal;
@@ -27,7 +29,7 @@ pub struct Decision<'s> {
     pub path: Option<String>,
     pub route: Option<&'s Route>,
     /// `Ok(None)`: allowed without a token (`auth: none`).
-    pub verdict: Result<Option<Claims>, Refusal>,
+    pub verdict: Result<Option<Arc<Claims>>, Refusal>,
 }
 
 impl Decision<'_> {
@@ -37,7 +39,8 @@ impl Decision<'_> {
 }
 
 /// Decides a request under one state, at time `now` (Unix seconds).
-pub fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decision<'s> {
+/// Asynchronous only because an unknown `kid` may wait for a key refetch.
+pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decision<'s> {
     let mut decision = Decision {
         path: None,
         route: None,
@@ -79,25 +82,29 @@ pub fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decision<'s> 
         return decision;
     }
 
-    decision.verdict = authorize(state, q, rule, now);
+    decision.verdict = authorize(state, q, rule, now).await;
     decision
 }
 
 /// Steps 5 to 7: find the token, verify it, check the route's policy.
-fn authorize(
+async fn authorize(
     state: &State,
     q: &Question<'_>,
     rule: &crate::route::Rule,
     now: i64,
-) -> Result<Option<Claims>, Refusal> {
+) -> Result<Option<Arc<Claims>>, Refusal> {
     let config = &state.config;
     let token = token::extract::find(&config.token_sources, q.headers, q.query)
         .map_err(Refusal::BadCredential)?
         .ok_or(Refusal::NoToken)?;
-    let claims = config.verifier.verify(&token, now).map_err(|e| match e {
-        TokenError::KeysUnavailable => Refusal::KeysUnavailable,
-        e => Refusal::InvalidToken(e),
-    })?;
+    let claims = config
+        .verifier
+        .verify(&token, now, Some(&state.cache))
+        .await
+        .map_err(|e| match e {
+            TokenError::KeysUnavailable => Refusal::KeysUnavailable,
+            e => Refusal::InvalidToken(e),
+        })?;
     rule.policy
         .check(&claims)
         .map_err(|denied| Refusal::InsufficientScope {

@@ -9,16 +9,25 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::token::Cache;
 
 /// Everything a decision needs, built from one config.
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
+    /// Verified claims; a new, empty cache comes with every config.
+    pub cache: Cache,
 }
+
+/// How many verified tokens are remembered.
+const CACHE_CAPACITY: usize = 100_000;
 
 impl State {
     pub fn new(config: Config) -> Self {
-        State { config }
+        State {
+            config,
+            cache: Cache::new(CACHE_CAPACITY),
+        }
     }
 
     pub fn realm(&self) -> &str {

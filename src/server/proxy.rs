@@ -103,17 +103,17 @@ impl Proxy {
                 query: req.uri().query(),
                 headers: req.headers(),
             };
-            decide(&state, &question, now())
+            decide(&state, &question, now()).await
         };
         let route = decision.route.map(|r| r.template.as_str());
         let path = decision.path.as_deref();
         let (response, refused, subject) = match &decision.verdict {
             Err(refusal) => (respond(refusal, state.realm()), Some(refusal.clone()), None),
             Ok(claims) => {
-                let subject = claims.as_ref().and_then(Claims::subject);
+                let subject = claims.as_deref().and_then(Claims::subject);
                 // An allowed request always has a normalized path.
                 let forwarded = self
-                    .forward(&state, peer, req, path.unwrap_or("/"), claims.as_ref())
+                    .forward(&state, peer, req, path.unwrap_or("/"), claims.as_deref())
                     .await;
                 match forwarded {
                     Ok(response) => (response, None, subject),

@@ -5,14 +5,16 @@
 //! Pure core: depends on `http` types, `jsonwebtoken`, `serde_json`,
 //! `arc-swap` and [`crate::jwks::keys`]; no sockets, no runtime.
 
+mod cache;
 pub mod claims;
 pub mod extract;
 pub mod jws;
 mod verify;
 
+pub use cache::Cache;
 pub use claims::{ClaimName, Claims};
 pub use extract::{ExtractError, Source};
-pub use verify::{Issuer, KeyCell, Verifier, canonical_typ};
+pub use verify::{Issuer, KeyCell, Refetch, Verifier, canonical_typ};
 
 /// Why a token was refused. A refused token is normal traffic: this is a
 /// plain enum, described with fixed strings that never contain the token.

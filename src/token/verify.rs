@@ -3,27 +3,49 @@
 //! `exp` / `nbf` / `iat` / `aud` / `typ` / age.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::{ClaimName, Claims, TokenError, jws};
+use super::{Cache, ClaimName, Claims, TokenError, jws};
 use crate::jwks::KeySet;
+
+/// Asks an issuer's key source for fresh keys after a token named a `kid`
+/// the current set does not hold. Implemented by the JWKS adapter; the
+/// implementation rate-limits and shares the fetch between callers.
+pub trait Refetch: Send + Sync {
+    fn refetch(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
 
 /// The current keys of one issuer. Static sources fill it at load time; a
 /// remote JWKS fills it when a fetch succeeds. Empty means "not ready".
-#[derive(Debug, Default)]
+/// Every change bumps the generation, which retires cached verifications.
+#[derive(Default)]
 pub struct KeyCell {
     current: ArcSwapOption<KeySet>,
+    generation: AtomicU64,
+    refetcher: OnceLock<Arc<dyn Refetch>>,
+}
+
+impl std::fmt::Debug for KeyCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCell")
+            .field("ready", &self.is_ready())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyCell {
     pub fn with(keys: KeySet) -> Self {
-        KeyCell {
-            current: ArcSwapOption::from_pointee(keys),
-        }
+        let cell = KeyCell::default();
+        cell.store(keys);
+        cell
     }
 
     pub fn load(&self) -> Option<Arc<KeySet>> {
@@ -32,10 +54,26 @@ impl KeyCell {
 
     pub fn store(&self, keys: KeySet) {
         self.current.store(Some(Arc::new(keys)));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops the keys (they went stale): the issuer is not ready any more.
+    pub fn clear(&self) {
+        self.current.store(None);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn is_ready(&self) -> bool {
         self.current.load().is_some()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Installs the unknown-`kid` refetch hook (once per cell).
+    pub fn set_refetcher(&self, refetcher: Arc<dyn Refetch>) {
+        let _ = self.refetcher.set(refetcher);
     }
 }
 
@@ -94,11 +132,21 @@ impl Verifier {
         self.issuers.values()
     }
 
-    /// Verifies a token at time `now` (seconds since the Unix epoch).
-    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        // Bounded before any decoding or key lookup.
+    /// Verifies a token at time `now` (seconds since the Unix epoch),
+    /// through `cache` when given. An unknown `kid` asks the issuer's key
+    /// source for fresh keys once, then verifies again.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        cache: Option<&Cache>,
+    ) -> Result<Arc<Claims>, TokenError> {
+        // Bounded before any decoding, key lookup or cache lookup.
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
+        }
+        if let Some(claims) = cache.and_then(|c| c.get(token, now)) {
+            return Ok(claims);
         }
         let jws = jws::split(token)?;
         let payload = jws.claims()?;
@@ -115,17 +163,49 @@ impl Verifier {
                 _ => return Err(TokenError::BadType),
             }
         }
+        let mut generation = issuer.keys.generation();
         let keys = issuer.keys.load().ok_or(TokenError::KeysUnavailable)?;
-        jws.verify(&keys, &issuer.algorithms)?;
-        let exp = issuer.check_claims(&payload, now)?;
-        Ok(Claims::new(payload, &issuer.scope_claims, exp))
+        match jws.verify(&keys, &issuer.algorithms) {
+            Err(TokenError::UnknownKey) if jws.header.kid.is_some() => {
+                let Some(refetcher) = issuer.keys.refetcher.get() else {
+                    return Err(TokenError::UnknownKey);
+                };
+                refetcher.refetch().await;
+                generation = issuer.keys.generation();
+                let keys = issuer.keys.load().ok_or(TokenError::KeysUnavailable)?;
+                jws.verify(&keys, &issuer.algorithms)?;
+            }
+            other => other?,
+        }
+        let valid_until = issuer.check_claims(&payload, now)?;
+        let claims = Arc::new(Claims::new(payload, &issuer.scope_claims, valid_until.exp));
+        if let Some(cache) = cache {
+            cache.insert(
+                token,
+                claims.clone(),
+                issuer.keys.clone(),
+                generation,
+                valid_until.until,
+            );
+        }
+        Ok(claims)
     }
+}
+
+/// How long verified claims stay valid.
+struct ValidUntil {
+    exp: i64,
+    /// `exp`, or earlier when `max_token_age` ends first.
+    until: i64,
 }
 
 impl Issuer {
     /// Registered-claim checks on a payload whose signature is valid.
-    /// Returns `exp`.
-    fn check_claims(&self, payload: &Map<String, Value>, now: i64) -> Result<i64, TokenError> {
+    fn check_claims(
+        &self,
+        payload: &Map<String, Value>,
+        now: i64,
+    ) -> Result<ValidUntil, TokenError> {
         let skew = self.clock_skew;
         let exp = time_claim(payload, "exp")?.ok_or(TokenError::ExpiryMissing)?;
         let nbf = time_claim(payload, "nbf")?;
@@ -139,11 +219,13 @@ impl Issuer {
         if iat.is_some_and(|iat| now.saturating_add(skew) < iat) {
             return Err(TokenError::IssuedInFuture);
         }
+        let mut until = exp;
         if let Some(max_age) = self.max_token_age {
             let iat = iat.ok_or(TokenError::IssueTimeMissing)?;
             if now.saturating_sub(iat) > max_age.saturating_add(skew) {
                 return Err(TokenError::TooOld);
             }
+            until = until.min(iat.saturating_add(max_age));
         }
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
         match payload.get("aud") {
@@ -152,6 +234,6 @@ impl Issuer {
             Some(Value::Array(auds)) if auds.iter().any(|a| a.as_str().is_some_and(accepted)) => {}
             Some(_) => return Err(TokenError::BadAudience),
         }
-        Ok(exp)
+        Ok(ValidUntil { exp, until })
     }
 }

@@ -1,0 +1,104 @@
+//! The verified-token cache: verified *claims*, never decisions. Every
+//! request still runs its own route's policy on the cached claims (the
+//! Oathkeeper CVE-2021-32701 lesson). Keyed by the whole token (hashing is
+//! for buckets only; equality is exact, so a collision can never hand one
+//! token another's claims). An entry never outlives `exp` (or the
+//! `max_token_age` limit) and dies with its issuer's key set: each entry
+//! remembers the key generation it was verified under. A new cache comes
+//! with every config. Failures are never cached.
+//!
+//! Pure: depends on quick_cache and [`super::verify`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Claims, KeyCell};
+
+#[derive(Clone)]
+struct Entry {
+    claims: Arc<Claims>,
+    keys: Arc<KeyCell>,
+    generation: u64,
+    /// Unix seconds after which the entry is stale.
+    valid_until: i64,
+}
+
+/// A bounded cache of verified claims.
+pub struct Cache {
+    entries: quick_cache::sync::Cache<Box<str>, Entry>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("len", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Self {
+        Cache {
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The claims of a token verified earlier, if still valid at `now`.
+    pub fn get(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
+        let found = self
+            .entries
+            .get(token)
+            .filter(|e| now <= e.valid_until && e.keys.generation() == e.generation);
+        match found {
+            Some(entry) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry.claims)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Remembers verified claims until `valid_until`, as long as `keys`
+    /// still has `generation`.
+    pub fn insert(
+        &self,
+        token: &str,
+        claims: Arc<Claims>,
+        keys: Arc<KeyCell>,
+        generation: u64,
+        valid_until: i64,
+    ) {
+        self.entries.insert(
+            token.into(),
+            Entry {
+                claims,
+                keys,
+                generation,
+                valid_until,
+            },
+        );
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+}
