@@ -1,45 +1,163 @@
-//! Composition root: build the state from a config, start the key fetchers
-//! and the listener, wait for a shutdown signal.
+//! Composition root: build the state from a config, keep remote key sets
+//! fresh, serve, reload, and wait for a shutdown signal.
 //!
 //! Depends on everything; nothing depends on it but the CLI.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError, RemoteSpec};
+use crate::jwks::fetch::Remote;
 use crate::server::{self, Proxy};
 use crate::state::{Shared, State};
+use crate::telemetry::Metrics;
+use crate::token::KeyCell;
 
-/// Serves `config` on an already bound listener until `shutdown` resolves.
-/// Tests bind `127.0.0.1:0` and run the real gateway through this.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let client = crate::upstream::Client::new(config.upstream.connect_timeout);
-    start_key_fetchers(&config);
-    let shared = Arc::new(Shared::new(State::new(config)));
-    let proxy = Arc::new(Proxy { shared, client });
-    server::serve(listener, proxy, shutdown).await;
+/// What a running gateway shares between its listeners, its reloads and
+/// its key fetchers.
+#[derive(Debug)]
+pub struct Runtime {
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+    path: PathBuf,
+    idp: Option<reqwest::Client>,
+    /// The key cell of every remote key set that is running, by its spec,
+    /// so that an unchanged issuer keeps its keys across a reload.
+    remotes: Mutex<HashMap<RemoteSpec, Weak<KeyCell>>>,
+    /// Serializes reloads (watcher and SIGHUP may fire together).
+    reloading: Mutex<()>,
 }
 
-fn start_key_fetchers(config: &Config) {
-    if config.remote_jwks.is_empty() {
-        return;
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    Applied,
+    Unchanged,
+}
+
+impl Runtime {
+    /// Builds the runtime and starts fetching remote keys. Must run inside
+    /// a Tokio runtime.
+    pub fn new(mut config: Config) -> Arc<Runtime> {
+        let idp = if config.remote_jwks.is_empty() {
+            None
+        } else {
+            crate::jwks::fetch::client()
+                .map_err(|e| {
+                    tracing::error!(
+                        "cannot build the JWKS client: {e}; remote issuers stay unavailable"
+                    )
+                })
+                .ok()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let remotes = Mutex::new(HashMap::new());
+        adopt_remotes(&remotes, idp.as_ref(), &metrics, &mut config);
+        Arc::new(Runtime {
+            path: config.path.clone(),
+            shared: Arc::new(Shared::new(State::new(config))),
+            metrics,
+            idp,
+            remotes,
+            reloading: Mutex::new(()),
+        })
     }
-    let client = match crate::jwks::fetch::client() {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!("cannot build the JWKS client: {e}; remote issuers stay unavailable");
-            return;
+
+    /// Reads the config file again and, if it is valid and different,
+    /// swaps it in. An invalid file changes nothing.
+    pub fn reload(&self) -> Result<Reloaded, ConfigError> {
+        let _one_at_a_time = self.reloading.lock();
+        let result = config::load(&self.path);
+        let mut config = match result {
+            Ok(config) => config,
+            Err(e) => {
+                self.metrics.reload(false);
+                tracing::error!("config reload refused, the previous config keeps serving: {e}");
+                return Err(e);
+            }
+        };
+        let current = self.shared.load();
+        if config.fingerprint == current.config.fingerprint {
+            return Ok(Reloaded::Unchanged);
         }
-    };
-    for remote in &config.remote_jwks {
-        tokio::spawn(crate::jwks::fetch::fetch_until_ready(
-            client.clone(),
-            remote.clone(),
-        ));
+        let old = &current.config;
+        if config.listen != old.listen {
+            tracing::warn!(old = %old.listen, new = %config.listen, "listen changed: it takes effect after a restart");
+        }
+        if config.limits.max_connections != old.limits.max_connections
+            || config.upstream.connect_timeout != old.upstream.connect_timeout
+            || config.workers != old.workers
+        {
+            tracing::warn!(
+                "limits.max_connections, upstream.connect_timeout and workers take effect after a restart"
+            );
+        }
+        // A new client for an idle IdP is cheap; the first reload that adds
+        // a remote issuer may need one.
+        if self.idp.is_none() && !config.remote_jwks.is_empty() {
+            tracing::warn!("a remote issuer was added: it takes effect after a restart");
+        }
+        adopt_remotes(&self.remotes, self.idp.as_ref(), &self.metrics, &mut config);
+        let routes = config.routes.routes().len();
+        self.shared.swap(State::new(config));
+        self.metrics.reload(true);
+        tracing::info!(routes, "config reloaded");
+        Ok(Reloaded::Applied)
     }
+
+    pub fn config_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Gives every remote issuer of `config` the key cell of an identical
+/// running spec, or starts fetching for a new one.
+fn adopt_remotes(
+    remotes: &Mutex<HashMap<RemoteSpec, Weak<KeyCell>>>,
+    idp: Option<&reqwest::Client>,
+    metrics: &Arc<Metrics>,
+    config: &mut Config,
+) {
+    let Ok(mut remotes) = remotes.lock() else {
+        return;
+    };
+    remotes.retain(|_, cell| cell.strong_count() > 0);
+    for remote in &mut config.remote_jwks {
+        if let Some(cell) = remotes.get(&remote.spec).and_then(Weak::upgrade) {
+            config
+                .verifier
+                .adopt_keys(&remote.spec.issuer, cell.clone());
+            remote.keys = cell;
+            continue;
+        }
+        if let Some(client) = idp {
+            Remote::start(client.clone(), remote, metrics.clone());
+        }
+        remotes.insert(remote.spec.clone(), Arc::downgrade(&remote.keys));
+    }
+}
+
+/// Serves on an already bound listener until `shutdown` resolves, reloading
+/// the config when its directory changes or on SIGHUP. Tests bind
+/// `127.0.0.1:0` and run the real gateway through this.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let client =
+        crate::upstream::Client::new(runtime.shared.load().config.upstream.connect_timeout);
+    let proxy = Arc::new(Proxy {
+        shared: runtime.shared.clone(),
+        client,
+    });
+    let watcher = crate::reload::watch(runtime.clone());
+    server::serve(listener, proxy, shutdown).await;
+    drop(watcher);
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -82,14 +200,14 @@ pub fn run(path: &Path) -> std::process::ExitCode {
     if config.workers > 0 {
         builder.worker_threads(config.workers);
     }
-    let runtime = match builder.build() {
+    let tokio = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    tokio.block_on(async move {
         let listen = config.listen;
         let listener = match TcpListener::bind(listen).await {
             Ok(l) => l,
@@ -99,7 +217,8 @@ pub fn run(path: &Path) -> std::process::ExitCode {
             }
         };
         tracing::info!(%listen, routes = config.routes.routes().len(), "scopegate listening");
-        serve(config, listener, shutdown_signal()).await;
+        let runtime = Runtime::new(config);
+        serve(runtime, listener, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

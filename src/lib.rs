@@ -30,6 +30,7 @@ pub mod devtools;
 pub mod jwks;
 pub mod policy;
 pub mod reject;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -1,7 +1,12 @@
-//! Logging set-up: `RUST_LOG` for the level, `SCOPEGATE_LOG_FORMAT=json` for
-//! one JSON object per line.
+//! Logging set-up (`RUST_LOG` for the level, `SCOPEGATE_LOG_FORMAT=json`
+//! for JSON lines) and the process's counters, owned by the composition
+//! root and passed down (no globals, so tests stay isolated).
 //!
 //! Depends on tracing-subscriber.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,4 +21,51 @@ pub fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+/// Counters of events that are not requests.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    reloads_ok: AtomicU64,
+    reloads_error: AtomicU64,
+    /// (issuer, "ok" | "error") -> fetches.
+    jwks_fetches: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Config reloads with this result (`true`: applied).
+    pub fn reloads(&self, ok: bool) -> u64 {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        if let Ok(mut map) = self.jwks_fetches.lock() {
+            *map.entry((issuer.to_owned(), result)).or_default() += 1;
+        }
+    }
+
+    /// JWKS fetches for one issuer with this result.
+    pub fn jwks_fetches(&self, issuer: &str, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_fetches
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&(issuer.to_owned(), result)).copied())
+            .unwrap_or(0)
+    }
 }

@@ -93,11 +93,31 @@ pub struct Identity {
     pub headers: Vec<(HeaderName, IdentityValue)>,
 }
 
-/// A JWKS to fetch over the network for one issuer.
+/// Where a remote key set is found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RemoteSource {
+    /// A JWKS document at this URL.
+    Jwks(String),
+    /// OIDC discovery at `{issuer without trailing /}/.well-known/openid-configuration`.
+    Discovery,
+}
+
+/// How to keep one issuer's remote keys fresh. Two equal specs in two
+/// configs share their keys across a reload (no refetch on every edit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteSpec {
+    pub issuer: String,
+    pub source: RemoteSource,
+    /// Upper bound between refreshes (`Cache-Control: max-age` may shorten it, not below a minute).
+    pub refresh: Duration,
+    /// How long the last good keys serve while fetches fail.
+    pub max_stale: Duration,
+}
+
+/// A remote key set and the cell its keys go into.
 #[derive(Debug, Clone)]
 pub struct RemoteJwks {
-    pub issuer: String,
-    pub uri: String,
+    pub spec: RemoteSpec,
     pub keys: Arc<KeyCell>,
 }
 
@@ -117,12 +137,16 @@ pub struct Config {
     pub token_sources: Vec<Source>,
     pub identity: Identity,
     pub routes: route::Table,
+    /// A hash of the config text and of every file it made the gateway
+    /// read: a reload with the same fingerprint changes nothing.
+    pub fingerprint: u64,
 }
 
-/// Builds errors that point into one file.
+/// Builds errors that point into one file, and fingerprints what it reads.
 struct Ctx<'a> {
     file: &'a Path,
     dir: PathBuf,
+    hasher: std::cell::RefCell<std::collections::hash_map::DefaultHasher>,
 }
 
 impl Ctx<'_> {
@@ -142,9 +166,12 @@ impl Ctx<'_> {
     }
 
     fn read(&self, at: Location, field: &str, rel: &str) -> Result<Vec<u8>, ConfigError> {
+        use std::hash::Hash as _;
         let path = self.dir.join(rel);
-        std::fs::read(&path)
-            .map_err(|e| self.err(at, field, format!("cannot read {}: {e}", path.display())))
+        let bytes = std::fs::read(&path)
+            .map_err(|e| self.err(at, field, format!("cannot read {}: {e}", path.display())))?;
+        bytes.hash(&mut *self.hasher.borrow_mut());
+        Ok(bytes)
     }
 }
 
@@ -163,7 +190,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let dir = path.parent().map(Path::to_owned).unwrap_or_default();
-    let ctx = Ctx { file: path, dir };
+    let ctx = Ctx {
+        file: path,
+        dir,
+        hasher: Default::default(),
+    };
+    std::hash::Hash::hash(bytes, &mut *ctx.hasher.borrow_mut());
     let start = Location::UNKNOWN;
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ctx.err(
@@ -344,6 +376,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         token_sources,
         identity,
         routes,
+        fingerprint: std::hash::Hasher::finish(&*ctx.hasher.borrow()),
     })
 }
 
@@ -469,27 +502,42 @@ fn build_issuer(
         .filter(|a| kind_for(**a) == Some(crate::jwks::KeyKind::Hmac))
         .count();
 
-    let sources = [
-        raw.jwks_uri.as_ref().map(|s| ("jwks_uri", s)),
-        raw.jwks_file.as_ref().map(|s| ("jwks_file", s)),
-        raw.public_key_file.as_ref().map(|s| ("public_key_file", s)),
-        raw.hs256_secret_env
-            .as_ref()
-            .map(|s| ("hs256_secret_env", s)),
-    ];
-    let mut given = sources.into_iter().flatten();
-    let Some((kind, value)) = given.next() else {
-        return Err(ctx.err(at, field, "needs exactly one key source: jwks_uri, jwks_file, public_key_file or hs256_secret_env"));
-    };
-    if let Some((other, v)) = given.next() {
-        return Err(ctx.err(
-            v.referenced,
-            format!("{field}.{other}"),
-            format!("only one key source per issuer ({kind} is already set)"),
-        ));
+    // (name, position, value) of every key source given.
+    let mut given: Vec<(&str, Location, &str)> = Vec::new();
+    for (name, source) in [
+        ("jwks_uri", &raw.jwks_uri),
+        ("jwks_file", &raw.jwks_file),
+        ("public_key_file", &raw.public_key_file),
+        ("hs256_secret_env", &raw.hs256_secret_env),
+    ] {
+        if let Some(v) = source {
+            given.push((name, v.referenced, v.value.as_str()));
+        }
     }
+    if let Some(d) = raw.discovery.as_ref().filter(|d| d.value) {
+        given.push(("discovery", d.referenced, ""));
+    }
+    let (kind, key_at, value) = match given.as_slice() {
+        [] => {
+            return Err(ctx.err(
+                at,
+                field,
+                "needs exactly one key source: jwks_uri, discovery, jwks_file, public_key_file or hs256_secret_env",
+            ));
+        }
+        [one] => *one,
+        [first, (other, other_at, _), ..] => {
+            return Err(ctx.err(
+                *other_at,
+                format!("{field}.{other}"),
+                format!(
+                    "only one key source per issuer ({} is already set)",
+                    first.0
+                ),
+            ));
+        }
+    };
     let key_field = format!("{field}.{kind}");
-    let key_at = value.referenced;
     if kind == "hs256_secret_env" {
         if hmac != algorithms.len() {
             return Err(ctx.err(
@@ -505,32 +553,48 @@ fn build_issuer(
             "HS256/384/512 need hs256_secret_env (a public key source cannot verify them)",
         ));
     }
+    for (name, d) in [
+        ("jwks_refresh", raw.jwks_refresh),
+        ("jwks_max_stale", raw.jwks_max_stale),
+    ] {
+        if d.0 < Duration::from_secs(1) {
+            return Err(ctx.err(at, format!("{field}.{name}"), "must be at least 1s"));
+        }
+    }
 
     let keys = Arc::new(KeyCell::default());
-    let mut remote = None;
-    match kind {
+    let remote_source = match kind {
         "jwks_uri" => {
             let uri: Uri = value
-                .value
                 .parse()
                 .map_err(|_| ctx.err(key_at, &key_field, "not a URL"))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(ctx.err(key_at, &key_field, "must be an http:// or https:// URL"));
             }
-            remote = Some(RemoteJwks {
-                issuer: name.clone(),
-                uri: value.value.clone(),
-                keys: keys.clone(),
-            });
+            Some(RemoteSource::Jwks(value.to_owned()))
+        }
+        "discovery" => {
+            let uri: Uri = name
+                .parse()
+                .map_err(|_| ctx.err(key_at, &key_field, "the issuer is not a URL"))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                return Err(ctx.err(
+                    key_at,
+                    &key_field,
+                    "discovery needs an http:// or https:// issuer",
+                ));
+            }
+            Some(RemoteSource::Discovery)
         }
         "jwks_file" => {
-            let bytes = ctx.read(key_at, &key_field, &value.value)?;
+            let bytes = ctx.read(key_at, &key_field, value)?;
             let set = KeySet::from_jwks(&bytes)
                 .map_err(|e| ctx.err(key_at, &key_field, e.to_string()))?;
             keys.store(set);
+            None
         }
         "public_key_file" => {
-            let bytes = ctx.read(key_at, &key_field, &value.value)?;
+            let bytes = ctx.read(key_at, &key_field, value)?;
             let set =
                 KeySet::from_pem(&bytes).map_err(|e| ctx.err(key_at, &key_field, e.to_string()))?;
             let key_kind = set.keys()[0].kind;
@@ -542,21 +606,31 @@ fn build_issuer(
                 ));
             }
             keys.store(set);
+            None
         }
         _ => {
-            let var = &value.value;
-            let secret = std::env::var(var).map_err(|_| {
+            let secret = std::env::var(value).map_err(|_| {
                 ctx.err(
                     key_at,
                     &key_field,
-                    format!("environment variable {var} is not set"),
+                    format!("environment variable {value} is not set"),
                 )
             })?;
             let set = KeySet::from_secret(secret.as_bytes(), &algorithms)
-                .map_err(|e| ctx.err(key_at, &key_field, format!("{var}: {e}")))?;
+                .map_err(|e| ctx.err(key_at, &key_field, format!("{value}: {e}")))?;
             keys.store(set);
+            None
         }
-    }
+    };
+    let remote = remote_source.map(|source| RemoteJwks {
+        spec: RemoteSpec {
+            issuer: name.clone(),
+            source,
+            refresh: raw.jwks_refresh.0,
+            max_stale: raw.jwks_max_stale.0,
+        },
+        keys: keys.clone(),
+    });
 
     let scope_claims = raw.scope_claims.value;
     if scope_claims.is_empty() || scope_claims.iter().any(String::is_empty) {

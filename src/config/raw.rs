@@ -296,6 +296,12 @@ pub struct RawIssuer {
     pub jwks_file: Option<Spanned<String>>,
     pub public_key_file: Option<Spanned<String>>,
     pub hs256_secret_env: Option<Spanned<String>>,
+    /// `true`: find the JWKS through OIDC discovery.
+    pub discovery: Option<Spanned<bool>>,
+    #[serde(default = "RawIssuer::default_refresh")]
+    pub jwks_refresh: Dur,
+    #[serde(default = "RawIssuer::default_max_stale")]
+    pub jwks_max_stale: Dur,
     #[serde(default = "RawIssuer::default_algorithms")]
     pub algorithms: Spanned<Vec<Alg>>,
     #[serde(default = "RawIssuer::default_skew")]
@@ -312,6 +318,12 @@ impl RawIssuer {
     }
     fn default_skew() -> Dur {
         secs(30)
+    }
+    fn default_refresh() -> Dur {
+        secs(300)
+    }
+    fn default_max_stale() -> Dur {
+        secs(86_400)
     }
     fn default_scope_claims() -> Spanned<Vec<String>> {
         unspanned(vec!["scope".into(), "scp".into(), "permissions".into()])

@@ -1,16 +1,41 @@
-//! Fetching a remote JWKS: bounded in time and size, retried with backoff
-//! until the issuer has keys. Follows `HTTPS_PROXY` / `NO_PROXY` (reqwest).
+//! Remote key sets: the life of one issuer's JWKS (SPEC §Key lifecycle).
 //!
-//! Adapter: depends on reqwest, tokio and [`super::keys`].
+//! - fetched in the background at start (the gateway listens at once; the
+//!   issuer answers 503 until its keys arrive);
+//! - OIDC discovery when configured, the document's `issuer` checked;
+//! - refreshed every `jwks_refresh`, sooner when `Cache-Control: max-age`
+//!   says so, never more often than once a minute for that reason;
+//! - a token with an unknown `kid` triggers one refetch per issuer per 30 s,
+//!   shared by every concurrent request (single flight);
+//! - a failed refresh keeps the last good keys for up to `jwks_max_stale`,
+//!   retrying with backoff; then the issuer is not ready any more (503);
+//! - bounded in time and size, `HTTPS_PROXY` / `NO_PROXY` honoured, `oct`
+//!   keys ignored, a document that does not parse changes nothing.
+//!
+//! Adapter: depends on reqwest, tokio, [`super::keys`], [`crate::token`]
+//! (the key cell and its refetch hook) and [`crate::telemetry`].
 
-use std::time::Duration;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use super::KeySet;
-use crate::config::RemoteJwks;
+use crate::config::{RemoteJwks, RemoteSource, RemoteSpec};
+use crate::telemetry::Metrics;
+use crate::token::{KeyCell, Refetch};
 
-/// JWKS documents larger than this are refused (SPEC §Key lifecycle).
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// JWKS and discovery documents larger than this are refused.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Cache-Control: max-age` never makes refreshes more frequent than this.
+const MIN_MAX_AGE: Duration = Duration::from_secs(60);
+/// At most one unknown-`kid` refetch per issuer per this long.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -18,13 +43,16 @@ pub enum FetchError {
     Http(#[from] reqwest::Error),
     #[error("status {0}")]
     Status(reqwest::StatusCode),
-    #[error("document larger than {MAX_JWKS_BYTES} bytes")]
+    #[error("document larger than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge,
+    #[error("OIDC discovery: {0}")]
+    Discovery(String),
     #[error(transparent)]
     Keys(#[from] super::KeyError),
 }
 
-/// The HTTP client for identity providers.
+/// The HTTP client for identity providers (reqwest follows the proxy
+/// environment variables).
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
@@ -33,10 +61,13 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Fetches and parses one JWKS document.
-pub async fn fetch(client: &reqwest::Client, uri: &str) -> Result<KeySet, FetchError> {
+/// GETs a document with a size cap; returns it with its `max-age`.
+async fn get_capped(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
     let mut response = client
-        .get(uri)
+        .get(url)
         .header("accept", "application/json")
         .send()
         .await?;
@@ -45,38 +76,186 @@ pub async fn fetch(client: &reqwest::Client, uri: &str) -> Result<KeySet, FetchE
     }
     if response
         .content_length()
-        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
     {
         return Err(FetchError::TooLarge);
     }
+    let max_age = response
+        .headers()
+        .get_all(reqwest::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| d.trim().strip_prefix("max-age="))
+        .find_map(|n| n.trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs);
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(FetchError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(KeySet::from_jwks(&body)?)
+    Ok((body, max_age))
 }
 
-/// Fetches until the first success, backing off from 1 s to 30 s.
-pub async fn fetch_until_ready(client: reqwest::Client, remote: RemoteJwks) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match fetch(&client, &remote.uri).await {
-            Ok(keys) => {
-                for skipped in &keys.skipped {
-                    tracing::warn!(issuer = %remote.issuer, "JWKS key skipped: {skipped}");
+/// One issuer's remote key set. It holds its cell weakly: when no state
+/// references the cell any more (the issuer left the config), the
+/// background task ends by itself.
+pub struct Remote {
+    spec: RemoteSpec,
+    client: reqwest::Client,
+    cell: Weak<KeyCell>,
+    metrics: Arc<Metrics>,
+    /// When the last unknown-`kid` refetch started; the lock makes it single flight.
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Hash of the last JWKS stored, so an unchanged document keeps the
+    /// key generation (and the verified-token cache) as it is.
+    last_document: AtomicU64,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl Remote {
+    /// Starts keeping `remote.keys` filled: installs the unknown-`kid` hook
+    /// and spawns the refresh loop.
+    pub fn start(
+        client: reqwest::Client,
+        remote: &RemoteJwks,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Remote> {
+        let this = Arc::new(Remote {
+            spec: remote.spec.clone(),
+            client,
+            cell: Arc::downgrade(&remote.keys),
+            metrics,
+            last_refetch: tokio::sync::Mutex::new(None),
+            last_document: AtomicU64::new(0),
+        });
+        remote.keys.set_refetcher(this.clone());
+        tokio::spawn(this.clone().run());
+        this
+    }
+
+    async fn jwks_url(&self) -> Result<String, FetchError> {
+        match &self.spec.source {
+            RemoteSource::Jwks(url) => Ok(url.clone()),
+            RemoteSource::Discovery => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.spec.issuer.trim_end_matches('/')
+                );
+                let (body, _) = get_capped(&self.client, &url).await?;
+                let doc: Discovery = serde_json::from_slice(&body).map_err(|e| {
+                    FetchError::Discovery(format!("{url} is not a discovery document: {e}"))
+                })?;
+                if doc.issuer != self.spec.issuer {
+                    return Err(FetchError::Discovery(format!(
+                        "{url} names the issuer {:?}, not the configured {:?}; its keys are not trusted",
+                        doc.issuer, self.spec.issuer
+                    )));
                 }
-                tracing::info!(issuer = %remote.issuer, keys = keys.keys().len(), "JWKS loaded");
-                remote.keys.store(keys);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(issuer = %remote.issuer, uri = %remote.uri, retry_in = ?delay, "JWKS fetch failed: {e}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
+                    return Err(FetchError::Discovery(format!(
+                        "jwks_uri {:?} is not an http(s) URL",
+                        doc.jwks_uri
+                    )));
+                }
+                Ok(doc.jwks_uri)
             }
         }
+    }
+
+    /// One fetch: discovery if configured, the JWKS, parsed. Stores the
+    /// keys when they changed. Returns the document's `max-age`.
+    async fn fetch_and_store(&self) -> Result<Option<Duration>, FetchError> {
+        let result = async {
+            let url = self.jwks_url().await?;
+            let (body, max_age) = get_capped(&self.client, &url).await?;
+            let keys = KeySet::from_jwks(&body)?;
+            Ok::<_, FetchError>((body, keys, max_age))
+        }
+        .await;
+        self.metrics.jwks_fetch(&self.spec.issuer, result.is_ok());
+        let (body, keys, max_age) = result?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        let hash = hasher.finish();
+        if let Some(cell) = self.cell.upgrade()
+            && (self.last_document.swap(hash, Ordering::AcqRel) != hash || !cell.is_ready())
+        {
+            for skipped in &keys.skipped {
+                tracing::warn!(issuer = %self.spec.issuer, "JWKS key skipped: {skipped}");
+            }
+            tracing::info!(issuer = %self.spec.issuer, keys = keys.keys().len(), "JWKS loaded");
+            cell.store(keys);
+        }
+        Ok(max_age)
+    }
+
+    /// The refresh loop; ends when the issuer's cell is gone.
+    async fn run(self: Arc<Self>) {
+        let mut last_success: Option<Instant> = None;
+        let mut retry = FIRST_RETRY;
+        loop {
+            if self.cell.strong_count() == 0 {
+                return;
+            }
+            let next = match self.fetch_and_store().await {
+                Ok(max_age) => {
+                    last_success = Some(Instant::now());
+                    retry = FIRST_RETRY;
+                    let by_header = max_age.map(|m| m.max(MIN_MAX_AGE));
+                    by_header.map_or(self.spec.refresh, |m| m.min(self.spec.refresh))
+                }
+                Err(e) => {
+                    let stale = last_success.is_some_and(|t| t.elapsed() > self.spec.max_stale);
+                    match self.cell.upgrade() {
+                        Some(cell) if stale && cell.is_ready() => {
+                            cell.clear();
+                            tracing::error!(issuer = %self.spec.issuer, max_stale = ?self.spec.max_stale,
+                                "JWKS unavailable for longer than jwks_max_stale: keys dropped, the issuer answers 503: {e}");
+                        }
+                        _ => {
+                            tracing::warn!(issuer = %self.spec.issuer, retry_in = ?retry, "JWKS fetch failed: {e}")
+                        }
+                    }
+                    let wait = retry;
+                    retry = (retry * 2)
+                        .min(MAX_RETRY)
+                        .min(self.spec.refresh.max(FIRST_RETRY));
+                    wait
+                }
+            };
+            tokio::time::sleep(next).await;
+        }
+    }
+}
+
+impl Refetch for Remote {
+    fn refetch(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            // Waiting callers queue here and find the fresh timestamp.
+            let mut last = self.last_refetch.lock().await;
+            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+            if let Err(e) = self.fetch_and_store().await {
+                tracing::warn!(issuer = %self.spec.issuer, "JWKS refetch for an unknown kid failed: {e}");
+            }
+        })
     }
 }

@@ -132,6 +132,13 @@ impl Verifier {
         self.issuers.values()
     }
 
+    /// Makes an issuer use an existing key cell (keys kept across a reload).
+    pub fn adopt_keys(&mut self, issuer: &str, keys: Arc<KeyCell>) {
+        if let Some(i) = self.issuers.get_mut(issuer) {
+            i.keys = keys;
+        }
+    }
+
     /// Verifies a token at time `now` (seconds since the Unix epoch),
     /// through `cache` when given. An unknown `kid` asks the issuer's key
     /// source for fresh keys once, then verifies again.

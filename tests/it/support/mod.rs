@@ -198,6 +198,7 @@ impl JwksServer {
 pub struct Gateway {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    pub runtime: Arc<scopegate::app::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -212,22 +213,33 @@ impl Gateway {
         }
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).expect("write config");
+        Self::serve_path(dir, &path).await
+    }
+
+    /// Serves the config at `path` (which may be a symlink) from `dir`.
+    pub async fn serve_path(dir: tempfile::TempDir, path: &std::path::Path) -> Gateway {
         let config =
-            scopegate::config::load(&path).unwrap_or_else(|e| panic!("config must load: {e}"));
+            scopegate::config::load(path).unwrap_or_else(|e| panic!("config must load: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(scopegate::app::serve(config, listener, async {
+        let runtime = scopegate::app::Runtime::new(config);
+        let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listener, async {
             let _ = rx.await;
         }));
         Gateway {
             addr,
             dir,
+            runtime,
             shutdown: Some(tx),
             task,
         }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gateway.yaml")
     }
 
     /// Stops accepting and waits for the drain to finish.
