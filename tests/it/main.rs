@@ -2,6 +2,7 @@
 
 mod cli;
 mod config_errors;
+mod lifecycle;
 mod proxy;
 mod support;
 mod tokens;

@@ -9,7 +9,6 @@ pub mod keys;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +46,43 @@ impl Recorded {
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .count()
     }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(text: String) -> TestBody {
+    Full::new(Bytes::from(text)).boxed()
+}
+
+/// A response body that arrives in `DRIP_CHUNKS` pieces over about a second.
+pub const DRIP_CHUNKS: usize = 10;
+
+struct Drip(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+fn drip_body() -> TestBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for i in 0..DRIP_CHUNKS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tx.send(Bytes::from(format!("chunk-{i};"))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Drip(rx).boxed()
 }
 
 /// An upstream that records every request it receives. Paths with `/slow` answer
@@ -100,6 +136,7 @@ impl Upstream {
                                 }
                             }
                             let slow = target.contains("/slow");
+                            let drip = target.contains("/drip");
                             record.lock().expect("lock").push(Recorded {
                                 method,
                                 target,
@@ -109,9 +146,10 @@ impl Upstream {
                             if slow {
                                 tokio::time::sleep(Duration::from_secs(5)).await;
                             }
-                            let mut resp = Response::new(Full::new(Bytes::from(format!(
-                                "upstream-ok {body_len}"
-                            ))));
+                            if drip {
+                                return Ok::<_, Infallible>(Response::new(drip_body()));
+                            }
+                            let mut resp = Response::new(full(format!("upstream-ok {body_len}")));
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().expect("value"));
                             resp.headers_mut()
@@ -139,36 +177,69 @@ impl Upstream {
     }
 }
 
-/// A JWKS endpoint whose document the test controls; it counts its hits.
+/// A document an IdP serves.
+#[derive(Clone)]
+pub struct Doc {
+    pub status: u16,
+    pub body: String,
+    pub cache_control: Option<String>,
+}
+
+/// An identity provider whose documents (JWKS, discovery), status codes,
+/// `Cache-Control` and latency the test controls; it counts its hits.
 #[derive(Clone)]
 pub struct JwksServer {
     pub addr: SocketAddr,
-    pub body: Arc<Mutex<(u16, String)>>,
-    pub hits: Arc<AtomicUsize>,
+    docs: Arc<Mutex<std::collections::HashMap<String, Doc>>>,
+    hits: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    delay: Arc<Mutex<Duration>>,
 }
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 impl JwksServer {
     pub async fn start(status: u16, body: String) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
         let addr = listener.local_addr().expect("addr");
-        let state = Arc::new(Mutex::new((status, body)));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (s, h) = (state.clone(), hits.clone());
+        let server = JwksServer {
+            addr,
+            docs: Arc::default(),
+            hits: Arc::default(),
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
+        };
+        server.set(status, body);
+        let s = server.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (s, h) = (s.clone(), h.clone());
+                let s = s.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req: Request<Incoming>| {
-                        let (s, h) = (s.clone(), h.clone());
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let s = s.clone();
                         async move {
-                            h.fetch_add(1, Ordering::SeqCst);
-                            let (status, body) = s.lock().expect("lock").clone();
-                            let mut resp = Response::new(Full::new(Bytes::from(body)));
+                            let path = req.uri().path().to_owned();
+                            *s.hits
+                                .lock()
+                                .expect("lock")
+                                .entry(path.clone())
+                                .or_default() += 1;
+                            let delay = *s.delay.lock().expect("lock");
+                            tokio::time::sleep(delay).await;
+                            let doc = s.docs.lock().expect("lock").get(&path).cloned();
+                            let doc = doc.unwrap_or(Doc {
+                                status: 404,
+                                body: "not found".into(),
+                                cache_control: None,
+                            });
+                            let mut resp = Response::new(Full::new(Bytes::from(doc.body)));
                             *resp.status_mut() =
-                                hyper::StatusCode::from_u16(status).expect("status");
+                                hyper::StatusCode::from_u16(doc.status).expect("status");
+                            if let Some(cc) = doc.cache_control {
+                                resp.headers_mut()
+                                    .insert("cache-control", cc.parse().expect("value"));
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -178,19 +249,50 @@ impl JwksServer {
                 });
             }
         });
-        JwksServer {
-            addr,
-            body: state,
-            hits,
-        }
+        server
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
+        format!("http://{}{JWKS_PATH}", self.addr)
     }
 
+    /// The issuer URL for discovery tests: this server's root.
+    pub fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Sets the JWKS document.
     pub fn set(&self, status: u16, body: String) {
-        *self.body.lock().expect("lock") = (status, body);
+        self.set_path(JWKS_PATH, status, body);
+    }
+
+    pub fn set_path(&self, path: &str, status: u16, body: String) {
+        self.docs.lock().expect("lock").insert(
+            path.to_owned(),
+            Doc {
+                status,
+                body,
+                cache_control: None,
+            },
+        );
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().expect("lock") = delay;
+    }
+
+    /// Requests for the JWKS document so far.
+    pub fn hits(&self) -> usize {
+        self.hits_for(JWKS_PATH)
+    }
+
+    pub fn hits_for(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .expect("lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
