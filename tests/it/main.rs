@@ -4,6 +4,7 @@ mod cli;
 mod config_errors;
 mod lifecycle;
 mod proxy;
+mod reload;
 mod support;
 mod tokens;
 mod wycheproof;
