@@ -80,15 +80,7 @@ async fn get_capped(
     {
         return Err(FetchError::TooLarge);
     }
-    let max_age = response
-        .headers()
-        .get_all(reqwest::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|d| d.trim().strip_prefix("max-age="))
-        .find_map(|n| n.trim_matches('"').parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let max_age = max_age(response.headers());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
@@ -97,6 +89,27 @@ async fn get_capped(
         body.extend_from_slice(&chunk);
     }
     Ok((body, max_age))
+}
+
+/// `Cache-Control: max-age=N`, if the response has one.
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get_all(reqwest::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| {
+            let (name, value) = d.trim().split_once('=')?;
+            name.trim().eq_ignore_ascii_case("max-age").then_some(value)
+        })
+        .find_map(|n| n.trim().trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The wait before the next refresh after a success: `jwks_refresh`, or
+/// sooner when `max-age` says so, but never under a minute for that reason.
+fn next_refresh(refresh: Duration, max_age: Option<Duration>) -> Duration {
+    max_age.map_or(refresh, |m| m.max(MIN_MAX_AGE).min(refresh))
 }
 
 /// One issuer's remote key set. It holds its cell weakly: when no state
@@ -217,8 +230,7 @@ impl Remote {
                 Ok(max_age) => {
                     last_success = Some(Instant::now());
                     retry = FIRST_RETRY;
-                    let by_header = max_age.map(|m| m.max(MIN_MAX_AGE));
-                    by_header.map_or(self.spec.refresh, |m| m.min(self.spec.refresh))
+                    next_refresh(self.spec.refresh, max_age)
                 }
                 Err(e) => {
                     let stale = last_success.is_some_and(|t| t.elapsed() > self.spec.max_stale);
@@ -257,5 +269,49 @@ impl Refetch for Remote {
                 tracing::warn!(issuer = %self.spec.issuer, "JWKS refetch for an unknown kid failed: {e}");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderValue};
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(CACHE_CONTROL, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age(&headers(&["public, max-age=3600"])),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            max_age(&headers(&["no-cache", "Max-Age=\"120\""])),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(max_age(&headers(&["s-maxage=10"])), None);
+        assert_eq!(max_age(&headers(&["max-age=soon"])), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn max_age_shortens_refresh_but_not_below_a_minute() {
+        let five = Duration::from_secs(300);
+        assert_eq!(next_refresh(five, None), five);
+        assert_eq!(
+            next_refresh(five, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            next_refresh(five, Some(Duration::from_secs(5))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(next_refresh(five, Some(Duration::from_secs(86_400))), five);
     }
 }

@@ -294,3 +294,60 @@ async fn oversized_or_unparsable_jwks_change_nothing() {
     assert!(gw.runtime.metrics.jwks_fetches(iss, false) >= 2);
     gw.stop().await;
 }
+
+/// The real binary with `HTTP_PROXY` set: the JWKS of a host that does not
+/// exist is fetched through the proxy (the test's IdP fixture answers
+/// absolute-form requests like a forward proxy would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetches_follow_the_proxy_environment() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let proxy = JwksServer::start(200, jwks(&[&k.rsa])).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let iss = "https://proxied.test/";
+    let cfg = format!(
+        "listen: 127.0.0.1:{port}\n{}",
+        remote_config(
+            &upstream,
+            iss,
+            "    jwks_uri: http://idp.invalid/.well-known/jwks.json",
+            ""
+        )
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, cfg).expect("write");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("HTTP_PROXY", format!("http://{}", proxy.addr))
+        .env("http_proxy", format!("http://{}", proxy.addr))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let token = k.rsa.token(&claims(json!({"iss": iss})));
+    let mut status = 0;
+    for _ in 0..100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            drop(stream);
+            status = get(addr, "/api/private", &[("Authorization", &bearer(&token))])
+                .await
+                .status;
+            if status == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "keys fetched through HTTP_PROXY");
+    assert!(proxy.hits() >= 1);
+}
