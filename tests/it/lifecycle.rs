@@ -303,11 +303,7 @@ async fn jwks_fetches_follow_the_proxy_environment() {
     let upstream = Upstream::start().await;
     let k = keys();
     let proxy = JwksServer::start(200, jwks(&[&k.rsa])).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::support::free_port();
     let iss = "https://proxied.test/";
     let cfg = format!(
         "listen: 127.0.0.1:{port}\n{}",
@@ -321,17 +317,9 @@ async fn jwks_fetches_follow_the_proxy_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, cfg).expect("write");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("HTTP_PROXY", format!("http://{}", proxy.addr))
-        .env("http_proxy", format!("http://{}", proxy.addr))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let proxy_url = format!("http://{}", proxy.addr);
+    let env = [("HTTP_PROXY", proxy_url.clone()), ("http_proxy", proxy_url)];
+    let (mut child, addr) = crate::support::run_binary(&path, port, &env, false).await;
     let token = k.rsa.token(&claims(json!({"iss": iss})));
     let mut status = 0;
     for _ in 0..100 {

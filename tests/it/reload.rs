@@ -289,11 +289,7 @@ async fn sighup_reloads_and_sigterm_drains() {
     {
         use tokio::io::AsyncWriteExt;
         let upstream = Upstream::start().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = crate::support::free_port();
         let real = tempfile::tempdir().expect("tempdir");
         let watched = tempfile::tempdir().expect("tempdir");
         let listen = format!("listen: 127.0.0.1:{port}\n");
@@ -304,29 +300,10 @@ async fn sighup_reloads_and_sigterm_drains() {
             watched.path().join("gateway.yaml"),
         )
         .expect("symlink");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
-            .args(["run", "-c"])
-            .arg(watched.path().join("gateway.yaml"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut up = false;
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "scopegate did not start");
-        let signal = |sig: &str| {
-            let status = std::process::Command::new("kill")
-                .args([sig, &child.id().to_string()])
-                .status()
-                .expect("kill");
-            assert!(status.success());
-        };
+        let (mut child, addr) =
+            crate::support::run_binary(&watched.path().join("gateway.yaml"), port, &[], false)
+                .await;
+        let signal = |sig: &str| crate::support::signal(&child, sig);
 
         // Edit the real file: the watched directory sees nothing.
         std::fs::write(

@@ -76,11 +76,7 @@ async fn public_key_file_verifies_whatever_the_kid() {
 async fn hs256_secret_from_the_environment() {
     let upstream = Upstream::start().await;
     let secret = "0123456789abcdef0123456789abcdef-hs256-and-hs384-need-48-bytes";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = crate::support::free_port();
     let cfg = single_issuer(
         &upstream,
         "    hs256_secret_env: SCOPEGATE_TEST_HS_SECRET\n    algorithms: [HS256, HS384]",
@@ -89,20 +85,13 @@ async fn hs256_secret_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");
     std::fs::write(&path, cfg).expect("write");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("SCOPEGATE_TEST_HS_SECRET", secret)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn scopegate");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (child, addr) = crate::support::run_binary(
+        &path,
+        port,
+        &[("SCOPEGATE_TEST_HS_SECRET", secret.to_owned())],
+        true,
+    )
+    .await;
     let key = TestKey::hmac("any", secret.as_bytes());
     for alg in ["HS256", "HS384"] {
         let token = key.sign(&json!({"alg": alg}), &claims(json!({})));
@@ -126,6 +115,7 @@ async fn hs256_secret_from_the_environment() {
             .json()["error_description"],
         "algorithm not allowed"
     );
+    let mut child = child;
     let _ = child.kill();
     let output = child.wait_with_output().expect("wait");
     let logs = String::from_utf8_lossy(&output.stderr);

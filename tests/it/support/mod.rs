@@ -508,3 +508,55 @@ pub fn now() -> i64 {
         .expect("clock")
         .as_secs() as i64
 }
+
+/// A loopback port that was free a moment ago (for the real binary, whose
+/// `listen` comes from its config).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The real `scopegate run -c CONFIG`, started with extra environment and
+/// waited for until `port` accepts connections.
+pub async fn run_binary(
+    config: &std::path::Path,
+    port: u16,
+    env: &[(&str, String)],
+    capture_stderr: bool,
+) -> (std::process::Child, SocketAddr) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"));
+    cmd.args(["run", "-c"])
+        .arg(config)
+        .env_remove("SCOPEGATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stderr(if capture_stderr {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("spawn scopegate");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("scopegate did not start listening on {addr}");
+}
+
+/// Sends a signal (`-TERM`, `-HUP`) to a child process.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} failed");
+}
