@@ -30,6 +30,7 @@ pub struct Runtime {
     remotes: Mutex<HashMap<RemoteSpec, Weak<KeyCell>>>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
     reloading: Mutex<()>,
+    pub readiness: crate::admin::Readiness,
 }
 
 /// What a reload did.
@@ -59,11 +60,12 @@ impl Runtime {
         adopt_remotes(&remotes, idp.as_ref(), &metrics, &mut config);
         Arc::new(Runtime {
             path: config.path.clone(),
-            shared: Arc::new(Shared::new(State::new(config))),
+            shared: Arc::new(Shared::new(State::new(config, metrics.cache.clone()))),
             metrics,
             idp,
             remotes,
             reloading: Mutex::new(()),
+            readiness: Default::default(),
         })
     }
 
@@ -103,7 +105,8 @@ impl Runtime {
         }
         adopt_remotes(&self.remotes, self.idp.as_ref(), &self.metrics, &mut config);
         let routes = config.routes.routes().len();
-        self.shared.swap(State::new(config));
+        self.shared
+            .swap(State::new(config, self.metrics.cache.clone()));
         self.metrics.reload(true);
         tracing::info!(routes, "config reloaded");
         Ok(Reloaded::Applied)
@@ -141,12 +144,37 @@ fn adopt_remotes(
     }
 }
 
-/// Serves on an already bound listener until `shutdown` resolves, reloading
-/// the config when its directory changes or on SIGHUP. Tests bind
-/// `127.0.0.1:0` and run the real gateway through this.
+/// The sockets a gateway serves, bound by the caller (tests bind
+/// `127.0.0.1:0`).
+#[derive(Debug)]
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        };
+        let proxy = bind(config.listen).await?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+}
+
+/// Serves until `shutdown` resolves, reloading the config when its
+/// directory changes or on SIGHUP, then drains. Tests run the real gateway
+/// through this.
 pub async fn serve(
     runtime: Arc<Runtime>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) {
     let client =
@@ -154,9 +182,21 @@ pub async fn serve(
     let proxy = Arc::new(Proxy {
         shared: runtime.shared.clone(),
         client,
+        metrics: runtime.metrics.clone(),
     });
     let watcher = crate::reload::watch(runtime.clone());
-    server::serve(listener, proxy, shutdown).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin = listeners.admin.map(|listener| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::admin::serve(listener, runtime.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+    server::serve(listeners.proxy, proxy, shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     drop(watcher);
 }
 
@@ -209,16 +249,16 @@ pub fn run(path: &Path) -> std::process::ExitCode {
     };
     tokio.block_on(async move {
         let listen = config.listen;
-        let listener = match TcpListener::bind(listen).await {
+        let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("cannot listen on {listen}: {e}");
+                eprintln!("{e}");
                 return ExitCode::from(1);
             }
         };
         tracing::info!(%listen, routes = config.routes.routes().len(), "scopegate listening");
         let runtime = Runtime::new(config);
-        serve(runtime, listener, shutdown_signal()).await;
+        serve(runtime, listeners, shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

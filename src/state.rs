@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::token::Cache;
+use crate::token::{Cache, CacheStats};
 
 /// Everything a decision needs, built from one config.
 #[derive(Debug)]
@@ -23,10 +23,11 @@ pub struct State {
 const CACHE_CAPACITY: usize = 100_000;
 
 impl State {
-    pub fn new(config: Config) -> Self {
+    /// A state for `config`; its cache counts into `stats`.
+    pub fn new(config: Config, stats: Arc<CacheStats>) -> Self {
         State {
             config,
-            cache: Cache::new(CACHE_CAPACITY),
+            cache: Cache::new(CACHE_CAPACITY, stats),
         }
     }
 

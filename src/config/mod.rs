@@ -126,6 +126,8 @@ pub struct RemoteJwks {
 pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`, `/routes`; keep it on loopback.
+    pub admin_listen: Option<SocketAddr>,
     pub upstream: Upstream,
     pub trusted_proxies: Vec<raw::Cidr>,
     pub limits: Limits,
@@ -366,6 +368,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         path: ctx.file.to_owned(),
         listen: raw.listen,
+        admin_listen: raw.admin_listen,
         upstream,
         trusted_proxies: raw.trusted_proxies,
         limits,

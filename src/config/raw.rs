@@ -225,6 +225,7 @@ fn secs(n: u64) -> Dur {
 pub struct RawConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub upstream: Option<Spanned<RawUpstream>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,

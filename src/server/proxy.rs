@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use crate::decision::{Question, decide};
 use crate::reject::{Refusal, respond};
 use crate::state::{Shared, State};
+use crate::telemetry::{Metrics, UpstreamErrorKind};
 use crate::token::Claims;
 use crate::upstream::{self, UpstreamError, headers};
 use crate::{Body, BoxError};
@@ -30,6 +31,7 @@ use crate::{Body, BoxError};
 pub struct Proxy {
     pub shared: Arc<Shared>,
     pub client: upstream::Client,
+    pub metrics: Arc<Metrics>,
 }
 
 fn now() -> i64 {
@@ -82,7 +84,7 @@ impl Proxy {
         if let Err(why) = check_framing(&req) {
             let refusal = Refusal::Malformed(why);
             let response = respond(&refusal, state.realm());
-            log(
+            self.record(
                 &method,
                 &Outcome {
                     path: None,
@@ -121,7 +123,7 @@ impl Proxy {
                 }
             }
         };
-        log(
+        self.record(
             &method,
             &Outcome {
                 path,
@@ -205,9 +207,17 @@ impl Proxy {
             .client
             .send(request, upstream.request_timeout)
             .await
-            .map_err(|e| match e {
-                UpstreamError::Unavailable => Refusal::UpstreamUnavailable,
-                UpstreamError::Timeout => Refusal::UpstreamTimeout,
+            .map_err(|e| {
+                let (kind, refusal) = match e {
+                    UpstreamError::Unavailable => {
+                        (UpstreamErrorKind::Unavailable, Refusal::UpstreamUnavailable)
+                    }
+                    UpstreamError::Timeout => {
+                        (UpstreamErrorKind::Timeout, Refusal::UpstreamTimeout)
+                    }
+                };
+                self.metrics.upstream_error(kind);
+                refusal
             })?;
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
@@ -224,6 +234,26 @@ struct Outcome<'a> {
     route: Option<&'a str>,
     refused: Option<&'a Refusal>,
     subject: Option<&'a str>,
+}
+
+impl Proxy {
+    /// Counts the request and logs it.
+    fn record(
+        &self,
+        method: &Method,
+        outcome: &Outcome<'_>,
+        response: &Response<Body>,
+        started: Instant,
+    ) {
+        let decision = outcome.refused.map_or("allow", Refusal::code);
+        self.metrics.request(
+            outcome.route,
+            decision,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        log(method, outcome, response, started);
+    }
 }
 
 /// One structured line per request. Never the token, never a query string.

@@ -23,11 +23,27 @@ struct Entry {
     valid_until: i64,
 }
 
+/// Hit and miss counts, shared by the successive caches of a process.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
 /// A bounded cache of verified claims.
 pub struct Cache {
     entries: quick_cache::sync::Cache<Box<str>, Entry>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    stats: Arc<CacheStats>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -39,11 +55,10 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, stats: Arc<CacheStats>) -> Self {
         Cache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            stats,
         }
     }
 
@@ -53,16 +68,13 @@ impl Cache {
             .entries
             .get(token)
             .filter(|e| now <= e.valid_until && e.keys.generation() == e.generation);
-        match found {
-            Some(entry) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(entry.claims)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found.map(|e| e.claims)
     }
 
     /// Remembers verified claims until `valid_until`, as long as `keys`
@@ -86,12 +98,8 @@ impl Cache {
         );
     }
 
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
-    }
-
-    pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
     }
 
     pub fn len(&self) -> usize {

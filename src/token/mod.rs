@@ -11,7 +11,7 @@ pub mod extract;
 pub mod jws;
 mod verify;
 
-pub use cache::Cache;
+pub use cache::{Cache, CacheStats};
 pub use claims::{ClaimName, Claims};
 pub use extract::{ExtractError, Source};
 pub use verify::{Issuer, KeyCell, Refetch, Verifier, canonical_typ};

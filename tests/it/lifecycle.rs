@@ -78,7 +78,7 @@ async fn rotation_refetches_once_for_a_spray_of_unknown_kids_and_the_cache_follo
     );
     let state = gw.runtime.shared.load();
     assert!(
-        state.cache.hits() >= 1,
+        state.cache.stats().hits() >= 1,
         "the second request was served from the cache"
     );
     drop(state);
@@ -162,8 +162,10 @@ async fn an_outage_keeps_last_good_keys_until_max_stale_then_503() {
         became_503.is_some(),
         "keys must stop serving after jwks_max_stale"
     );
+    // Staleness counts from the last successful fetch, which may precede the
+    // outage by up to one refresh interval (1 s).
     assert!(
-        outage.elapsed() >= Duration::from_secs(3),
+        outage.elapsed() >= Duration::from_secs(2),
         "keys dropped before jwks_max_stale"
     );
     eprintln!("outage: last good keys served for {:?}", outage.elapsed());

@@ -299,6 +299,8 @@ impl JwksServer {
 /// The real gateway, serving a config written to a temp directory.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `admin_listen`.
+    pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub runtime: Arc<scopegate::app::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -322,17 +324,25 @@ impl Gateway {
     pub async fn serve_path(dir: tempfile::TempDir, path: &std::path::Path) -> Gateway {
         let config =
             scopegate::config::load(path).unwrap_or_else(|e| panic!("config must load: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0")
+        // Every listener on an ephemeral loopback port, whatever the config says.
+        let proxy = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind gateway");
-        let addr = listener.local_addr().expect("addr");
+        let addr = proxy.local_addr().expect("addr");
+        let admin = match config.admin_listen {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let runtime = scopegate::app::Runtime::new(config);
-        let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listener, async {
+        let listeners = scopegate::app::Listeners { proxy, admin };
+        let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listeners, async {
             let _ = rx.await;
         }));
         Gateway {
             addr,
+            admin: admin_addr,
             dir,
             runtime,
             shutdown: Some(tx),

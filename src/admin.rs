@@ -1,0 +1,149 @@
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (a
+//! latch: ready once the config is loaded and every issuer has had keys),
+//! `/metrics` (Prometheus text format), `/routes` (the effective route
+//! table as JSON). It has its own accept loop, so a data plane at its
+//! connection limit does not starve it.
+//!
+//! Adapter: depends on hyper, tokio, [`crate::app`] and [`crate::telemetry`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::app::Runtime;
+use crate::route::Auth;
+use crate::{Body, full};
+
+/// Readiness as a latch: once every issuer has had keys the gateway stays
+/// ready, so that an IdP outage (which every replica shares) does not take
+/// all replicas out of the load balancer at once; requests for an issuer
+/// without keys answer 503 themselves.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    /// `Ok` when ready, else the issuers still waiting for keys.
+    pub fn check(&self, runtime: &Runtime) -> Result<(), Vec<String>> {
+        if self.0.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let state = runtime.shared.load();
+        let mut waiting: Vec<String> = state
+            .config
+            .verifier
+            .issuers()
+            .filter(|i| !i.keys.is_ready())
+            .map(|i| i.name.clone())
+            .collect();
+        if waiting.is_empty() {
+            self.0.store(true, Ordering::Release);
+            return Ok(());
+        }
+        waiting.sort();
+        Err(waiting)
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The route table as JSON.
+fn routes(runtime: &Runtime) -> Value {
+    let state = runtime.shared.load();
+    let mut out = Vec::new();
+    for route in state.config.routes.routes() {
+        for rule in &route.rules {
+            out.push(json!({
+                "path": route.template.as_str(),
+                "methods": rule.methods.names(),
+                "auth": if rule.auth == Auth::None { "none" } else { "required" },
+                "scopes": rule.policy.scopes(),
+                "any_scope": rule.policy.any_scope(),
+                "claims": rule.policy.claims().iter().map(|c| c.claim.as_str()).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+fn handle(runtime: &Runtime, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed"}),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => match runtime.readiness.check(runtime) {
+            Ok(()) => json_response(StatusCode::OK, &json!({"ready": true})),
+            Err(waiting) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "waiting_for_keys": waiting}),
+            ),
+        },
+        "/metrics" => {
+            let mut response = Response::new(full(runtime.metrics.encode()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/routes" => json_response(StatusCode::OK, &routes(runtime)),
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    runtime: Arc<Runtime>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let runtime = runtime.clone();
+                async move { Ok::<_, Infallible>(handle(&runtime, &req)) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
