@@ -3,6 +3,7 @@
 mod cli;
 mod config_errors;
 mod lifecycle;
+mod operations;
 mod proxy;
 mod reload;
 mod support;
