@@ -26,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod decision;
 pub mod devtools;
 pub mod jwks;

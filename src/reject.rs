@@ -94,29 +94,44 @@ impl Refusal {
     }
 
     /// The RFC 6750 challenge, for refusals that have one.
-    fn challenge(&self, realm: &str) -> Option<String> {
-        let with_error = |code: &str, extra: &str| {
-            format!(
-                r#"Bearer realm="{realm}", error="{code}", error_description="{}"{extra}"#,
-                self.description()
-            )
-        };
-        match self {
-            Refusal::NoToken => Some(format!(r#"Bearer realm="{realm}""#)),
-            Refusal::BadCredential(_) => Some(with_error("invalid_request", "")),
-            Refusal::InvalidToken(_) => Some(with_error("invalid_token", "")),
-            Refusal::InsufficientScope { scope, .. } if !scope.is_empty() => Some(with_error(
-                "insufficient_scope",
-                &format!(r#", scope="{scope}""#),
-            )),
-            Refusal::InsufficientScope { .. } => Some(with_error("insufficient_scope", "")),
-            _ => None,
+    fn challenge(&self, c: &Challenge) -> Option<String> {
+        let mut out = format!(r#"Bearer realm="{}""#, c.realm);
+        // RFC 9728 §5.1: tell clients where to learn how to get a token.
+        if let (Some(url), Refusal::NoToken | Refusal::InvalidToken(_)) =
+            (&c.resource_metadata, self)
+        {
+            out.push_str(&format!(r#", resource_metadata="{url}""#));
         }
+        let (code, scope) = match self {
+            Refusal::NoToken => return Some(out),
+            Refusal::BadCredential(_) => ("invalid_request", None),
+            Refusal::InvalidToken(_) => ("invalid_token", None),
+            Refusal::InsufficientScope { scope, .. } => {
+                ("insufficient_scope", Some(scope).filter(|s| !s.is_empty()))
+            }
+            _ => return None,
+        };
+        out.push_str(&format!(
+            r#", error="{code}", error_description="{}""#,
+            self.description()
+        ));
+        if let Some(scope) = scope {
+            out.push_str(&format!(r#", scope="{scope}""#));
+        }
+        Some(out)
     }
 }
 
+/// What every challenge says about this gateway, fixed at config load.
+#[derive(Debug, Clone, Default)]
+pub struct Challenge {
+    pub realm: String,
+    /// The RFC 9728 metadata URL, when `resource_metadata` is configured.
+    pub resource_metadata: Option<String>,
+}
+
 /// Turns a refusal into the response the client gets.
-pub fn respond(refusal: &Refusal, realm: &str) -> Response<Body> {
+pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
     let body = serde_json::json!({
         "error": refusal.code(),
         "error_description": refusal.description(),
@@ -127,7 +142,7 @@ pub fn respond(refusal: &Refusal, realm: &str) -> Response<Body> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The realm and descriptions are validated ASCII, scopes NQCHAR.
-    if let Some(challenge) = refusal.challenge(realm)
+    if let Some(challenge) = refusal.challenge(challenge)
         && let Ok(value) = HeaderValue::from_str(&challenge)
     {
         headers.insert(WWW_AUTHENTICATE, value);

@@ -31,8 +31,8 @@ impl State {
         }
     }
 
-    pub fn realm(&self) -> &str {
-        &self.config.realm
+    pub fn challenge(&self) -> &crate::reject::Challenge {
+        &self.config.challenge
     }
 }
 

@@ -243,6 +243,53 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    pub cors: Option<Spanned<RawCors>>,
+    pub resource_metadata: Option<Spanned<RawResourceMetadata>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Exact origins like `https://app.example.com`, or `*`.
+    pub allowed_origins: Spanned<Vec<String>>,
+    #[serde(default = "RawCors::default_methods")]
+    pub allowed_methods: Vec<Method>,
+    #[serde(default = "RawCors::default_headers")]
+    pub allowed_headers: Spanned<Vec<String>>,
+    #[serde(default = "RawCors::default_max_age")]
+    pub max_age: Dur,
+}
+
+impl RawCors {
+    fn default_methods() -> Vec<Method> {
+        [
+            http::Method::GET,
+            http::Method::HEAD,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::PATCH,
+            http::Method::DELETE,
+        ]
+        .into_iter()
+        .map(Method)
+        .collect()
+    }
+    fn default_headers() -> Spanned<Vec<String>> {
+        unspanned(vec!["Authorization".into(), "Content-Type".into()])
+    }
+    fn default_max_age() -> Dur {
+        secs(600)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResourceMetadata {
+    /// The protected resource's identifier (an https URL).
+    pub resource: Spanned<String>,
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    pub resource_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::cors::Cors;
 use crate::decision::{Question, decide};
 use crate::reject::{Refusal, respond};
 use crate::state::{Shared, State};
@@ -80,24 +81,59 @@ impl Proxy {
         let started = Instant::now();
         let state = self.shared.load();
         let method = req.method().clone();
+        let cors = state.config.cors.as_ref();
+        let origin = cors.and_then(|_| req.headers().get(ORIGIN).cloned());
 
+        let (mut response, outcome) = self.answer(&state, peer, req).await;
+        if let Some(cors) = cors {
+            cors.decorate(origin.as_ref(), response.headers_mut());
+        }
+        let outcome = Outcome {
+            path: outcome.path.as_deref(),
+            route: outcome.route,
+            refused: outcome.refused.as_ref(),
+            subject: outcome.subject.as_deref(),
+        };
+        self.record(&method, &outcome, &response, started);
+        response
+    }
+
+    /// The decision order, then forwarding.
+    async fn answer<'s>(
+        &self,
+        state: &'s State,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> (Response<Body>, Answered<'s>) {
+        let mut answered = Answered::default();
         if let Err(why) = check_framing(&req) {
             let refusal = Refusal::Malformed(why);
-            let response = respond(&refusal, state.realm());
-            self.record(
-                &method,
-                &Outcome {
-                    path: None,
-                    route: None,
-                    refused: Some(&refusal),
-                    subject: None,
+            return (
+                respond(&refusal, state.challenge()),
+                Answered {
+                    refused: Some(refusal),
+                    ..answered
                 },
-                &response,
-                started,
             );
-            return response;
+        }
+        // 1. CORS preflights and RFC 9728 metadata are the gateway's own.
+        if let Some(cors) = &state.config.cors
+            && Cors::is_preflight(req.method(), req.headers())
+        {
+            return (cors.preflight(req.headers()), answered);
+        }
+        if let Some(metadata) = &state.config.resource_metadata
+            && matches!(*req.method(), Method::GET | Method::HEAD)
+            && req.uri().path() == metadata.path
+        {
+            let mut response = Response::new(crate::full(metadata.body.clone()));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return (response, answered);
         }
 
+        // 2-7. Normalize, route, token, policy.
         let decision = {
             let question = Question {
                 method: req.method(),
@@ -105,36 +141,42 @@ impl Proxy {
                 query: req.uri().query(),
                 headers: req.headers(),
             };
-            decide(&state, &question, now()).await
+            decide(state, &question, now()).await
         };
-        let route = decision.route.map(|r| r.template.as_str());
-        let path = decision.path.as_deref();
-        let (response, refused, subject) = match &decision.verdict {
-            Err(refusal) => (respond(refusal, state.realm()), Some(refusal.clone()), None),
-            Ok(claims) => {
-                let subject = claims.as_deref().and_then(Claims::subject);
-                // An allowed request always has a normalized path.
-                let forwarded = self
-                    .forward(&state, peer, req, path.unwrap_or("/"), claims.as_deref())
-                    .await;
-                match forwarded {
-                    Ok(response) => (response, None, subject),
-                    Err(refusal) => (respond(&refusal, state.realm()), Some(refusal), subject),
-                }
+        answered.route = decision.route.map(|r| r.template.as_str());
+        answered.path = decision.path;
+        let claims = match decision.verdict {
+            Ok(claims) => claims,
+            Err(refusal) => {
+                return (
+                    respond(&refusal, state.challenge()),
+                    Answered {
+                        refused: Some(refusal),
+                        ..answered
+                    },
+                );
             }
         };
-        self.record(
-            &method,
-            &Outcome {
-                path,
-                route,
-                refused: refused.as_ref(),
-                subject,
-            },
-            &response,
-            started,
-        );
-        response
+        answered.subject = claims
+            .as_deref()
+            .and_then(Claims::subject)
+            .map(str::to_owned);
+
+        // 8. Forward, with the path that was authorized.
+        let path = answered.path.as_deref().unwrap_or("/");
+        match self
+            .forward(state, peer, req, path, claims.as_deref())
+            .await
+        {
+            Ok(response) => (response, answered),
+            Err(refusal) => (
+                respond(&refusal, state.challenge()),
+                Answered {
+                    refused: Some(refusal),
+                    ..answered
+                },
+            ),
+        }
     }
 
     /// Rewrites an allowed request for the upstream and sends it.
@@ -226,6 +268,15 @@ impl Proxy {
             body.map_err(BoxError::from).boxed(),
         ))
     }
+}
+
+/// What was learnt while answering, for the log and the metrics.
+#[derive(Debug, Default)]
+struct Answered<'s> {
+    path: Option<String>,
+    route: Option<&'s str>,
+    refused: Option<Refusal>,
+    subject: Option<String>,
 }
 
 /// What the access log says about a request.

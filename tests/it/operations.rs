@@ -56,6 +56,13 @@ async fn admin_endpoints_readiness_and_metrics() {
     assert_eq!(ready.status, 503, "not ready while an issuer has no keys");
     assert_eq!(ready.json()["waiting_for_keys"], json!([ISS_A]));
 
+    // Let the first fetch fail before the IdP comes up.
+    for _ in 0..100 {
+        if gw.runtime.metrics.jwks_fetches(ISS_A, false) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     idp.set(200, jwks(&[&k.rsa]));
     let mut status = 0;
     for _ in 0..100 {
