@@ -85,7 +85,7 @@ impl Proxy {
         let origin = cors.and_then(|_| req.headers().get(ORIGIN).cloned());
 
         let (mut response, outcome) = self.answer(&state, peer, req).await;
-        if let Some(cors) = cors {
+        if let Some(cors) = cors.filter(|_| !outcome.preflight) {
             cors.decorate(origin.as_ref(), response.headers_mut());
         }
         let outcome = Outcome {
@@ -120,7 +120,13 @@ impl Proxy {
         if let Some(cors) = &state.config.cors
             && Cors::is_preflight(req.method(), req.headers())
         {
-            return (cors.preflight(req.headers()), answered);
+            return (
+                cors.preflight(req.headers()),
+                Answered {
+                    preflight: true,
+                    ..answered
+                },
+            );
         }
         if let Some(metadata) = &state.config.resource_metadata
             && matches!(*req.method(), Method::GET | Method::HEAD)
@@ -277,6 +283,8 @@ struct Answered<'s> {
     route: Option<&'s str>,
     refused: Option<Refusal>,
     subject: Option<String>,
+    /// A CORS preflight, which carries its own CORS headers.
+    preflight: bool,
 }
 
 /// What the access log says about a request.

@@ -162,3 +162,173 @@ async fn admin_endpoints_readiness_and_metrics() {
     assert_eq!(reloads, 1.0);
     gw.stop().await;
 }
+
+fn browser_config(upstream: &Upstream, origin: &str) -> String {
+    format!(
+        r#"
+upstream:
+  url: "http://{}"
+issuers:
+  - issuer: "{ISS_A}"
+    audiences: ["{AUD}"]
+    jwks_file: jwks.json
+cors:
+  allowed_origins: ["{origin}"]
+  allowed_methods: [GET, POST]
+  allowed_headers: [Authorization, Content-Type]
+  max_age: 10m
+resource_metadata:
+  resource: "https://api.example.com/v1"
+  authorization_servers: ["{ISS_A}"]
+routes:
+  - path: /api/messages
+    methods: [GET, POST]
+    scopes: [read:messages]
+  - path: /api/admin
+    any_scope: [admin, root]
+  - path: /api/public
+    auth: none
+"#,
+        upstream.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_refusals_readable_by_browsers() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let app = "https://app.example.com";
+    let gw = Gateway::start(
+        &browser_config(&upstream, app),
+        &[("jwks.json", &jwks(&[&k.rsa]))],
+    )
+    .await;
+    let preflight = |origin: &'static str, method: &'static str| {
+        let addr = gw.addr;
+        async move {
+            crate::support::request(
+                addr,
+                "OPTIONS",
+                "/api/messages",
+                &[
+                    ("Origin", origin),
+                    ("Access-Control-Request-Method", method),
+                    ("Access-Control-Request-Headers", "authorization"),
+                ],
+            )
+            .await
+        }
+    };
+    // A genuine preflight: answered by the gateway, without a token.
+    let ok = preflight(app, "GET").await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin"), Some(app));
+    assert_eq!(ok.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(
+        ok.header("access-control-allow-headers"),
+        Some("Authorization, Content-Type")
+    );
+    assert_eq!(ok.header("access-control-max-age"), Some("600"));
+    // Another origin, or a method not allowed: no CORS headers.
+    assert_eq!(
+        preflight("https://evil.example.com", "GET")
+            .await
+            .header("access-control-allow-origin"),
+        None
+    );
+    assert_eq!(
+        preflight(app, "DELETE")
+            .await
+            .header("access-control-allow-origin"),
+        None
+    );
+    // OPTIONS without Access-Control-Request-Method is no preflight: routed (405 here).
+    let plain =
+        crate::support::request(gw.addr, "OPTIONS", "/api/messages", &[("Origin", app)]).await;
+    assert_eq!(plain.status, 405);
+    assert!(
+        upstream.requests().is_empty(),
+        "preflights never reach the upstream"
+    );
+
+    // A refusal carries CORS headers, so the script can read the JSON.
+    let refused = get(gw.addr, "/api/messages", &[("Origin", app)]).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("access-control-allow-origin"), Some(app));
+    assert_eq!(refused.header("vary"), Some("Origin"));
+    assert_eq!(refused.json()["error"], "unauthorized");
+    let evil = get(
+        gw.addr,
+        "/api/messages",
+        &[("Origin", "https://evil.example.com")],
+    )
+    .await;
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+    // And an allowed response too.
+    let token = k.rsa.token(&claims(json!({"scope": "read:messages"})));
+    let allowed = get(
+        gw.addr,
+        "/api/messages",
+        &[("Origin", app), ("Authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.header("access-control-allow-origin"), Some(app));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc9728_metadata_and_challenges() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let gw = Gateway::start(
+        &browser_config(&upstream, "https://app.example.com"),
+        &[("jwks.json", &jwks(&[&k.rsa]))],
+    )
+    .await;
+    let doc = get(gw.addr, "/.well-known/oauth-protected-resource/v1", &[]).await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.header("content-type"), Some("application/json"));
+    assert_eq!(
+        doc.json(),
+        json!({
+            "resource": "https://api.example.com/v1",
+            "authorization_servers": [ISS_A],
+            "scopes_supported": ["admin", "read:messages", "root"],
+            "bearer_methods_supported": ["header"],
+        })
+    );
+    let url = "https://api.example.com/.well-known/oauth-protected-resource/v1";
+    let none = get(gw.addr, "/api/messages", &[]).await;
+    assert_eq!(
+        none.header("www-authenticate"),
+        Some(format!(r#"Bearer realm="api", resource_metadata="{url}""#).as_str())
+    );
+    let bad = get(
+        gw.addr,
+        "/api/messages",
+        &[("Authorization", "Bearer a.b.c")],
+    )
+    .await;
+    assert!(
+        bad.header("www-authenticate")
+            .is_some_and(|h| h.contains(&format!(r#"resource_metadata="{url}""#))
+                && h.contains(r#"error="invalid_token""#))
+    );
+    let token = k.rsa.token(&claims(json!({})));
+    let forbidden = get(
+        gw.addr,
+        "/api/messages",
+        &[("Authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(forbidden.status, 403);
+    assert!(
+        forbidden
+            .header("www-authenticate")
+            .is_some_and(|h| !h.contains("resource_metadata")),
+        "403s keep the plain RFC 6750 challenge"
+    );
+    assert!(upstream.requests().is_empty());
+    gw.stop().await;
+}
