@@ -74,6 +74,9 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     pub max_request_body_bytes: u64,
     pub header_read_timeout: Duration,
+    /// A connection with no request in progress and no byte moved for this
+    /// long is closed.
+    pub idle_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
 }
@@ -589,6 +592,7 @@ fn build_limits(ctx: &Ctx<'_>, raw: raw::RawLimits) -> Result<Limits, ConfigErro
         max_request_header_bytes: header.value,
         max_request_body_bytes: raw.max_request_body_bytes,
         header_read_timeout: raw.header_read_timeout.0,
+        idle_timeout: raw.idle_timeout.0,
         max_connections: raw.max_connections.value,
         drain_timeout: raw.drain_timeout.0,
     })

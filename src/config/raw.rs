@@ -319,6 +319,7 @@ pub struct RawLimits {
     pub max_request_header_bytes: Spanned<usize>,
     pub max_request_body_bytes: u64,
     pub header_read_timeout: Dur,
+    pub idle_timeout: Dur,
     pub max_connections: Spanned<usize>,
     pub drain_timeout: Dur,
 }
@@ -329,6 +330,7 @@ impl Default for RawLimits {
             max_request_header_bytes: unspanned(16_384),
             max_request_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: secs(10),
+            idle_timeout: secs(60),
             max_connections: unspanned(10_000),
             drain_timeout: secs(30),
         }

@@ -1,7 +1,7 @@
 //! Listeners: the accept loop (bounded by `max_connections`), protocol
 //! choice (HTTP/1.1, or HTTP/2 with prior knowledge), hyper's server
 //! builders with a `TokioTimer` so that `header_read_timeout` really fires,
-//! and the graceful drain on shutdown.
+//! the idle timeout, and the graceful drain on shutdown.
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and [`proxy`].
 
@@ -17,20 +17,24 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 pub use proxy::Proxy;
+
+use io::{Activity, Tracked};
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish for up to the drain timeout.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     let limits = proxy.shared.load().config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         // Further connections wait in the kernel's backlog until one closes.
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -52,25 +56,43 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             () = &mut shutdown => break,
         };
         let proxy = proxy.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, proxy, watcher).await;
+            serve_connection(stream, peer, proxy, stop).await;
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     let drain = limits.drain_timeout;
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain timeout: closing remaining connections"),
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => {
+            tracing::warn!(
+                ?drain,
+                remaining = connections.len(),
+                "drain timeout: closing remaining connections"
+            );
+            connections.shutdown().await;
+        }
     }
+}
+
+/// Resolves once shutdown has begun.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let limits = proxy.shared.load().config.limits.clone();
@@ -82,11 +104,19 @@ async fn serve_connection(
             return;
         }
     };
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let in_service = activity.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
+        let busy = in_service.busy();
+        async move {
+            let response = proxy.handle(peer, req).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
-    let io = TokioIo::new(stream);
+    let idle = activity.idle_for(limits.idle_timeout);
     let result = match protocol {
         io::Protocol::Http1 => {
             let mut builder = http1::Builder::new();
@@ -94,16 +124,32 @@ async fn serve_connection(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_request_header_bytes);
-            // Upgrades (WebSocket) are not tunnelled yet: `Upgrade` is dropped as
-            // hop-by-hop, so no upgrade is ever honoured.
-            watcher.watch(builder.serve_connection(io, service)).await
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = idle => Ok(()),
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
         io::Protocol::H2c => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new()).max_header_list_size(
                 u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
             );
-            watcher.watch(builder.serve_connection(io, service)).await
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = idle => Ok(()),
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::cors::Cors;
@@ -247,8 +247,7 @@ impl Proxy {
         };
         headers::set_host(h, host);
 
-        let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-        let body: Body = Limited::new(body, limit).map_err(BoxError::from).boxed();
+        let (body, cut) = upstream::limited(body, max_body);
         let request = Request::from_parts(parts, body);
 
         let response = self
@@ -257,6 +256,10 @@ impl Proxy {
             .await
             .map_err(|e| {
                 let (kind, refusal) = match e {
+                    // The upload went past the limit: the upstream request was aborted.
+                    _ if cut.is_exceeded() => {
+                        (UpstreamErrorKind::BodyTooLarge, Refusal::PayloadTooLarge)
+                    }
                     UpstreamError::Unavailable => {
                         (UpstreamErrorKind::Unavailable, Refusal::UpstreamUnavailable)
                     }

@@ -15,6 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,6 +24,71 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use crate::{Body, BoxError};
+
+/// Whether a request body was cut at its limit.
+#[derive(Debug, Clone, Default)]
+pub struct Cut(Arc<AtomicBool>);
+
+impl Cut {
+    pub fn is_exceeded(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The body went past `limits.max_request_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct TooLarge(u64);
+
+/// A client body counted while it streams: past `limit` bytes it fails,
+/// which aborts the upstream request, and [`Cut`] says why.
+pub fn limited(body: hyper::body::Incoming, limit: u64) -> (Body, Cut) {
+    let cut = Cut::default();
+    let body = Limit {
+        inner: body,
+        remaining: limit,
+        limit,
+        cut: cut.clone(),
+    };
+    (http_body_util::BodyExt::boxed(body), cut)
+}
+
+struct Limit {
+    inner: hyper::body::Incoming,
+    remaining: u64,
+    limit: u64,
+    cut: Cut,
+}
+
+impl http_body::Body for Limit {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled.map_err(BoxError::from);
+        };
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > self.remaining {
+            self.cut.0.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+        }
+        self.remaining -= len;
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A request body that says when it has been sent whole (or has failed).
 struct Tracked {

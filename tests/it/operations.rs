@@ -332,3 +332,83 @@ async fn rfc9728_metadata_and_challenges() {
     assert!(upstream.requests().is_empty());
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_idle_timeout_streaming_413_and_max_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let cfg = format!(
+        "admin_listen: 127.0.0.1:0\nupstream:\n  url: \"http://{}\"\nlimits:\n  idle_timeout: 1s\n  max_request_body_bytes: 100000\n  max_connections: 2\nroutes:\n  - path: /upload\n    auth: none\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&cfg, &[]).await;
+
+    // A streamed body past the limit: 413, and the upstream request aborted.
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("head");
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..12 {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(&chunk);
+        frame.extend_from_slice(b"\r\n");
+        if stream.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let resp = crate::support::read_response(&mut stream).await;
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.json()["error"], "payload_too_large");
+    let seen = upstream.take();
+    assert!(
+        seen.iter().all(|r| r.body_len <= 100_000),
+        "the upstream never got past the limit: {seen:?}"
+    );
+
+    // An idle keep-alive connection is closed after idle_timeout.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /upload HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let first = crate::support::read_response(&mut idle).await;
+    assert_eq!(first.status, 200);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection must be closed");
+
+    // Two connections hold both slots: a third waits, the admin listener answers.
+    let mut a = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let b = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    a.write_all(b"GET /upload HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(crate::support::read_response(&mut a).await.status, 200);
+    let third = tokio::spawn({
+        let addr = gw.addr;
+        async move { get(addr, "/upload", &[]).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection waits for a free slot"
+    );
+    assert_eq!(
+        get(gw.admin.expect("admin"), "/healthz", &[]).await.status,
+        200
+    );
+    drop(a);
+    drop(b);
+    assert_eq!(third.await.expect("join"), 200, "served once a slot frees");
+    gw.stop().await;
+}
