@@ -196,6 +196,10 @@ impl Proxy {
     ) -> Result<Response<Body>, Refusal> {
         let config = &state.config;
         let upstream = &config.upstream;
+        let mut req = req;
+        // A WebSocket handshake keeps its upgrade; every other `Upgrade`
+        // (h2c above all) is dropped below as hop-by-hop.
+        let upgrade = headers::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
 
         let max_body = config.limits.max_request_body_bytes;
@@ -234,6 +238,9 @@ impl Proxy {
 
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h);
+        if upgrade.is_some() {
+            headers::restore_websocket_upgrade(h);
+        }
         headers::apply_identity(h, &config.identity, claims);
         let trusted = config
             .trusted_proxies
@@ -270,6 +277,9 @@ impl Proxy {
                 self.metrics.upstream_error(kind);
                 refusal
             })?;
+        if let Some(client_side) = upgrade {
+            return Ok(tunnel(client_side, response));
+        }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(
@@ -277,6 +287,39 @@ impl Proxy {
             body.map_err(BoxError::from).boxed(),
         ))
     }
+}
+
+/// Answers a WebSocket handshake: when the upstream switched protocols,
+/// both upgraded connections are joined and bytes copied both ways until
+/// either side closes. Any other answer goes back as it is.
+fn tunnel(
+    client_side: hyper::upgrade::OnUpgrade,
+    mut response: Response<Incoming>,
+) -> Response<Body> {
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!("WebSocket upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!("WebSocket tunnel ended: {e}");
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    headers::restore_websocket_upgrade(&mut parts.headers);
+    Response::from_parts(parts, crate::full(""))
 }
 
 /// What was learnt while answering, for the log and the metrics.

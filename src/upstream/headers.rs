@@ -59,6 +59,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// An HTTP/1.1 WebSocket handshake: `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket` (RFC 6455 §4.1). Nothing else is ever upgraded.
+pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::GET
+        && req.version() == http::Version::HTTP_11
+        && has_token(req.headers(), CONNECTION, "upgrade")
+        && has_token(req.headers(), http::header::UPGRADE, "websocket")
+}
+
+/// Puts back the two hop-by-hop headers a WebSocket handshake needs on the
+/// next hop, after every other hop-by-hop header has been removed.
+pub fn restore_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
 /// Clears client copies of identity headers, then sets them from the token.
 pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
     for (name, _) in &identity.headers {

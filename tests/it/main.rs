@@ -8,4 +8,5 @@ mod proxy;
 mod reload;
 mod support;
 mod tokens;
+mod websocket;
 mod wycheproof;
