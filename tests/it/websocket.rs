@@ -1,6 +1,9 @@
 //! WebSocket upgrades: authorized like any request, then tunnelled both
 //! ways; a refused handshake never reaches the upstream.
 
+// tungstenite's handshake callback must return its (large) error type.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
