@@ -91,12 +91,9 @@ impl Runtime {
             tracing::warn!(old = %old.listen, new = %config.listen, "listen changed: it takes effect after a restart");
         }
         if config.limits.max_connections != old.limits.max_connections
-            || config.upstream.connect_timeout != old.upstream.connect_timeout
             || config.workers != old.workers
         {
-            tracing::warn!(
-                "limits.max_connections, upstream.connect_timeout and workers take effect after a restart"
-            );
+            tracing::warn!("limits.max_connections and workers take effect after a restart");
         }
         // A new client for an idle IdP is cheap; the first reload that adds
         // a remote issuer may need one.
@@ -177,11 +174,8 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) {
-    let client =
-        crate::upstream::Client::new(runtime.shared.load().config.upstream.connect_timeout);
     let proxy = Arc::new(Proxy {
         shared: runtime.shared.clone(),
-        client,
         metrics: runtime.metrics.clone(),
     });
     let watcher = crate::reload::watch(runtime.clone());

@@ -37,6 +37,7 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 

@@ -17,6 +17,9 @@ pub struct State {
     pub config: Config,
     /// Verified claims; a new, empty cache comes with every config.
     pub cache: Cache,
+    /// The pooled client for this config's upstream (its address, timeouts
+    /// and TLS roots); connections drain with the state they belong to.
+    pub client: crate::upstream::Client,
 }
 
 /// How many verified tokens are remembered.
@@ -25,9 +28,11 @@ const CACHE_CAPACITY: usize = 100_000;
 impl State {
     /// A state for `config`; its cache counts into `stats`.
     pub fn new(config: Config, stats: Arc<CacheStats>) -> Self {
+        let client = crate::upstream::Client::new(&config.upstream);
         State {
             config,
             cache: Cache::new(CACHE_CAPACITY, stats),
+            client,
         }
     }
 

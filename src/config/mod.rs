@@ -66,6 +66,8 @@ pub struct Upstream {
     pub request_timeout: Duration,
     /// Keep the client's `Host` (true) or send the upstream's authority.
     pub preserve_host: bool,
+    /// Client TLS: the roots of an https upstream (trusts nothing for http).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Limits on what a client may send.
@@ -140,6 +142,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/healthz`, `/readyz`, `/metrics`, `/routes`; keep it on loopback.
     pub admin_listen: Option<SocketAddr>,
+    /// TLS on `listen` (certificates are read again on every reload).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub upstream: Upstream,
     pub trusted_proxies: Vec<raw::Cidr>,
     pub limits: Limits,
@@ -381,6 +385,18 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let tls = match raw.tls {
+        None => None,
+        Some(t) => {
+            let t = t.value;
+            let cert = ctx.read(t.cert_file.referenced, "tls.cert_file", &t.cert_file.value)?;
+            let key = ctx.read(t.key_file.referenced, "tls.key_file", &t.key_file.value)?;
+            Some(
+                crate::tls::server_config(&cert, &key)
+                    .map_err(|e| ctx.err(t.cert_file.referenced, "tls", e.to_string()))?,
+            )
+        }
+    };
     let cors = raw.cors.map(|c| build_cors(ctx, c)).transpose()?;
     let resource_metadata = raw
         .resource_metadata
@@ -391,6 +407,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         path: ctx.file.to_owned(),
         listen: raw.listen,
         admin_listen: raw.admin_listen,
+        tls,
         upstream,
         trusted_proxies: raw.trusted_proxies,
         limits,
@@ -525,9 +542,26 @@ fn build_upstream(ctx: &Ctx<'_>, raw: Spanned<raw::RawUpstream>) -> Result<Upstr
         .scheme()
         .cloned()
         .ok_or_else(|| bad("needs a scheme: http://"))?;
-    if scheme != Scheme::HTTP {
-        return Err(bad("only http:// upstreams are supported in this version"));
-    }
+    let ca = match &raw.ca_file {
+        Some(f) => Some(ctx.read(f.referenced, "upstream.ca_file", &f.value)?),
+        None => None,
+    };
+    let roots = match (scheme.as_str(), &ca) {
+        ("https", Some(pem)) => crate::tls::Roots::Pem(pem),
+        ("https", None) => crate::tls::Roots::System,
+        ("http", None) => crate::tls::Roots::None,
+        ("http", Some(_)) => {
+            return Err(ctx.err(
+                at,
+                "upstream.ca_file",
+                "only applies to an https:// upstream",
+            ));
+        }
+        _ => return Err(bad("must be http:// or https://")),
+    };
+    let tls_at = raw.ca_file.as_ref().map_or(at, |f| f.referenced);
+    let tls = crate::tls::client_config(roots)
+        .map_err(|e| ctx.err(tls_at, "upstream.ca_file", e.to_string()))?;
     let authority = uri
         .authority()
         .cloned()
@@ -561,6 +595,7 @@ fn build_upstream(ctx: &Ctx<'_>, raw: Spanned<raw::RawUpstream>) -> Result<Upstr
         connect_timeout: raw.connect_timeout.0,
         request_timeout: raw.request_timeout.0,
         preserve_host: raw.preserve_host,
+        tls,
     })
 }
 

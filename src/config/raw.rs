@@ -226,6 +226,7 @@ pub struct RawConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<Spanned<RawTls>>,
     pub upstream: Option<Spanned<RawUpstream>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
@@ -294,8 +295,17 @@ pub struct RawResourceMetadata {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: Spanned<String>,
+    /// CA bundle for an https upstream (default: the system's roots).
+    pub ca_file: Option<Spanned<String>>,
     #[serde(default = "RawUpstream::default_connect")]
     pub connect_timeout: Dur,
     #[serde(default = "RawUpstream::default_request")]

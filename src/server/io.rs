@@ -19,6 +19,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
+    /// HTTP/2: prior knowledge in clear text, or `h2` by ALPN under TLS.
     H2c,
 }
 

@@ -1,5 +1,6 @@
 //! Listeners: the accept loop (bounded by `max_connections`), protocol
-//! choice (HTTP/1.1, or HTTP/2 with prior knowledge), hyper's server
+//! choice (by ALPN with TLS; HTTP/1.1 or HTTP/2 prior knowledge by a
+//! bounded first read without), hyper's server
 //! builders with a `TokioTimer` so that `header_read_timeout` really fires,
 //! the idle timeout, and the graceful drain on shutdown.
 //!
@@ -21,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-pub use proxy::Proxy;
+pub use proxy::{Peer, Proxy};
 
 use io::{Activity, Tracked};
 
@@ -90,20 +91,75 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn serve_connection(
     stream: TcpStream,
-    peer: SocketAddr,
+    addr: SocketAddr,
     proxy: Arc<Proxy>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let limits = proxy.shared.load().config.limits.clone();
-    let (protocol, stream) = match io::sniff(stream, limits.header_read_timeout).await {
-        Ok(Some(sniffed)) => sniffed,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::debug!(%peer, "read failed: {e}");
-            return;
-        }
+    let (limits, tls) = {
+        let state = proxy.shared.load();
+        (state.config.limits.clone(), state.config.tls.clone())
     };
+    match tls {
+        Some(config) => {
+            // The handshake counts against the header read timeout.
+            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addr, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            // With TLS the protocol is chosen by ALPN, never guessed.
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => io::Protocol::H2c,
+                _ => io::Protocol::Http1,
+            };
+            serve_http(
+                protocol,
+                stream,
+                Peer { addr, tls: true },
+                proxy,
+                stop,
+                &limits,
+            )
+            .await;
+        }
+        None => {
+            let (protocol, stream) = match io::sniff(stream, limits.header_read_timeout).await {
+                Ok(Some(sniffed)) => sniffed,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(peer = %addr, "read failed: {e}");
+                    return;
+                }
+            };
+            serve_http(
+                protocol,
+                stream,
+                Peer { addr, tls: false },
+                proxy,
+                stop,
+                &limits,
+            )
+            .await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established stream.
+async fn serve_http<T>(
+    protocol: io::Protocol,
+    stream: T,
+    peer: Peer,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+    limits: &crate::config::Limits,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     let in_service = activity.clone();
@@ -153,6 +209,6 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(%peer, "connection ended with an error: {e}");
+        tracing::debug!(peer = %peer.addr, "connection ended with an error: {e}");
     }
 }

@@ -27,11 +27,18 @@ use crate::token::Claims;
 use crate::upstream::{self, UpstreamError, headers};
 use crate::{Body, BoxError};
 
+/// Who is asking, as the listener saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
 /// What every request of a listener shares.
 #[derive(Debug)]
 pub struct Proxy {
     pub shared: Arc<Shared>,
-    pub client: upstream::Client,
     pub metrics: Arc<Metrics>,
 }
 
@@ -77,7 +84,7 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
 
 impl Proxy {
     /// Handles one request; never fails (refusals are responses).
-    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, peer: Peer, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let state = self.shared.load();
         let method = req.method().clone();
@@ -102,7 +109,7 @@ impl Proxy {
     async fn answer<'s>(
         &self,
         state: &'s State,
-        peer: SocketAddr,
+        peer: Peer,
         req: Request<Incoming>,
     ) -> (Response<Body>, Answered<'s>) {
         let mut answered = Answered::default();
@@ -189,7 +196,7 @@ impl Proxy {
     async fn forward(
         &self,
         state: &State,
-        peer: SocketAddr,
+        peer: Peer,
         req: Request<Incoming>,
         path: &str,
         claims: Option<&Claims>,
@@ -245,8 +252,9 @@ impl Proxy {
         let trusted = config
             .trusted_proxies
             .iter()
-            .any(|net| net.contains(peer.ip()));
-        headers::apply_forwarded(h, peer.ip(), trusted, "http", client_host.as_ref());
+            .any(|net| net.contains(peer.addr.ip()));
+        let proto = if peer.tls { "https" } else { "http" };
+        headers::apply_forwarded(h, peer.addr.ip(), trusted, proto, client_host.as_ref());
         let host = match (upstream.preserve_host, client_host) {
             (true, Some(host)) => host,
             _ => HeaderValue::from_str(upstream.authority.as_str())
@@ -257,7 +265,7 @@ impl Proxy {
         let (body, cut) = upstream::limited(body, max_body);
         let request = Request::from_parts(parts, body);
 
-        let response = self
+        let response = state
             .client
             .send(request, upstream.request_timeout)
             .await

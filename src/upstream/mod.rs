@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -134,14 +135,22 @@ pub enum UpstreamError {
 /// A pooled HTTP/1.1 client to the upstream.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: HyperClient<HttpConnector, Body>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Client {
-    pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
+    /// A pool for one upstream: plain HTTP, or HTTPS verified against the
+    /// config's roots.
+    pub fn new(upstream: &crate::config::Upstream) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(upstream.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*upstream.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let inner = HyperClient::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -70,7 +70,7 @@ fn errors_name_file_line_column_and_field() {
         ),
         (
             "upstream:\n  url: ftp://x\n",
-            "conf/gateway.yaml:2:8: upstream.url: only http:// upstreams are supported",
+            "conf/gateway.yaml:2:8: upstream.url: must be http:// or https://",
         ),
         (
             "upstream:\n  url: http://127.0.0.1:3000\n  url: http://127.0.0.1:3001\n",

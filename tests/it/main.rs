@@ -7,6 +7,7 @@ mod operations;
 mod proxy;
 mod reload;
 mod support;
+mod tls;
 mod tokens;
 mod websocket;
 mod wycheproof;
