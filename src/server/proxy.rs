@@ -245,6 +245,7 @@ impl Proxy {
 
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h);
+        headers::mark_sensitive(h);
         if upgrade.is_some() {
             headers::restore_websocket_upgrade(h);
         }

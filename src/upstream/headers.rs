@@ -84,6 +84,22 @@ pub fn restore_websocket_upgrade(headers: &mut HeaderMap) {
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
+/// Marks credentials as sensitive, so that no `Debug` output (hyper's and
+/// h2's traces among them) ever prints them.
+pub fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in [
+        AUTHORIZATION,
+        http::header::COOKIE,
+        http::header::PROXY_AUTHORIZATION,
+    ] {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
 /// Clears client copies of identity headers, then sets them from the token.
 pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
     for (name, _) in &identity.headers {

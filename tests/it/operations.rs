@@ -412,3 +412,104 @@ async fn limits_idle_timeout_streaming_413_and_max_connections() {
     assert_eq!(third.await.expect("join"), 200, "served once a slot frees");
     gw.stop().await;
 }
+
+/// The real binary at the most verbose level, in both log formats: no
+/// token, secret or Authorization value ever reaches the log, whatever the
+/// request (valid, invalid, in a query, in a cookie, over HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_tokens_or_secrets() {
+    use http_body_util::{BodyExt, Empty};
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let secret = "hs-secret-that-must-never-be-logged-0123456789abcdef";
+    for format in ["text", "json"] {
+        let port = crate::support::free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("jwks.json"), jwks(&[&k.rsa])).expect("write");
+        let cfg = format!(
+            "listen: 127.0.0.1:{port}\nupstream:\n  url: \"http://{}\"\ntokens:\n  from: [header, \"cookie:at\", \"query:access_token\"]\nidentity:\n  headers:\n    X-Auth-Subject: sub\nissuers:\n  - issuer: \"{ISS_A}\"\n    audiences: [\"{AUD}\"]\n    jwks_file: jwks.json\n  - issuer: https://hs.test/\n    audiences: [\"{AUD}\"]\n    hs256_secret_env: SG_LOG_TEST_SECRET\n    algorithms: [HS256]\nroutes:\n  - path: /api/private\n  - path: /api/scoped\n    scopes: [nope]\n",
+            upstream.addr
+        );
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, cfg).expect("write");
+        let env = [
+            ("RUST_LOG", "trace".to_owned()),
+            ("SCOPEGATE_LOG_FORMAT", format.to_owned()),
+            ("SG_LOG_TEST_SECRET", secret.to_owned()),
+        ];
+        let (mut child, addr) = crate::support::run_binary(&path, port, &env, true).await;
+        // Drain stderr while the gateway runs: trace output fills a pipe fast.
+        let mut pipe = child.stderr.take().expect("stderr");
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
+            out
+        });
+        let good = k.rsa.token(&claims(json!({})));
+        let expired = k.rsa.token(&claims(json!({"exp": 1000})));
+        let forged = format!("{}x", &good[..good.len() - 1]);
+        let tokens = [&good, &expired, &forged];
+        for t in tokens {
+            let auth = bearer(t);
+            get(addr, "/api/private", &[("Authorization", &auth)]).await;
+            get(addr, "/api/scoped", &[("Authorization", &auth)]).await;
+            get(addr, &format!("/api/private?access_token={t}"), &[]).await;
+            get(addr, "/api/private", &[("Cookie", &format!("at={t}"))]).await;
+            get(
+                addr,
+                "/api/private",
+                &[("Authorization", &auth), ("Cookie", &format!("at={t}"))],
+            )
+            .await;
+        }
+        get(
+            addr,
+            "/api/private",
+            &[("Authorization", "Basic c2VjcmV0OnBhc3N3b3Jk")],
+        )
+        .await;
+        // HTTP/2 (h2c) too: its header tracing is the most verbose.
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2");
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{addr}/api/private"))
+            .header("authorization", bearer(&good))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("req");
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+        drop(sender);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::support::signal(&child, "-TERM");
+        let logs = tokio::task::spawn_blocking(move || {
+            let _ = child.wait();
+            reader.join().expect("reader")
+        })
+        .await
+        .expect("join");
+        assert!(
+            logs.contains("/api/private"),
+            "{format}: request lines are logged"
+        );
+        for t in tokens {
+            // Any 20-character piece of the signature would betray the token.
+            let signature = t.rsplit('.').next().expect("signature");
+            assert!(
+                !logs.contains(&signature[..20]),
+                "{format}: a token leaked into the logs"
+            );
+        }
+        for needle in [secret, "c2VjcmV0OnBhc3N3b3Jk", "Bearer ey"] {
+            assert!(
+                !logs.contains(needle),
+                "{format}: {needle:?} leaked into the logs"
+            );
+        }
+    }
+}
