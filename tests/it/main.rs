@@ -1,5 +1,6 @@
 //! The one integration-test binary (each `tests/*.rs` would link on its own).
 
+mod browser;
 mod cli;
 mod config_errors;
 mod lifecycle;
