@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::keys::{jwks, keys};
-use crate::support::{Gateway, Upstream};
+use crate::support::Upstream;
 
 /// The browser, or why the test is skipped (a failure under CI=true,
 /// where `.ci/run` installs Debian's chromium).
