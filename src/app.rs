@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{self, Config, ConfigError, RemoteSpec};
 use crate::jwks::fetch::Remote;
+use crate::server::forward_auth::ForwardAuth;
 use crate::server::{self, Proxy};
 use crate::state::{Shared, State};
 use crate::telemetry::Metrics;
@@ -93,7 +94,9 @@ impl Runtime {
         if config.limits.max_connections != old.limits.max_connections
             || config.workers != old.workers
         {
-            tracing::warn!("limits.max_connections and workers take effect after a restart");
+            tracing::warn!(
+                "limits.max_connections, workers, admin_listen, forward_auth.listen and adding or removing the upstream take effect after a restart"
+            );
         }
         // A new client for an idle IdP is cheap; the first reload that adds
         // a remote issuer may need one.
@@ -145,52 +148,67 @@ fn adopt_remotes(
 /// `127.0.0.1:0`).
 #[derive(Debug)]
 pub struct Listeners {
-    pub proxy: TcpListener,
+    /// The data plane; absent when only forward-auth is configured.
+    pub proxy: Option<TcpListener>,
+    pub forward_auth: Option<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let bind = |addr: std::net::SocketAddr| async move {
+        async fn bind(addr: Option<std::net::SocketAddr>) -> std::io::Result<Option<TcpListener>> {
+            let Some(addr) = addr else { return Ok(None) };
             TcpListener::bind(addr)
                 .await
+                .map(Some)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-        };
-        let proxy = bind(config.listen).await?;
-        let admin = match config.admin_listen {
-            Some(addr) => Some(bind(addr).await?),
-            None => None,
-        };
-        Ok(Listeners { proxy, admin })
+        }
+        Ok(Listeners {
+            proxy: bind(config.upstream.as_ref().map(|_| config.listen)).await?,
+            forward_auth: bind(config.forward_auth.as_ref().map(|f| f.listen)).await?,
+            admin: bind(config.admin_listen).await?,
+        })
     }
 }
 
 /// Serves until `shutdown` resolves, reloading the config when its
-/// directory changes or on SIGHUP, then drains. Tests run the real gateway
-/// through this.
+/// directory changes or on SIGHUP, then drains every listener. Tests run
+/// the real gateway through this.
 pub async fn serve(
     runtime: Arc<Runtime>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) {
-    let proxy = Arc::new(Proxy {
-        shared: runtime.shared.clone(),
-        metrics: runtime.metrics.clone(),
-    });
     let watcher = crate::reload::watch(runtime.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin = listeners.admin.map(|listener| {
+    let stopped = move || {
         let mut stop = stop_rx.clone();
-        tokio::spawn(crate::admin::serve(listener, runtime.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
-    });
-    server::serve(listeners.proxy, proxy, shutdown).await;
-    let _ = stop_tx.send(true);
-    if let Some(admin) = admin {
-        let _ = admin.await;
+        async move {
+            let _ = stop.wait_for(|s| *s).await.map(|_| ());
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.proxy {
+        let proxy = Arc::new(Proxy {
+            shared: runtime.shared.clone(),
+            metrics: runtime.metrics.clone(),
+        });
+        tasks.spawn(server::serve(listener, proxy, stopped()));
     }
+    if let Some(listener) = listeners.forward_auth {
+        let handler = Arc::new(ForwardAuth {
+            shared: runtime.shared.clone(),
+            metrics: runtime.metrics.clone(),
+        });
+        tasks.spawn(server::serve(listener, handler, stopped()));
+    }
+    if let Some(listener) = listeners.admin {
+        tasks.spawn(crate::admin::serve(listener, runtime.clone(), stopped()));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
     drop(watcher);
 }
 

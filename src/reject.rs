@@ -36,6 +36,8 @@ pub enum Refusal {
     },
     /// The issuer's keys are not loaded yet (503 + `Retry-After`).
     KeysUnavailable,
+    /// A forward-auth question from a peer outside `trusted_sources` (403).
+    UntrustedSource,
     PayloadTooLarge,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -50,7 +52,7 @@ impl Refusal {
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::NoToken | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Refusal::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Refusal::InsufficientScope { .. } | Refusal::UntrustedSource => StatusCode::FORBIDDEN,
             Refusal::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -70,6 +72,7 @@ impl Refusal {
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope { .. } => "insufficient_scope",
             Refusal::KeysUnavailable => "temporarily_unavailable",
+            Refusal::UntrustedSource => "forbidden",
             Refusal::PayloadTooLarge => "payload_too_large",
             Refusal::UpstreamUnavailable => "bad_gateway",
             Refusal::UpstreamTimeout => "gateway_timeout",
@@ -87,6 +90,7 @@ impl Refusal {
             Refusal::InvalidToken(e) => e.describe(),
             Refusal::InsufficientScope { denied, .. } => denied.describe(),
             Refusal::KeysUnavailable => TokenError::KeysUnavailable.describe(),
+            Refusal::UntrustedSource => "not a trusted forward-auth source",
             Refusal::PayloadTooLarge => "request body too large",
             Refusal::UpstreamUnavailable => "the upstream is unavailable",
             Refusal::UpstreamTimeout => "the upstream did not answer in time",

@@ -19,7 +19,7 @@ pub struct State {
     pub cache: Cache,
     /// The pooled client for this config's upstream (its address, timeouts
     /// and TLS roots); connections drain with the state they belong to.
-    pub client: crate::upstream::Client,
+    pub client: Option<crate::upstream::Client>,
 }
 
 /// How many verified tokens are remembered.
@@ -28,7 +28,7 @@ const CACHE_CAPACITY: usize = 100_000;
 impl State {
     /// A state for `config`; its cache counts into `stats`.
     pub fn new(config: Config, stats: Arc<CacheStats>) -> Self {
-        let client = crate::upstream::Client::new(&config.upstream);
+        let client = config.upstream.as_ref().map(crate::upstream::Client::new);
         State {
             config,
             cache: Cache::new(CACHE_CAPACITY, stats),

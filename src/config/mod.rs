@@ -70,6 +70,14 @@ pub struct Upstream {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// The decision endpoint for ingress controllers.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    /// Peers allowed to ask (default loopback only); others get 403.
+    pub trusted_sources: Vec<raw::Cidr>,
+}
+
 /// Limits on what a client may send.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -144,7 +152,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// TLS on `listen` (certificates are read again on every reload).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub upstream: Upstream,
+    /// Where allowed requests go; `None` when only forward-auth is served
+    /// (then the proxy listener is not started).
+    pub upstream: Option<Upstream>,
+    pub forward_auth: Option<ForwardAuth>,
     pub trusted_proxies: Vec<raw::Cidr>,
     pub limits: Limits,
     /// What every challenge says (realm, RFC 9728 metadata URL).
@@ -302,14 +313,25 @@ fn clean_message(message: &str) -> String {
 
 fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let doc = Location::UNKNOWN;
-    let Some(upstream) = raw.upstream else {
+    if raw.upstream.is_none() && raw.forward_auth.is_none() {
         return Err(ctx.err(
             doc,
             "upstream",
-            "missing: where should allowed requests go?",
+            "missing: where should allowed requests go? (or configure forward_auth)",
         ));
-    };
-    let upstream = build_upstream(ctx, upstream)?;
+    }
+    let upstream = raw.upstream.map(|u| build_upstream(ctx, u)).transpose()?;
+    let forward_auth = raw.forward_auth.map(|f| {
+        let f = f.value;
+        let loopback = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        ForwardAuth {
+            listen: f.listen,
+            trusted_sources: f.trusted_sources.unwrap_or(loopback),
+        }
+    });
     let limits = build_limits(ctx, raw.limits)?;
 
     let realm = raw.realm.value;
@@ -408,6 +430,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         listen: raw.listen,
         admin_listen: raw.admin_listen,
         tls,
+        forward_auth,
         upstream,
         trusted_proxies: raw.trusted_proxies,
         limits,

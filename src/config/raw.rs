@@ -228,6 +228,7 @@ pub struct RawConfig {
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<Spanned<RawTls>>,
     pub upstream: Option<Spanned<RawUpstream>>,
+    pub forward_auth: Option<Spanned<RawForwardAuth>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     #[serde(default)]
@@ -291,6 +292,14 @@ pub struct RawResourceMetadata {
     #[serde(default)]
     pub authorization_servers: Vec<String>,
     pub resource_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: SocketAddr,
+    /// Peers allowed to ask; default loopback only.
+    pub trusted_sources: Option<Vec<Cidr>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,8 @@
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and [`proxy`].
 
+mod access;
+pub mod forward_auth;
 mod io;
 pub mod proxy;
 
@@ -15,6 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,12 +28,33 @@ use tokio::task::JoinSet;
 
 pub use proxy::{Peer, Proxy};
 
+/// What a listener does with each request: the proxy, or forward-auth.
+pub trait Handler: Send + Sync + 'static {
+    /// The state requests are decided under; limits and TLS come from it.
+    fn shared(&self) -> &Shared;
+    /// Whether the config's `tls` applies to this listener.
+    fn serves_tls(&self) -> bool;
+    /// Answers one request; refusals are responses, so it cannot fail.
+    fn handle(
+        &self,
+        peer: Peer,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
 use io::{Activity, Tracked};
+
+use crate::Body;
+use crate::state::Shared;
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish for up to the drain timeout.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
-    let limits = proxy.shared.load().config.limits.clone();
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = handler.shared().load().config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -56,11 +81,11 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             },
             () = &mut shutdown => break,
         };
-        let proxy = proxy.clone();
+        let handler = handler.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, proxy, stop).await;
+            serve_connection(stream, peer, handler, stop).await;
         });
     }
     drop(listener);
@@ -89,16 +114,21 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn serve_connection(
+async fn serve_connection<H: Handler>(
     stream: TcpStream,
     addr: SocketAddr,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (limits, tls) = {
-        let state = proxy.shared.load();
-        (state.config.limits.clone(), state.config.tls.clone())
+        let state = handler.shared().load();
+        let tls = if handler.serves_tls() {
+            state.config.tls.clone()
+        } else {
+            None
+        };
+        (state.config.limits.clone(), tls)
     };
     match tls {
         Some(config) => {
@@ -121,7 +151,7 @@ async fn serve_connection(
                 protocol,
                 stream,
                 Peer { addr, tls: true },
-                proxy,
+                handler,
                 stop,
                 &limits,
             )
@@ -140,7 +170,7 @@ async fn serve_connection(
                 protocol,
                 stream,
                 Peer { addr, tls: false },
-                proxy,
+                handler,
                 stop,
                 &limits,
             )
@@ -150,11 +180,11 @@ async fn serve_connection(
 }
 
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established stream.
-async fn serve_http<T>(
+async fn serve_http<T, H: Handler>(
     protocol: io::Protocol,
     stream: T,
     peer: Peer,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
     limits: &crate::config::Limits,
 ) where
@@ -164,10 +194,10 @@ async fn serve_http<T>(
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     let in_service = activity.clone();
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
+        let handler = handler.clone();
         let busy = in_service.busy();
         async move {
-            let response = proxy.handle(peer, req).await;
+            let response = handler.handle(peer, req).await;
             drop(busy);
             Ok::<_, Infallible>(response)
         }

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::access::{self, Outcome};
 use crate::cors::Cors;
 use crate::decision::{Question, decide};
 use crate::reject::{Refusal, respond};
@@ -40,12 +41,6 @@ pub struct Peer {
 pub struct Proxy {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// RFC 9112 / 9113 framing rules the upstream must never have to guess at.
@@ -82,6 +77,24 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
     Ok(())
 }
 
+impl super::Handler for Proxy {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn serves_tls(&self) -> bool {
+        true
+    }
+
+    fn handle(
+        &self,
+        peer: Peer,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        self.handle(peer, req)
+    }
+}
+
 impl Proxy {
     /// Handles one request; never fails (refusals are responses).
     pub async fn handle(&self, peer: Peer, req: Request<Incoming>) -> Response<Body> {
@@ -101,7 +114,7 @@ impl Proxy {
             refused: outcome.refused.as_ref(),
             subject: outcome.subject.as_deref(),
         };
-        self.record(&method, &outcome, &response, started);
+        access::record(&self.metrics, &method, &outcome, &response, started);
         response
     }
 
@@ -154,7 +167,7 @@ impl Proxy {
                 query: req.uri().query(),
                 headers: req.headers(),
             };
-            decide(state, &question, now()).await
+            decide(state, &question, crate::now()).await
         };
         answered.route = decision.route.map(|r| r.template.as_str());
         answered.path = decision.path;
@@ -202,7 +215,10 @@ impl Proxy {
         claims: Option<&Claims>,
     ) -> Result<Response<Body>, Refusal> {
         let config = &state.config;
-        let upstream = &config.upstream;
+        // A reload may have removed the upstream under a running listener.
+        let (Some(upstream), Some(client)) = (&config.upstream, &state.client) else {
+            return Err(Refusal::UpstreamUnavailable);
+        };
         let mut req = req;
         // A WebSocket handshake keeps its upgrade; every other `Upgrade`
         // (h2c above all) is dropped below as hop-by-hop.
@@ -266,8 +282,7 @@ impl Proxy {
         let (body, cut) = upstream::limited(body, max_body);
         let request = Request::from_parts(parts, body);
 
-        let response = state
-            .client
+        let response = client
             .send(request, upstream.request_timeout)
             .await
             .map_err(|e| {
@@ -340,48 +355,4 @@ struct Answered<'s> {
     subject: Option<String>,
     /// A CORS preflight, which carries its own CORS headers.
     preflight: bool,
-}
-
-/// What the access log says about a request.
-struct Outcome<'a> {
-    path: Option<&'a str>,
-    route: Option<&'a str>,
-    refused: Option<&'a Refusal>,
-    subject: Option<&'a str>,
-}
-
-impl Proxy {
-    /// Counts the request and logs it.
-    fn record(
-        &self,
-        method: &Method,
-        outcome: &Outcome<'_>,
-        response: &Response<Body>,
-        started: Instant,
-    ) {
-        let decision = outcome.refused.map_or("allow", Refusal::code);
-        self.metrics.request(
-            outcome.route,
-            decision,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        log(method, outcome, response, started);
-    }
-}
-
-/// One structured line per request. Never the token, never a query string.
-fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, started: Instant) {
-    tracing::info!(
-        target: "scopegate::access",
-        method = %method,
-        path = outcome.path.unwrap_or("-"),
-        route = outcome.route.unwrap_or("-"),
-        decision = if outcome.refused.is_some() { "deny" } else { "allow" },
-        reason = outcome.refused.map_or("-", Refusal::code),
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        subject = outcome.subject.unwrap_or("-"),
-        "request"
-    );
 }

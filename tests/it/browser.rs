@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::proxy::{AUD, ISS_A, claims};
-use crate::support::keys::{jwks, keys};
 use crate::support::Upstream;
+use crate::support::keys::{jwks, keys};
 
 /// The browser, or why the test is skipped (a failure under CI=true,
 /// where `.ci/run` installs Debian's chromium).

@@ -301,6 +301,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener, when the config has `admin_listen`.
     pub admin: Option<SocketAddr>,
+    /// The forward-auth listener, when the config has `forward_auth`.
+    pub forward_auth: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub runtime: Arc<scopegate::app::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -334,15 +336,29 @@ impl Gateway {
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("addr"));
+        let forward_auth = match config.forward_auth {
+            Some(_) => Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind forward-auth"),
+            ),
+            None => None,
+        };
+        let forward_auth_addr = forward_auth.as_ref().map(|l| l.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let runtime = scopegate::app::Runtime::new(config);
-        let listeners = scopegate::app::Listeners { proxy, admin };
+        let listeners = scopegate::app::Listeners {
+            proxy: Some(proxy),
+            forward_auth,
+            admin,
+        };
         let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listeners, async {
             let _ = rx.await;
         }));
         Gateway {
             addr,
             admin: admin_addr,
+            forward_auth: forward_auth_addr,
             dir,
             runtime,
             shutdown: Some(tx),

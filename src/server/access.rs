@@ -1,0 +1,53 @@
+//! The access log and request metrics, shared by every listener.
+//!
+//! Adapter: depends on tracing and [`crate::telemetry`].
+
+use std::time::Instant;
+
+use http::{Method, Response};
+
+use crate::Body;
+use crate::reject::Refusal;
+use crate::telemetry::Metrics;
+
+/// What the access log says about a request.
+pub(super) struct Outcome<'a> {
+    pub path: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub refused: Option<&'a Refusal>,
+    pub subject: Option<&'a str>,
+}
+
+/// Counts the request and logs it.
+pub(super) fn record(
+    metrics: &Metrics,
+    method: &Method,
+    outcome: &Outcome<'_>,
+    response: &Response<Body>,
+    started: Instant,
+) {
+    let decision = outcome.refused.map_or("allow", Refusal::code);
+    metrics.request(
+        outcome.route,
+        decision,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    log(method, outcome, response, started);
+}
+
+/// One structured line per request. Never the token, never a query string.
+fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, started: Instant) {
+    tracing::info!(
+        target: "scopegate::access",
+        method = %method,
+        path = outcome.path.unwrap_or("-"),
+        route = outcome.route.unwrap_or("-"),
+        decision = if outcome.refused.is_some() { "deny" } else { "allow" },
+        reason = outcome.refused.map_or("-", Refusal::code),
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        subject = outcome.subject.unwrap_or("-"),
+        "request"
+    );
+}

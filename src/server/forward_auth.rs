@@ -1,0 +1,166 @@
+//! The forward-auth listener (SPEC §Forward-auth endpoint): every request
+//! is a question, "may this request pass?", asked by an ingress controller
+//! that then proxies the request itself. The question's method and URI come
+//! from the conventions of ingress-nginx (`X-Original-URL`), nginx
+//! `auth_request` (`X-Original-URI`), Traefik and Caddy (`X-Forwarded-Uri`,
+//! `X-Forwarded-Method`), or, with none of them, the request itself (Envoy
+//! `ext_authz`, HTTP mode). The answer comes from the same
+//! [`crate::decision::decide`] as the proxy's, and refusals are the same
+//! responses. These headers mean nothing on the proxy listener.
+//!
+//! Adapter: depends on hyper and the core.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::access::{self, Outcome};
+use super::{Handler, Peer};
+use crate::Body;
+use crate::decision::{Question, decide};
+use crate::reject::{Refusal, respond};
+use crate::state::Shared;
+use crate::telemetry::Metrics;
+use crate::token::Claims;
+
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+
+/// What the forward-auth listener shares.
+#[derive(Debug)]
+pub struct ForwardAuth {
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Handler for ForwardAuth {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn serves_tls(&self) -> bool {
+        false
+    }
+
+    fn handle(
+        &self,
+        peer: Peer,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        self.answer(peer, req)
+    }
+}
+
+/// One header's value; a repeated one is ambiguous, hence refused.
+fn single<'r>(headers: &'r HeaderMap, name: &HeaderName) -> Result<Option<&'r str>, &'static str> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("a forward-auth header is repeated");
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| "a forward-auth header is not ASCII")
+}
+
+/// The method and target of the original request.
+fn original(req: &Request<Incoming>) -> Result<(Method, PathAndQuery), &'static str> {
+    let h = req.headers();
+    let bad_uri = "the original URI is not a valid request target";
+    let target = if let Some(url) = single(h, &X_ORIGINAL_URL)? {
+        let uri: Uri = url.parse().map_err(|_| bad_uri)?;
+        uri.path_and_query().cloned().ok_or(bad_uri)?
+    } else if let Some(uri) = single(h, &X_ORIGINAL_URI)?.or(single(h, &X_FORWARDED_URI)?) {
+        uri.parse::<PathAndQuery>().map_err(|_| bad_uri)?
+    } else {
+        req.uri().path_and_query().cloned().ok_or(bad_uri)?
+    };
+    let method = match single(h, &X_ORIGINAL_METHOD)?.or(single(h, &X_FORWARDED_METHOD)?) {
+        Some(m) => {
+            Method::from_bytes(m.as_bytes()).map_err(|_| "the original method is not a method")?
+        }
+        None => req.method().clone(),
+    };
+    Ok((method, target))
+}
+
+/// The identity headers of an allowed answer. Every configured header is
+/// present (empty when the token lacks the claim, or on `auth: none`), so
+/// that an ingress copying them overwrites whatever the client sent.
+fn identity_headers(identity: &crate::config::Identity, claims: Option<&Claims>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    crate::upstream::headers::apply_identity(&mut headers, identity, claims);
+    for (name, _) in &identity.headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), HeaderValue::from_static(""));
+        }
+    }
+    headers
+}
+
+impl ForwardAuth {
+    async fn answer(&self, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let state = self.shared.load();
+        let challenge = state.challenge();
+        let mut outcome_path = None;
+        let mut route = None;
+        let mut subject = None;
+        let result: Result<HeaderMap, Refusal> = async {
+            let Some(forward_auth) = &state.config.forward_auth else {
+                // Removed by a reload while the listener runs.
+                return Err(Refusal::NotFound);
+            };
+            if !forward_auth
+                .trusted_sources
+                .iter()
+                .any(|net| net.contains(peer.addr.ip()))
+            {
+                return Err(Refusal::UntrustedSource);
+            }
+            let (method, target) = original(&req).map_err(Refusal::Malformed)?;
+            let question = Question {
+                method: &method,
+                path: target.path(),
+                query: target.query(),
+                headers: req.headers(),
+            };
+            let decision = decide(&state, &question, crate::now()).await;
+            outcome_path = decision.path;
+            route = decision.route.map(|r| r.template.as_str());
+            let claims = decision.verdict?;
+            subject = claims
+                .as_deref()
+                .and_then(Claims::subject)
+                .map(str::to_owned);
+            Ok(identity_headers(&state.config.identity, claims.as_deref()))
+        }
+        .await;
+        let (response, refused) = match result {
+            Ok(headers) => {
+                let mut response = Response::new(crate::full(""));
+                *response.headers_mut() = headers;
+                (response, None)
+            }
+            Err(refusal) => (respond(&refusal, challenge), Some(refusal)),
+        };
+        let method = req.method().clone();
+        let outcome = Outcome {
+            path: outcome_path.as_deref(),
+            route,
+            refused: refused.as_ref(),
+            subject: subject.as_deref(),
+        };
+        access::record(&self.metrics, &method, &outcome, &response, started);
+        response
+    }
+}
