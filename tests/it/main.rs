@@ -6,6 +6,7 @@ mod config_errors;
 mod forward_auth;
 mod lifecycle;
 mod operations;
+mod peers;
 mod proxy;
 mod reload;
 mod support;
