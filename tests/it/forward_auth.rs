@@ -47,6 +47,9 @@ async fn start(upstream: Option<&Upstream>, trusted: Option<&str>) -> Gateway {
     .await
 }
 
+/// Builds the headers that carry a question (method, path) in one convention.
+type Question = Box<dyn Fn(&'static str, &'static str) -> Vec<(&'static str, String)>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_header_convention_gets_the_proxy_decision() {
     let gw = start(None, None).await;
@@ -55,10 +58,7 @@ async fn every_header_convention_gets_the_proxy_decision() {
     let scoped = bearer(&k.rsa.token(&claims(json!({"scope": "read:messages"}))));
     let plain = bearer(&k.rsa.token(&claims(json!({}))));
     // (convention, headers carrying the question)
-    let conventions: Vec<(
-        &str,
-        Box<dyn Fn(&'static str, &'static str) -> Vec<(&'static str, String)>>,
-    )> = vec![
+    let conventions: Vec<(&str, Question)> = vec![
         (
             "ingress-nginx",
             Box::new(|m, p| {
