@@ -3,6 +3,7 @@
 mod browser;
 mod cli;
 mod config_errors;
+mod deploy;
 mod forward_auth;
 mod lifecycle;
 mod operations;
