@@ -31,6 +31,12 @@ pub enum Command {
     Run,
     /// Validate the config offline and print the route table (exit 0 valid, 1 invalid).
     Check,
+    /// Start a self-contained demo: echo upstream, development issuer and gateway, with curl commands to try.
+    Demo {
+        /// The gateway's port; the upstream and issuer take the next two.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Mint a signed token. FOR DEVELOPMENT AND TESTS ONLY: never use it to issue production tokens.
     Token(Box<TokenArgs>),
 }
@@ -71,7 +77,22 @@ pub fn main() -> ExitCode {
             crate::app::run(&cli.config)
         }
         Command::Check => check(&cli.config),
+        Command::Demo { port } => demo(port),
         Command::Token(args) => token(*args),
+    }
+}
+
+fn demo(port: u16) -> ExitCode {
+    crate::telemetry::init_logging();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(crate::devtools::demo::run(port)),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Development tools: minting tokens for tests and local work. Never used
-//! on the request path.
+//! Development tools: the self-contained demo and token minting for tests
+//! and local work. Never used on the request path.
 //!
-//! Depends on `jsonwebtoken` and `serde_json`.
+//! Depends on `jsonwebtoken`, `serde_json` and (the demo) the composition root.
 
+pub mod demo;
 pub mod token;

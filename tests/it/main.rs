@@ -3,6 +3,7 @@
 mod browser;
 mod cli;
 mod config_errors;
+mod demo;
 mod deploy;
 mod forward_auth;
 mod lifecycle;
