@@ -31,6 +31,19 @@ pub enum Command {
     Run,
     /// Validate the config offline and print the route table (exit 0 valid, 1 invalid).
     Check,
+    /// Print what the gateway would decide for a request, without sending it (exit 0 allow, 1 deny, 2 config error).
+    Explain {
+        /// GET, POST, ...
+        method: String,
+        /// The request target: path and query, as a client would send it.
+        path: String,
+        /// A bearer token to verify and use.
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the token (keeps it out of the shell history).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Start a self-contained demo: echo upstream, development issuer and gateway, with curl commands to try.
     Demo {
         /// The gateway's port; the upstream and issuer take the next two.
@@ -78,7 +91,61 @@ pub fn main() -> ExitCode {
         }
         Command::Check => check(&cli.config),
         Command::Demo { port } => demo(port),
+        Command::Explain {
+            method,
+            path,
+            token,
+            token_file,
+        } => explain(&cli.config, &method, &path, token, token_file),
         Command::Token(args) => token(*args),
+    }
+}
+
+fn explain(
+    config: &Path,
+    method: &str,
+    path: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> ExitCode {
+    let config = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = match token_file {
+        Some(file) => match std::fs::read_to_string(&file) {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => token,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let explained = runtime.block_on(crate::devtools::explain::explain(
+        config,
+        method,
+        path,
+        token.as_deref(),
+    ));
+    print!("{}", explained.text);
+    if explained.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -4,4 +4,5 @@
 //! Depends on `jsonwebtoken`, `serde_json` and (the demo) the composition root.
 
 pub mod demo;
+pub mod explain;
 pub mod token;

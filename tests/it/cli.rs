@@ -122,3 +122,116 @@ fn token_mints_a_development_token() {
     let help = scopegate().args(["token", "--help"]).output().expect("run");
     assert!(String::from_utf8_lossy(&help.stdout).contains("DEVELOPMENT AND TESTS ONLY"));
 }
+
+fn explain_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = keys();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        crate::support::keys::jwks(&[&k.rsa]),
+    )
+    .expect("write");
+    let cfg = format!(
+        "upstream:\n  url: http://127.0.0.1:9\nissuers:\n  - issuer: \"{}\"\n    audiences: [\"{}\"]\n    jwks_file: jwks.json\nroutes:\n  - path: /api/public\n    methods: [GET]\n    auth: none\n  - path: /api/private-scoped\n    methods: [GET]\n    scopes: [read:messages]\n  - path: /api/messages/{{id}}\n    methods: [PUT]\n    any_scope: [write, admin]\n",
+        crate::proxy::ISS_A,
+        crate::proxy::AUD
+    );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, cfg).expect("write");
+    (dir, path)
+}
+
+fn explain(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = scopegate()
+        .arg("explain")
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn explain_says_what_the_gateway_would_do() {
+    let (_dir, config) = explain_fixture();
+    let k = keys();
+    let scoped = k.rsa.token(&crate::proxy::claims(
+        serde_json::json!({"scope": "read:messages"}),
+    ));
+    let plain = k.rsa.token(&crate::proxy::claims(
+        serde_json::json!({"scope": "profile"}),
+    ));
+
+    let (code, out) = explain(
+        &config,
+        &["GET", "/api/public/../private-scoped", "--token", &scoped],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("normalized: /api/private-scoped"), "{out}");
+    assert!(
+        out.contains("needs a valid token, all of scopes [read:messages]"),
+        "{out}"
+    );
+    assert!(out.contains("subject user-1"), "{out}");
+    assert!(out.contains("decision:   ALLOW"), "{out}");
+
+    let (code, out) = explain(&config, &["GET", "/api/private-scoped", "--token", &plain]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("missing:    read:messages"), "{out}");
+    assert!(out.contains("DENY 403 insufficient_scope"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{plain}\n")).expect("write");
+    let (code, out) = explain(
+        &config,
+        &[
+            "PUT",
+            "/api/messages/7",
+            "--token-file",
+            token_file.to_str().expect("path"),
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.contains("missing:    one of write admin"), "{out}");
+
+    for (args, code, needle) in [
+        (
+            vec!["GET", "/api/private-scoped"],
+            1,
+            "DENY 401 unauthorized",
+        ),
+        (
+            vec!["GET", "/nowhere"],
+            1,
+            "route:      none matches this path",
+        ),
+        (
+            vec!["POST", "/api/private-scoped"],
+            1,
+            "DENY 405 method_not_allowed",
+        ),
+        (
+            vec!["GET", "/api/public/..;/private-scoped"],
+            1,
+            "DENY 400 invalid_request: path contains a dot segment with a parameter",
+        ),
+        (vec!["GET", "/api/public"], 0, "needs no token (auth: none)"),
+        (
+            vec!["GET", "/api/private-scoped", "--token", "a.b.c"],
+            1,
+            "token:      refused: malformed token",
+        ),
+    ] {
+        let (got, out) = explain(&config, &args);
+        assert_eq!(got, Some(code), "{args:?}: {out}");
+        assert!(out.contains(needle), "{args:?}: want {needle:?} in\n{out}");
+    }
+
+    let (code, _) = explain(std::path::Path::new("/nonexistent.yaml"), &["GET", "/"]);
+    assert_eq!(code, Some(2), "a config error is exit 2");
+}
