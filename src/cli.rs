@@ -44,6 +44,8 @@ pub enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Print the JSON Schema of gateway.yaml (for editors and CI).
+    Schema,
     /// Start a self-contained demo: echo upstream, development issuer and gateway, with curl commands to try.
     Demo {
         /// The gateway's port; the upstream and issuer take the next two.
@@ -91,6 +93,16 @@ pub fn main() -> ExitCode {
         }
         Command::Check => check(&cli.config),
         Command::Demo { port } => demo(port),
+        Command::Schema => {
+            match serde_json::to_string_pretty(&crate::config::schema()) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("cannot render the schema: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Explain {
             method,
             path,

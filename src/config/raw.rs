@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, de};
 use serde_saphyr::Spanned;
 
@@ -62,6 +63,26 @@ macro_rules! from_str_de {
 
 from_str_de!(Dur, "a duration string like 30s");
 
+/// A string schema for a scalar parsed with `FromStr`.
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $schema:tt) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
+string_schema!(Dur, "Duration", {
+    "type": "string",
+    "pattern": "^[0-9]+(ms|s|m|h|d)$",
+    "description": "A duration: 500ms, 30s, 5m, 2h or 1d."
+});
+
 /// An HTTP method as written in `methods:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method(pub http::Method);
@@ -88,6 +109,10 @@ impl FromStr for Method {
 }
 
 from_str_de!(Method, "an HTTP method like GET");
+string_schema!(Method, "Method", {
+    "type": "string",
+    "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+});
 
 /// A JWS algorithm name from the allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +131,10 @@ impl FromStr for Alg {
 }
 
 from_str_de!(Alg, "a JWS algorithm like RS256");
+string_schema!(Alg, "Algorithm", {
+    "type": "string",
+    "enum": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512"]
+});
 
 /// An address range: `10.0.0.0/8`, `::1/128`, or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +193,11 @@ impl fmt::Display for Cidr {
 }
 
 from_str_de!(Cidr, "a CIDR range like 10.0.0.0/8");
+string_schema!(Cidr, "Cidr", {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F:.]+(/[0-9]{1,3})?$",
+    "description": "An address or CIDR range: 10.0.0.0/8, ::1."
+});
 
 /// A token source: `header`, `cookie:NAME` or `query:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +230,10 @@ impl FromStr for TokenSource {
 }
 
 from_str_de!(TokenSource, "header, cookie:NAME or query:NAME");
+string_schema!(TokenSource, "TokenSource", {
+    "type": "string",
+    "pattern": "^(header|cookie:[^;=&, ]+|query:[^;=&, ]+)$"
+});
 
 /// A default value, which has no position in the file.
 fn unspanned<T>(value: T) -> Spanned<T> {
@@ -220,43 +258,53 @@ fn secs(n: u64) -> Dur {
     Dur(Duration::from_secs(n))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    #[schemars(with = "Option<RawTls>")]
     pub tls: Option<Spanned<RawTls>>,
+    #[schemars(with = "Option<RawUpstream>")]
     pub upstream: Option<Spanned<RawUpstream>>,
+    #[schemars(with = "Option<RawForwardAuth>")]
     pub forward_auth: Option<Spanned<RawForwardAuth>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default = "default_realm")]
+    #[schemars(with = "String")]
     pub realm: Spanned<String>,
     #[serde(default)]
     pub workers: usize,
     #[serde(default)]
+    #[schemars(with = "Vec<RawIssuer>")]
     pub issuers: Vec<Spanned<RawIssuer>>,
     #[serde(default)]
     pub tokens: RawTokens,
     #[serde(default)]
     pub identity: RawIdentity,
     #[serde(default)]
+    #[schemars(with = "Vec<RawRoute>")]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[schemars(with = "Option<RawCors>")]
     pub cors: Option<Spanned<RawCors>>,
+    #[schemars(with = "Option<RawResourceMetadata>")]
     pub resource_metadata: Option<Spanned<RawResourceMetadata>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCors {
     /// Exact origins like `https://app.example.com`, or `*`.
+    #[schemars(with = "Vec<String>")]
     pub allowed_origins: Spanned<Vec<String>>,
     #[serde(default = "RawCors::default_methods")]
     pub allowed_methods: Vec<Method>,
     #[serde(default = "RawCors::default_headers")]
+    #[schemars(with = "Vec<String>")]
     pub allowed_headers: Spanned<Vec<String>>,
     #[serde(default = "RawCors::default_max_age")]
     pub max_age: Dur,
@@ -284,17 +332,18 @@ impl RawCors {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResourceMetadata {
     /// The protected resource's identifier (an https URL).
+    #[schemars(with = "String")]
     pub resource: Spanned<String>,
     #[serde(default)]
     pub authorization_servers: Vec<String>,
     pub resource_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawForwardAuth {
     pub listen: SocketAddr,
@@ -302,18 +351,22 @@ pub struct RawForwardAuth {
     pub trusted_sources: Option<Vec<Cidr>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    #[schemars(with = "String")]
     pub cert_file: Spanned<String>,
+    #[schemars(with = "String")]
     pub key_file: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
     /// CA bundle for an https upstream (default: the system's roots).
+    #[schemars(with = "Option<String>")]
     pub ca_file: Option<Spanned<String>>,
     #[serde(default = "RawUpstream::default_connect")]
     pub connect_timeout: Dur,
@@ -332,13 +385,15 @@ impl RawUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
+    #[schemars(with = "usize")]
     pub max_request_header_bytes: Spanned<usize>,
     pub max_request_body_bytes: u64,
     pub header_read_timeout: Dur,
     pub idle_timeout: Dur,
+    #[schemars(with = "usize")]
     pub max_connections: Spanned<usize>,
     pub drain_timeout: Dur,
 }
@@ -356,28 +411,37 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
+    #[schemars(with = "String")]
     pub issuer: Spanned<String>,
+    #[schemars(with = "Vec<String>")]
     pub audiences: Spanned<Vec<String>>,
+    #[schemars(with = "Option<String>")]
     pub jwks_uri: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub jwks_file: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub public_key_file: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub hs256_secret_env: Option<Spanned<String>>,
     /// `true`: find the JWKS through OIDC discovery.
+    #[schemars(with = "Option<bool>")]
     pub discovery: Option<Spanned<bool>>,
     #[serde(default = "RawIssuer::default_refresh")]
     pub jwks_refresh: Dur,
     #[serde(default = "RawIssuer::default_max_stale")]
     pub jwks_max_stale: Dur,
     #[serde(default = "RawIssuer::default_algorithms")]
+    #[schemars(with = "Vec<Alg>")]
     pub algorithms: Spanned<Vec<Alg>>,
     #[serde(default = "RawIssuer::default_skew")]
     pub clock_skew: Dur,
     pub max_token_age: Option<Dur>,
     pub require_typ: Option<String>,
     #[serde(default = "RawIssuer::default_scope_claims")]
+    #[schemars(with = "Vec<String>")]
     pub scope_claims: Spanned<Vec<String>>,
 }
 
@@ -399,9 +463,10 @@ impl RawIssuer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTokens {
+    #[schemars(with = "Vec<TokenSource>")]
     pub from: Spanned<Vec<TokenSource>>,
     pub max_bytes: usize,
 }
@@ -415,14 +480,15 @@ impl Default for RawTokens {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawIdentity {
     pub strip_authorization: bool,
+    #[schemars(with = "BTreeMap<String, String>")]
     pub headers: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawAuth {
     None,
@@ -430,22 +496,27 @@ pub enum RawAuth {
     Required,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
+    #[schemars(with = "Option<Vec<Method>>")]
     pub methods: Option<Spanned<Vec<Method>>>,
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub scopes: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub any_scope: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawClaimRule>")]
     pub claims: Vec<Spanned<RawClaimRule>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClaimRule {
     pub claim: String,

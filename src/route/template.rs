@@ -38,6 +38,8 @@ pub enum TemplateError {
     CatchAllNotLast(String),
     #[error("segment {0:?} can never match: requests are normalized to {1:?} before matching")]
     NotNormalized(String, String),
+    #[error("segment {0:?} can never match: a request carrying it is refused ({1})")]
+    Refused(String, &'static str),
 }
 
 impl Template {
@@ -80,12 +82,7 @@ impl Template {
             match super::normalize(&probe) {
                 Ok(n) if n == probe => {}
                 Ok(n) => return Err(TemplateError::NotNormalized((*part).to_owned(), n)),
-                Err(e) => {
-                    return Err(TemplateError::NotNormalized(
-                        (*part).to_owned(),
-                        e.to_string(),
-                    ));
-                }
+                Err(e) => return Err(TemplateError::Refused((*part).to_owned(), e.describe())),
             }
             segments.push(Segment::Literal((*part).to_owned()));
         }

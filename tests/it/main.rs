@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod config_corpus;
 mod config_errors;
 mod demo;
 mod deploy;
