@@ -269,6 +269,9 @@ pub fn run(path: &Path) -> std::process::ExitCode {
             }
         };
         tracing::info!(%listen, routes = config.routes.routes().len(), "scopegate listening");
+        for warning in &config.warnings {
+            tracing::warn!("config: {warning}");
+        }
         let runtime = Runtime::new(config);
         serve(runtime, listeners, shutdown_signal()).await;
         ExitCode::SUCCESS

@@ -176,10 +176,13 @@ fn demo(port: u16) -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match crate::config::load(path) {
+    match crate::config::check(path) {
         Ok(config) => {
             println!("{}: valid", path.display());
             print!("{}", crate::route::describe(&config.routes));
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

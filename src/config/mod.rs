@@ -173,6 +173,8 @@ pub struct Config {
     /// A hash of the config text and of every file it made the gateway
     /// read: a reload with the same fingerprint changes nothing.
     pub fingerprint: u64,
+    /// Structural problems that do not stop the gateway (see `scopegate check`).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Builds errors that point into one file, and fingerprints what it reads.
@@ -180,9 +182,17 @@ struct Ctx<'a> {
     file: &'a Path,
     dir: PathBuf,
     hasher: std::cell::RefCell<std::collections::hash_map::DefaultHasher>,
+    /// `scopegate check`: secrets may be missing where the check runs.
+    offline: bool,
+    warnings: std::cell::RefCell<Vec<ConfigError>>,
 }
 
 impl Ctx<'_> {
+    fn warn(&self, at: Location, field: impl Into<String>, message: impl Into<String>) {
+        let warning = self.err(at, field, message);
+        self.warnings.borrow_mut().push(warning);
+    }
+
     fn err(
         &self,
         at: Location,
@@ -233,13 +243,32 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &bytes)
 }
 
+/// `scopegate check`: like [`load`], but an unset secret variable is a
+/// warning (the check may run where secrets are not), not an error.
+pub fn check(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: 1,
+        column: 1,
+        field: "(file)".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse_with(path, &bytes, true)
+}
+
 /// Validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_with(path, bytes, false)
+}
+
+fn parse_with(path: &Path, bytes: &[u8], offline: bool) -> Result<Config, ConfigError> {
     let dir = path.parent().map(Path::to_owned).unwrap_or_default();
     let ctx = Ctx {
         file: path,
         dir,
         hasher: Default::default(),
+        offline,
+        warnings: Default::default(),
     };
     std::hash::Hash::hash(bytes, &mut *ctx.hasher.borrow_mut());
     let start = Location::UNKNOWN;
@@ -365,8 +394,10 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut issuers = Vec::new();
     let mut remote_jwks = Vec::new();
+    let mut issuer_at = Vec::new();
     for (i, spanned) in raw.issuers.into_iter().enumerate() {
         let field = format!("issuers[{i}]");
+        issuer_at.push((field.clone(), spanned.referenced));
         let (issuer, remote) = build_issuer(ctx, &field, spanned)?;
         if issuers
             .iter()
@@ -405,6 +436,13 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let mut needs_tokens = false;
     for (i, spanned) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{i}]");
+        if let Some(why) = unmatchable(&spanned.value.path.value) {
+            ctx.warn(
+                spanned.value.path.referenced,
+                format!("{field}.path"),
+                format!("can never match: {why}"),
+            );
+        }
         let (template, rule) = build_route(ctx, &field, spanned.value)?;
         needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
@@ -421,6 +459,15 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             "issuers",
             "routes require a token but no issuer is configured",
         ));
+    }
+    if !needs_tokens {
+        for (field, at) in &issuer_at {
+            ctx.warn(
+                *at,
+                field,
+                "no route requires a token: this issuer is never used",
+            );
+        }
     }
 
     let tls = match raw.tls {
@@ -463,7 +510,20 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         identity,
         routes,
         fingerprint: std::hash::Hasher::finish(&*ctx.hasher.borrow()),
+        warnings: ctx.warnings.take(),
     })
+}
+
+/// Why no request could ever reach a template: characters that a request
+/// path cannot carry (they end the path, or HTTP parsers refuse them).
+fn unmatchable(template: &str) -> Option<String> {
+    if template.contains('?') {
+        return Some("'?' starts the query string, which is never part of the matched path".into());
+    }
+    let bad = template
+        .chars()
+        .find(|c| matches!(c, ' ' | '"' | '<' | '>' | '^' | '`' | '|'));
+    bad.map(|c| format!("{c:?} is not allowed in a request path (clients send it percent-encoded)"))
 }
 
 fn build_cors(ctx: &Ctx<'_>, raw: Spanned<raw::RawCors>) -> Result<crate::cors::Cors, ConfigError> {
@@ -816,16 +876,19 @@ fn build_issuer(
             None
         }
         _ => {
-            let secret = std::env::var(value).map_err(|_| {
-                ctx.err(
+            match std::env::var(value) {
+                Ok(secret) => {
+                    let set = KeySet::from_secret(secret.as_bytes(), &algorithms)
+                        .map_err(|e| ctx.err(key_at, &key_field, format!("{value}: {e}")))?;
+                    keys.store(set);
+                }
+                Err(_) if ctx.offline => ctx.warn(
                     key_at,
                     &key_field,
-                    format!("environment variable {value} is not set"),
-                )
-            })?;
-            let set = KeySet::from_secret(secret.as_bytes(), &algorithms)
-                .map_err(|e| ctx.err(key_at, &key_field, format!("{value}: {e}")))?;
-            keys.store(set);
+                    format!("environment variable {value} is not set here: `scopegate run` would refuse to start"),
+                ),
+                Err(_) => return Err(ctx.err(key_at, &key_field, format!("environment variable {value} is not set"))),
+            }
             None
         }
     };

@@ -235,3 +235,53 @@ fn explain_says_what_the_gateway_would_do() {
     let (code, _) = explain(std::path::Path::new("/nonexistent.yaml"), &["GET", "/"]);
     assert_eq!(code, Some(2), "a config error is exit 2");
 }
+
+#[test]
+fn check_warns_about_structural_problems_and_schema_prints_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "upstream:\n  url: http://127.0.0.1:3000\nissuers:\n  - issuer: https://idp.example.com/\n    audiences: [x]\n    hs256_secret_env: SCOPEGATE_CHECK_TEST_UNSET\n    algorithms: [HS256]\nroutes:\n  - path: /search?q\n    auth: none\n  - path: /ok\n    auth: none\n",
+    )
+    .expect("write");
+    let out = scopegate()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail the check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let p = path.display();
+    for warning in [
+        format!(
+            "warning: {p}:6:23: issuers[0].hs256_secret_env: environment variable SCOPEGATE_CHECK_TEST_UNSET is not set here"
+        ),
+        format!("warning: {p}:9:11: routes[0].path: can never match: '?' starts the query string"),
+        format!(
+            "warning: {p}:4:5: issuers[0]: no route requires a token: this issuer is never used"
+        ),
+    ] {
+        assert!(
+            stdout.contains(&warning),
+            "missing {warning:?} in\n{stdout}"
+        );
+    }
+    // The same file is a start-up error: the secret is really needed there.
+    assert_eq!(
+        scopegate()
+            .args(["run", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let schema = scopegate().arg("schema").output().expect("run");
+    assert!(schema.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("JSON");
+    assert_eq!(doc["title"], "scopegate gateway.yaml");
+    assert_eq!(doc["additionalProperties"], false);
+}
