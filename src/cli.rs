@@ -88,7 +88,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            crate::telemetry::init_logging();
+            let _logs = crate::telemetry::init_logging();
             crate::app::run(&cli.config)
         }
         Command::Check => check(&cli.config),
@@ -162,7 +162,7 @@ fn explain(
 }
 
 fn demo(port: u16) -> ExitCode {
-    crate::telemetry::init_logging();
+    let _logs = crate::telemetry::init_logging();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

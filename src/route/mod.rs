@@ -105,6 +105,8 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub template: Template,
+    /// The template's text, shared by logs and metric labels.
+    pub label: std::sync::Arc<str>,
     pub rules: Vec<Rule>,
     /// Precomputed `Allow` header value for a 405.
     pub allow: String,
@@ -162,8 +164,10 @@ impl Table {
         let index = match *slot {
             Some(index) => index,
             None => {
+                let label = template.as_str().into();
                 self.routes.push(Route {
                     template,
+                    label,
                     rules: Vec::new(),
                     allow: String::new(),
                 });

@@ -13,7 +13,7 @@ use crate::telemetry::Metrics;
 /// What the access log says about a request.
 pub(super) struct Outcome<'a> {
     pub path: Option<&'a str>,
-    pub route: Option<&'a str>,
+    pub route: Option<&'a std::sync::Arc<str>>,
     pub refused: Option<&'a Refusal>,
     pub subject: Option<&'a str>,
 }
@@ -42,7 +42,7 @@ fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, starte
         target: "scopegate::access",
         method = %method,
         path = outcome.path.unwrap_or("-"),
-        route = outcome.route.unwrap_or("-"),
+        route = outcome.route.map_or("-", |r| &**r),
         decision = if outcome.refused.is_some() { "deny" } else { "allow" },
         reason = outcome.refused.map_or("-", Refusal::code),
         status = response.status().as_u16(),

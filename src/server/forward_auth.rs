@@ -136,7 +136,7 @@ impl ForwardAuth {
             };
             let decision = decide(&state, &question, crate::now()).await;
             outcome_path = decision.path;
-            route = decision.route.map(|r| r.template.as_str());
+            route = decision.route.map(|r| &r.label);
             let claims = decision.verdict?;
             subject = claims
                 .as_deref()

@@ -169,7 +169,7 @@ impl Proxy {
             };
             decide(state, &question, crate::now()).await
         };
-        answered.route = decision.route.map(|r| r.template.as_str());
+        answered.route = decision.route.map(|r| &r.label);
         answered.path = decision.path;
         let claims = match decision.verdict {
             Ok(claims) => claims,
@@ -350,7 +350,7 @@ fn tunnel(
 #[derive(Debug, Default)]
 struct Answered<'s> {
     path: Option<String>,
-    route: Option<&'s str>,
+    route: Option<&'s std::sync::Arc<str>>,
     refused: Option<Refusal>,
     subject: Option<String>,
     /// A CORS preflight, which carries its own CORS headers.

@@ -14,12 +14,26 @@ use prometheus_client::registry::Registry;
 
 use crate::token::CacheStats;
 
+/// A route template as a label value, shared rather than copied per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct RouteLabel(Option<Arc<str>>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.0.as_deref().unwrap_or("none"))
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     /// The route template, never the raw path (bounded cardinality).
-    route: String,
+    route: RouteLabel,
     /// `allow`, or the refusal's error code.
-    decision: String,
+    decision: &'static str,
     status: u16,
 }
 
@@ -143,10 +157,16 @@ fn ok_or_error(ok: bool) -> &'static str {
 
 impl Metrics {
     /// Counts one answered request.
-    pub fn request(&self, route: Option<&str>, decision: &str, status: u16, took: Duration) {
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        decision: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         let labels = RequestLabels {
-            route: route.unwrap_or("none").to_owned(),
-            decision: decision.to_owned(),
+            route: RouteLabel(route.cloned()),
+            decision,
             status,
         };
         self.requests.get_or_create(&labels).inc();

@@ -10,15 +10,37 @@ pub use metrics::{Metrics, UpstreamErrorKind};
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging() {
+/// Keeps the log writer's thread alive; drop it last to flush.
+#[must_use = "logs are lost when the guard is dropped"]
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
+/// Installs the subscriber. Lines go to stderr through a buffered writer on
+/// its own thread, so a request never waits for a write(2); under overload
+/// the buffer drops lines rather than slowing requests down.
+pub fn init_logging() -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SCOPEGATE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    // Colours only for a person at a terminal, never in files or collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let installed = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    LogGuard {
+        _writer: installed.ok().map(|()| guard),
+    }
 }

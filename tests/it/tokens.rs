@@ -115,8 +115,8 @@ async fn hs256_secret_from_the_environment() {
             .json()["error_description"],
         "algorithm not allowed"
     );
-    let mut child = child;
-    let _ = child.kill();
+    // SIGTERM, not SIGKILL: the buffered log writer flushes on a clean exit.
+    crate::support::signal(&child, "-TERM");
     let output = child.wait_with_output().expect("wait");
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(!logs.contains(secret), "the secret must never be logged");
