@@ -1,8 +1,13 @@
 //! Verification keys: parsed once from a JWKS document, a PEM public key or
 //! a shared secret, each tagged with the one key type (and curve) it is.
 //!
-//! Pure: depends on `jsonwebtoken` (key material) and `serde_json`.
+//! Pure: depends on `jsonwebtoken` (PEM parsing), aws-lc-rs (the
+//! signature primitives, with keys parsed once) and `serde_json`.
 
+use std::sync::{Arc, OnceLock};
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::ParsedPublicKey;
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
 
@@ -58,7 +63,19 @@ pub struct Key {
     pub alg: Option<Algorithm>,
     /// Keys from `public_key_file` / `hs256_secret_env` verify whatever the `kid`.
     pub any_kid: bool,
-    pub decoding: DecodingKey,
+    /// RSA: PKCS#1 `RSAPublicKey` DER; EC: the uncompressed point; Ed25519:
+    /// the 32 bytes; HMAC: the secret.
+    material: Arc<[u8]>,
+    /// One verifier per algorithm the key may serve, parsed on first use
+    /// and kept: a verification never parses the key again.
+    verifiers: [OnceLock<Option<Verifier>>; 6],
+}
+
+/// A key made ready for one algorithm.
+#[derive(Clone)]
+enum Verifier {
+    Public(ParsedPublicKey),
+    Hmac(hmac::Key),
 }
 
 impl std::fmt::Debug for Key {
@@ -73,11 +90,86 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    /// Checks a signature (base64url, as in a JWS) over `message`. The key
-    /// must already fit the `alg` ([`Key::fits`]); this only runs the
-    /// primitive.
-    pub fn verify(&self, message: &[u8], signature: &str, alg: Algorithm) -> bool {
-        jsonwebtoken::crypto::verify(signature, message, &self.decoding, alg).unwrap_or(false)
+    fn new(
+        kid: Option<String>,
+        kind: KeyKind,
+        alg: Option<Algorithm>,
+        any_kid: bool,
+        material: Vec<u8>,
+    ) -> Key {
+        Key {
+            kid,
+            kind,
+            alg,
+            any_kid,
+            material: material.into(),
+            verifiers: Default::default(),
+        }
+    }
+
+    /// Where an algorithm's verifier is kept.
+    fn slot(alg: Algorithm) -> usize {
+        use Algorithm::*;
+        match alg {
+            RS384 | HS384 => 1,
+            RS512 | HS512 => 2,
+            PS256 => 3,
+            PS384 => 4,
+            PS512 => 5,
+            _ => 0,
+        }
+    }
+
+    fn build(&self, alg: Algorithm) -> Option<Verifier> {
+        use Algorithm::*;
+        use aws_lc_rs::signature as sig;
+        let public: &'static dyn sig::VerificationAlgorithm = match alg {
+            RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+            RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+            RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+            PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+            PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+            PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+            ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+            ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+            EdDSA => &sig::ED25519,
+            HS256 => {
+                return Some(Verifier::Hmac(hmac::Key::new(
+                    hmac::HMAC_SHA256,
+                    &self.material,
+                )));
+            }
+            HS384 => {
+                return Some(Verifier::Hmac(hmac::Key::new(
+                    hmac::HMAC_SHA384,
+                    &self.material,
+                )));
+            }
+            HS512 => {
+                return Some(Verifier::Hmac(hmac::Key::new(
+                    hmac::HMAC_SHA512,
+                    &self.material,
+                )));
+            }
+            _ => return None,
+        };
+        ParsedPublicKey::new(public, &*self.material)
+            .ok()
+            .map(Verifier::Public)
+    }
+
+    /// Checks a raw signature over `message`. The key must already fit the
+    /// `alg` ([`Key::fits`]); this only runs the primitive.
+    pub fn verify(&self, message: &[u8], signature: &[u8], alg: Algorithm) -> bool {
+        if kind_for(alg) != Some(self.kind) {
+            return false;
+        }
+        match self.verifiers[Self::slot(alg)].get_or_init(|| self.build(alg)) {
+            Some(Verifier::Public(key)) => key.verify_sig(message, signature).is_ok(),
+            // Constant-time comparison.
+            Some(Verifier::Hmac(key)) => hmac::verify(key, message, signature).is_ok(),
+            None => false,
+        }
     }
 
     /// Whether this key may verify a token with this header.
@@ -173,28 +265,32 @@ impl KeySet {
 
     /// One PEM public key, used whatever the token's `kid`.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
-        let (decoding, kind) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-            (k, KeyKind::Rsa)
+        let der = |k: &DecodingKey| match k.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => bytes.clone(),
+            DecodingKeyKind::RsaModulusExponent { n, e } => rsa_public_key_der(n, e),
+        };
+        let (material, kind) = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+            (der(&k), KeyKind::Rsa)
         } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
             // The key is the uncompressed point 04 || x || y.
-            let kind = match k.kind() {
-                DecodingKeyKind::SecretOrDer(point) if point.len() == 65 => KeyKind::EcP256,
-                DecodingKeyKind::SecretOrDer(point) if point.len() == 97 => KeyKind::EcP384,
+            let point = der(&k);
+            let kind = match point.len() {
+                65 => KeyKind::EcP256,
+                97 => KeyKind::EcP384,
                 _ => return Err(KeyError::NotPem),
             };
-            (k, kind)
+            if !on_curve(kind, &point) {
+                return Err(KeyError::NotPem);
+            }
+            (point, kind)
         } else if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-            (k, KeyKind::Ed25519)
+            (der(&k), KeyKind::Ed25519)
         } else {
             return Err(KeyError::NotPem);
         };
-        Ok(KeySet::new(vec![Key {
-            kid: None,
-            kind,
-            alg: None,
-            any_kid: true,
-            decoding,
-        }]))
+        Ok(KeySet::new(vec![Key::new(
+            None, kind, None, true, material,
+        )]))
     }
 
     /// A shared HMAC secret, used whatever the token's `kid`. RFC 7518
@@ -212,13 +308,13 @@ impl KeySet {
                 return Err(KeyError::ShortSecret { alg: *alg, needed });
             }
         }
-        Ok(KeySet::new(vec![Key {
-            kid: None,
-            kind: KeyKind::Hmac,
-            alg: None,
-            any_kid: true,
-            decoding: DecodingKey::from_secret(secret),
-        }]))
+        Ok(KeySet::new(vec![Key::new(
+            None,
+            KeyKind::Hmac,
+            None,
+            true,
+            secret.to_vec(),
+        )]))
     }
 
     /// The keys that may verify a token with this `alg` and `kid`.
@@ -263,7 +359,7 @@ impl Key {
             None => None,
             Some(name) => Some(parse_alg(name).ok_or_else(|| format!("unsupported alg {name:?}"))?),
         };
-        let (kind, decoding) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        let (kind, material) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
             ("RSA", _) => {
                 let n = b64("n", jwk.n.as_ref())?;
                 let e = b64("e", jwk.e.as_ref())?;
@@ -279,7 +375,7 @@ impl Key {
                 if roca_fingerprint(n) {
                     return Err("RSA modulus has the ROCA fingerprint (CVE-2017-15361)".into());
                 }
-                (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(n, e))
+                (KeyKind::Rsa, rsa_public_key_der(n, e))
             }
             ("EC", Some(crv @ ("P-256" | "P-384"))) => {
                 let (kind, len) = if crv == "P-256" {
@@ -299,14 +395,14 @@ impl Key {
                 if !on_curve(kind, &point) {
                     return Err("EC point is not on the curve".into());
                 }
-                (kind, DecodingKey::from_ec_der(&point))
+                (kind, point)
             }
             ("OKP", Some("Ed25519")) => {
                 let x = b64("x", jwk.x.as_ref())?;
                 if x.len() != 32 {
                     return Err("Ed25519 key must be 32 bytes".into());
                 }
-                (KeyKind::Ed25519, DecodingKey::from_ed_der(&x))
+                (KeyKind::Ed25519, x)
             }
             ("oct", _) => return Err("symmetric (oct) keys are never taken from a JWKS".into()),
             (kty, crv) => return Err(format!("unsupported key type {kty:?} / curve {crv:?}")),
@@ -316,13 +412,7 @@ impl Key {
         {
             return Err(format!("alg {alg:?} does not fit a {kind:?} key"));
         }
-        Ok(Key {
-            kid: jwk.kid.clone(),
-            kind,
-            alg,
-            any_kid: false,
-            decoding,
-        })
+        Ok(Key::new(jwk.kid.clone(), kind, alg, false, material))
     }
 }
 
@@ -349,6 +439,39 @@ fn roca_fingerprint(n: &[u8]) -> bool {
         }
         false
     })
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(len: usize, out: &mut Vec<u8>) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|&&b| b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    fn integer(value: &[u8], out: &mut Vec<u8>) {
+        let value = strip_leading_zeros(value);
+        // A leading high bit would make the INTEGER negative.
+        let pad = value.first().is_none_or(|b| b & 0x80 != 0);
+        out.push(0x02);
+        length(value.len() + usize::from(pad), out);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(value);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(n, &mut body);
+    integer(e, &mut body);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    der.push(0x30);
+    length(body.len(), &mut der);
+    der.extend_from_slice(&body);
+    der
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {

@@ -42,7 +42,8 @@ pub struct Jws<'t> {
     pub header: Header,
     /// `BASE64URL(header) "." BASE64URL(payload)`: what the signature covers.
     pub signing_input: &'t str,
-    pub signature: &'t str,
+    /// The decoded signature bytes.
+    pub signature: Vec<u8>,
     /// The decoded payload bytes (a JSON object for a JWT).
     pub payload: Vec<u8>,
 }
@@ -126,9 +127,9 @@ pub fn split(token: &str) -> Result<Jws<'_>, TokenError> {
     let payload = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| TokenError::Malformed)?;
-    if URL_SAFE_NO_PAD.decode(signature).is_err() {
-        return Err(TokenError::Malformed);
-    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
     Ok(Jws {
         header,
         signing_input,
@@ -158,9 +159,7 @@ impl Jws<'_> {
             return Err(TokenError::UnknownKey);
         }
         let input = self.signing_input.as_bytes();
-        let verified = candidates.any(|key| {
-            jsonwebtoken::crypto::verify(self.signature, input, &key.decoding, alg).unwrap_or(false)
-        });
+        let verified = candidates.any(|key| key.verify(input, &self.signature, alg));
         if verified {
             Ok(())
         } else {
