@@ -75,7 +75,8 @@ pub struct Key {
 #[derive(Clone)]
 enum Verifier {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    // Boxed: an HMAC key is much larger than a parsed public key.
+    Hmac(Box<hmac::Key>),
 }
 
 impl std::fmt::Debug for Key {
