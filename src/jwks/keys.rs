@@ -71,6 +71,10 @@ pub struct Key {
     verifiers: [OnceLock<Option<Verifier>>; 6],
 }
 
+fn hmac_verifier(algorithm: hmac::Algorithm, secret: &[u8]) -> Verifier {
+    Verifier::Hmac(Box::new(hmac::Key::new(algorithm, secret)))
+}
+
 /// A key made ready for one algorithm.
 #[derive(Clone)]
 enum Verifier {
@@ -135,22 +139,13 @@ impl Key {
             ES384 => &sig::ECDSA_P384_SHA384_FIXED,
             EdDSA => &sig::ED25519,
             HS256 => {
-                return Some(Verifier::Hmac(hmac::Key::new(
-                    hmac::HMAC_SHA256,
-                    &self.material,
-                )));
+                return Some(hmac_verifier(hmac::HMAC_SHA256, &self.material));
             }
             HS384 => {
-                return Some(Verifier::Hmac(hmac::Key::new(
-                    hmac::HMAC_SHA384,
-                    &self.material,
-                )));
+                return Some(hmac_verifier(hmac::HMAC_SHA384, &self.material));
             }
             HS512 => {
-                return Some(Verifier::Hmac(hmac::Key::new(
-                    hmac::HMAC_SHA512,
-                    &self.material,
-                )));
+                return Some(hmac_verifier(hmac::HMAC_SHA512, &self.material));
             }
             _ => return None,
         };
