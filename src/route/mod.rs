@@ -120,6 +120,12 @@ pub enum Lookup<'t> {
     MethodNotAllowed { route: &'t Route },
 }
 
+impl Lookup<'_> {
+    pub fn is_matched(&self) -> bool {
+        matches!(self, Lookup::Matched { .. })
+    }
+}
+
 /// Two rules would govern the same requests.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("overlaps the route {existing} for the same methods ({methods})")]
