@@ -78,6 +78,9 @@ pub struct TokenArgs {
     /// Extra claim, NAME=VALUE (VALUE parsed as JSON when it is JSON); repeatable.
     #[arg(long = "claim", value_name = "NAME=VALUE")]
     pub claims: Vec<String>,
+    /// Mint this many tokens, one per line, differing by their `jti` (load tests).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
     /// Lifetime, like 1h or 30m; prefix with '-' for an already expired token.
     #[arg(long, default_value = "1h", allow_hyphen_values = true)]
     pub ttl: String,
@@ -235,9 +238,18 @@ fn token(args: TokenArgs) -> ExitCode {
         claims,
         ttl: if negative { -ttl } else { ttl },
     };
-    match crate::devtools::token::mint(&pem, &mint) {
-        Ok(token) => {
-            println!("{token}");
+    let minted = if args.count > 1 {
+        crate::devtools::token::mint_many(&pem, &mint, args.count)
+    } else {
+        crate::devtools::token::mint(&pem, &mint).map(|t| vec![t])
+    };
+    match minted {
+        Ok(tokens) => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for token in tokens {
+                let _ = writeln!(out, "{token}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e.to_string()),

@@ -99,7 +99,7 @@ async fn authorize(
         .ok_or(Refusal::NoToken)?;
     let claims = config
         .verifier
-        .verify(&token, now, Some(&state.cache))
+        .verify(&token, now, state.cache.as_ref())
         .await
         .map_err(|e| match e {
             TokenError::KeysUnavailable => Refusal::KeysUnavailable,

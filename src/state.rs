@@ -15,23 +15,23 @@ use crate::token::{Cache, CacheStats};
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
-    /// Verified claims; a new, empty cache comes with every config.
-    pub cache: Cache,
+    /// Verified claims; a new, empty cache comes with every config
+    /// (`None` with `tokens.cache_size: 0`).
+    pub cache: Option<Cache>,
     /// The pooled client for this config's upstream (its address, timeouts
     /// and TLS roots); connections drain with the state they belong to.
     pub client: Option<crate::upstream::Client>,
 }
 
-/// How many verified tokens are remembered.
-const CACHE_CAPACITY: usize = 100_000;
-
 impl State {
     /// A state for `config`; its cache counts into `stats`.
     pub fn new(config: Config, stats: Arc<CacheStats>) -> Self {
         let client = config.upstream.as_ref().map(crate::upstream::Client::new);
+        let cache =
+            (config.token_cache_size > 0).then(|| Cache::new(config.token_cache_size, stats));
         State {
             config,
-            cache: Cache::new(CACHE_CAPACITY, stats),
+            cache,
             client,
         }
     }

@@ -168,6 +168,8 @@ pub struct Config {
     pub verifier: Verifier,
     pub remote_jwks: Vec<RemoteJwks>,
     pub token_sources: Vec<Source>,
+    /// Verified tokens remembered (0: no cache).
+    pub token_cache_size: usize,
     pub identity: Identity,
     pub routes: route::Table,
     /// A hash of the config text and of every file it made the gateway
@@ -507,6 +509,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         verifier: Verifier::new(issuers, raw.tokens.max_bytes),
         remote_jwks,
         token_sources,
+        token_cache_size: raw.tokens.cache_size,
         identity,
         routes,
         fingerprint: std::hash::Hasher::finish(&*ctx.hasher.borrow()),

@@ -469,6 +469,8 @@ pub struct RawTokens {
     #[schemars(with = "Vec<TokenSource>")]
     pub from: Spanned<Vec<TokenSource>>,
     pub max_bytes: usize,
+    /// Verified tokens remembered; 0 turns the cache off.
+    pub cache_size: usize,
 }
 
 impl Default for RawTokens {
@@ -476,6 +478,7 @@ impl Default for RawTokens {
         RawTokens {
             from: unspanned(vec![TokenSource(crate::token::Source::Header)]),
             max_bytes: 8192,
+            cache_size: 100_000,
         }
     }
 }

@@ -75,3 +75,37 @@ pub fn mint(pem: &[u8], m: &Mint) -> Result<String, MintError> {
         None => Ok(try_sign(default_alg)?),
     }
 }
+
+/// Mints `count` tokens that differ by their `jti` (load tests that must
+/// defeat the verified-token cache), signing on every core.
+pub fn mint_many(pem: &[u8], m: &Mint, count: usize) -> Result<Vec<String>, MintError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .max(1);
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let start = t * per_thread;
+                    let end = (start + per_thread).min(count);
+                    (start..end)
+                        .map(|i| {
+                            let mut m = m.clone();
+                            m.claims.push(("jti".into(), format!("\"{i}\"")));
+                            mint(pem, &m)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(count);
+        for worker in workers {
+            match worker.join() {
+                Ok(tokens) => all.extend(tokens?),
+                Err(_) => return Err(MintError::BadKey),
+            }
+        }
+        Ok(all)
+    })
+}

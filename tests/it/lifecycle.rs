@@ -78,7 +78,7 @@ async fn rotation_refetches_once_for_a_spray_of_unknown_kids_and_the_cache_follo
     );
     let state = gw.runtime.shared.load();
     assert!(
-        state.cache.stats().hits() >= 1,
+        state.cache.as_ref().is_some_and(|c| c.stats().hits() >= 1),
         "the second request was served from the cache"
     );
     drop(state);
