@@ -247,9 +247,15 @@ pub fn run(path: &Path) -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: the current-thread scheduler, without the work-stealing
+    // machinery a single thread cannot use.
+    let mut builder = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     builder.enable_all();
-    if config.workers > 0 {
+    if config.workers > 1 {
         builder.worker_threads(config.workers);
     }
     let tokio = match builder.build() {
