@@ -10,6 +10,7 @@ mod forward_auth;
 mod lifecycle;
 mod operations;
 mod peers;
+mod properties;
 mod proxy;
 mod reload;
 mod support;
