@@ -105,6 +105,21 @@ pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Opti
     for (name, _) in &identity.headers {
         headers.remove(name);
     }
+    // CGI-style upstreams (PHP, WSGI, nginx with underscores_in_headers)
+    // read `X_Auth_Subject` and `X-Auth-Subject` as the same variable: a
+    // client's underscore spelling of an identity header is dropped too.
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .filter(|n| {
+            let dashed = n.as_str().replace('_', "-");
+            identity.headers.iter().any(|(id, _)| id.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for alias in aliases {
+        headers.remove(alias);
+    }
     if identity.strip_authorization {
         headers.remove(AUTHORIZATION);
     }

@@ -1,6 +1,7 @@
 //! The one integration-test binary (each `tests/*.rs` would link on its own).
 
 mod browser;
+mod bypass;
 mod cli;
 mod config_corpus;
 mod config_errors;
