@@ -14,6 +14,7 @@ mod peers;
 mod properties;
 mod proxy;
 mod reload;
+mod smuggling;
 mod support;
 mod tls;
 mod tokens;
