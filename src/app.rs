@@ -112,6 +112,27 @@ impl Runtime {
         Ok(Reloaded::Applied)
     }
 
+    /// Waits (at most `limit`) until every issuer has keys; true if they do.
+    pub async fn wait_for_keys(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self
+                .shared
+                .load()
+                .config
+                .verifier
+                .issuers()
+                .all(|i| i.keys.is_ready())
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.path
     }

@@ -235,27 +235,23 @@ pub fn schema() -> serde_json::Value {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    parse_with(path, &read_config(path)?, false)
+}
+
+fn read_config(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError {
         file: path.to_owned(),
         line: 1,
         column: 1,
         field: "(file)".into(),
         message: format!("cannot read: {e}"),
-    })?;
-    parse(path, &bytes)
+    })
 }
 
 /// `scopegate check`: like [`load`], but an unset secret variable is a
 /// warning (the check may run where secrets are not), not an error.
 pub fn check(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        line: 1,
-        column: 1,
-        field: "(file)".into(),
-        message: format!("cannot read: {e}"),
-    })?;
-    parse_with(path, &bytes, true)
+    parse_with(path, &read_config(path)?, true)
 }
 
 /// Validates config text; `path` names it in errors and anchors relative paths.

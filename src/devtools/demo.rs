@@ -272,19 +272,7 @@ pub async fn run(port: u16) -> ExitCode {
     };
     let runtime = Runtime::new(config);
     // The issuer is local: its keys arrive at once.
-    for _ in 0..100 {
-        if runtime
-            .shared
-            .load()
-            .config
-            .verifier
-            .issuers()
-            .all(|i| i.keys.is_ready())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    runtime.wait_for_keys(Duration::from_secs(2)).await;
 
     let token = |sub: &str, scope: &str, ttl: i64| {
         let m = Mint {

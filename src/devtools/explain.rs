@@ -109,19 +109,7 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
     let runtime = Runtime::new(config);
     if token.is_some() {
         // Remote keys: wait for the fetch, as a request would.
-        for _ in 0..200 {
-            if runtime
-                .shared
-                .load()
-                .config
-                .verifier
-                .issuers()
-                .all(|i| i.keys.is_ready())
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        runtime.wait_for_keys(Duration::from_secs(10)).await;
     }
     let state = runtime.shared.load();
     line(&mut out, "request:", &format!("{method} {target}"));
