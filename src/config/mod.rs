@@ -38,6 +38,24 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Control characters from the file (a YAML key may hold a newline) are
+/// escaped, so that an error stays one line and cannot forge log lines.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -46,8 +64,8 @@ impl fmt::Display for ConfigError {
             self.file.display(),
             self.line.max(1),
             self.column.max(1),
-            self.field,
-            self.message
+            one_line(&self.field),
+            one_line(&self.message)
         )
     }
 }

@@ -128,6 +128,10 @@ fn hostile_inputs_never_panic() {
         b"limits:\n  max_connections: 99999999999999999999999\n".to_vec(),
         "a: ".repeat(10_000).into_bytes(),
         "[".repeat(100_000).into_bytes(),
+        // Found by the config_load fuzzer: a key holding a newline made a
+        // two-line error (fuzz/artifacts, crash-547c6882).
+        b"\t?\t>+\t\n\n\t".to_vec(),
+        b"? \"a\\nb\"\n: 1\n".to_vec(),
     ];
     // A billion-laughs alias bomb.
     let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
