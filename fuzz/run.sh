@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
 targets=(normalize_route token_extract jwt_verify config_load)
-cargo +nightly fuzz build --release "${targets[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build --release
+cargo +nightly fuzz build --release
 run() {
   local t=$1
   mkdir -p "corpus/$t"
