@@ -84,6 +84,8 @@ pub struct Upstream {
     pub request_timeout: Duration,
     /// Keep the client's `Host` (true) or send the upstream's authority.
     pub preserve_host: bool,
+    /// The upstream's authority as a `Host` value, made once.
+    pub host: http::HeaderValue,
     /// Client TLS: the roots of an https upstream (trusts nothing for http).
     pub tls: Arc<rustls::ClientConfig>,
 }
@@ -704,6 +706,8 @@ fn build_upstream(ctx: &Ctx<'_>, raw: Spanned<raw::RawUpstream>) -> Result<Upstr
             ));
         }
     }
+    let host = http::HeaderValue::from_str(authority.as_str())
+        .map_err(|_| bad("the host is not a valid Host header"))?;
     Ok(Upstream {
         scheme,
         authority,
@@ -711,6 +715,7 @@ fn build_upstream(ctx: &Ctx<'_>, raw: Spanned<raw::RawUpstream>) -> Result<Upstr
         connect_timeout: raw.connect_timeout.0,
         request_timeout: raw.request_timeout.0,
         preserve_host: raw.preserve_host,
+        host,
         tls,
     })
 }

@@ -274,8 +274,7 @@ impl Proxy {
         headers::apply_forwarded(h, peer.addr.ip(), trusted, proto, client_host.as_ref());
         let host = match (upstream.preserve_host, client_host) {
             (true, Some(host)) => host,
-            _ => HeaderValue::from_str(upstream.authority.as_str())
-                .map_err(|_| Refusal::UpstreamUnavailable)?,
+            _ => upstream.host.clone(),
         };
         headers::set_host(h, host);
 
