@@ -14,29 +14,6 @@ use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::Upstream;
 use crate::support::keys::{jwks, keys};
 
-/// The browser, or why the test is skipped (a failure under CI=true,
-/// where `.ci/run` installs Debian's chromium).
-fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH")?
-                .to_str()?
-                .split(':')
-                .map(|dir| PathBuf::from(dir).join(name))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        let why = "headless Chromium not found (apt-get install chromium)";
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "{why}: it must be installed under CI=true"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    found
-}
-
 /// Serves `html` at every path: the app's origin.
 async fn page_server(html: String) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -135,7 +112,12 @@ async fn run_page(browser: PathBuf, url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_calls_the_gateway_across_origins() {
-    let Some(browser) = chromium() else { return };
+    let Some(browser) = crate::support::installed(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "chromium",
+    ) else {
+        return;
+    };
     let upstream = Upstream::start().await;
     let k = keys();
     let good = k.rsa.token(&claims(json!({"scope": "read:messages"})));

@@ -32,22 +32,15 @@ routes:
 
 /// Polls until `path` with `token` answers `status`, at most `limit`.
 async fn until_status(gw: &Gateway, token: &str, status: u16, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if get(
-            gw.addr,
-            "/api/private",
-            &[("Authorization", &bearer(token))],
-        )
-        .await
-        .status
-            == status
-        {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+    let auth = bearer(token);
+    crate::support::wait_for_status(
+        gw.addr,
+        "/api/private",
+        &[("Authorization", &auth)],
+        status,
+        limit,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

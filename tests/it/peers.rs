@@ -3,7 +3,7 @@
 //! exactly the snippets the README shows. Allow, 401 and 403 end to end;
 //! refused requests never reach the upstream.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,26 +12,6 @@ use crate::forward_auth::forward_auth_config;
 use crate::proxy::claims;
 use crate::support::keys::{jwks, keys};
 use crate::support::{Gateway, Upstream, bearer, free_port, get};
-
-/// A peer's binary, or why its test is skipped (a failure under CI=true,
-/// where `.ci/run` installs them).
-fn binary(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = format!("{name} is not installed (apt-get install {name})");
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "{why}: CI never skips the real peers"
-        );
-        eprintln!("SKIPPED: {why}");
-    }
-    found
-}
 
 /// The nginx `auth_request` recipe of the README, with its ports filled in.
 pub fn nginx_snippet(forward_auth: u16, upstream: u16) -> String {
@@ -180,7 +160,9 @@ async fn gateway() -> (Gateway, Upstream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nginx_auth_request() {
-    let Some(nginx) = binary("nginx") else { return };
+    let Some(nginx) = crate::support::installed(&["nginx"], "nginx") else {
+        return;
+    };
     let (gw, upstream) = gateway().await;
     let fa = gw.forward_auth.expect("forward-auth").port();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,7 +189,9 @@ async fn real_nginx_auth_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_caddy_forward_auth() {
-    let Some(caddy) = binary("caddy") else { return };
+    let Some(caddy) = crate::support::installed(&["caddy"], "caddy") else {
+        return;
+    };
     let (gw, upstream) = gateway().await;
     let fa = gw.forward_auth.expect("forward-auth").port();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,7 +3,7 @@
 //! reloads under load, and a graceful SIGTERM.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -28,14 +28,7 @@ fn write_atomic(path: &Path, content: &str) {
 }
 
 async fn until_served(gw: &Gateway, path: &str, status: u16, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if get(gw.addr, path, &[]).await.status == status {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
+    crate::support::wait_for_status(gw.addr, path, &[], status, limit).await
 }
 
 async fn until_reloads(gw: &Gateway, ok: bool, count: u64) -> bool {

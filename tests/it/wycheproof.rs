@@ -22,14 +22,10 @@ fn vectors_dir() -> Option<PathBuf> {
     if dir.join("json_web_signature_test.json").is_file() {
         return Some(dir);
     }
-    let why = format!(
+    crate::support::skip_unless_ci(&format!(
         "Wycheproof vectors not found in {} (set SCOPEGATE_VECTORS)",
         dir.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}: they must be present under CI=true");
-    }
-    eprintln!("SKIPPED: {why}");
+    ));
     None
 }
 

@@ -54,6 +54,28 @@ fn full(text: String) -> TestBody {
     Full::new(Bytes::from(text)).boxed()
 }
 
+/// Serves HTTP/1.1 on `listener`, each request answered by `handler`.
+pub fn spawn_server<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<TestBody>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let answer = handler(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
 /// A response body that arrives in `DRIP_CHUNKS` pieces over about a second.
 pub const DRIP_CHUNKS: usize = 10;
 
@@ -101,68 +123,55 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let target = req
-                                .uri()
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(n, v)| {
-                                    (
-                                        n.to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect();
-                            let mut body = req.into_body();
-                            let mut body_len = 0u64;
-                            while let Some(frame) = body.frame().await {
-                                match frame {
-                                    Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
-                                    Err(_) => break,
-                                }
-                            }
-                            let slow = target.contains("/slow");
-                            let drip = target.contains("/drip");
-                            record.lock().expect("lock").push(Recorded {
-                                method,
-                                target,
-                                headers,
-                                body_len,
-                            });
-                            if slow {
-                                tokio::time::sleep(Duration::from_secs(5)).await;
-                            }
-                            if drip {
-                                return Ok::<_, Infallible>(Response::new(drip_body()));
-                            }
-                            let mut resp = Response::new(full(format!("upstream-ok {body_len}")));
-                            resp.headers_mut()
-                                .insert("x-upstream", "yes".parse().expect("value"));
-                            resp.headers_mut()
-                                .insert("connection", "x-upstream-secret".parse().expect("value"));
-                            resp.headers_mut()
-                                .insert("x-upstream-secret", "hop".parse().expect("value"));
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        spawn_server(listener, move |req: Request<Incoming>| {
+            let record = record.clone();
+            async move {
+                let method = req.method().to_string();
+                let target = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                let mut body = req.into_body();
+                let mut body_len = 0u64;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(f) => body_len += f.data_ref().map_or(0, |d| d.len() as u64),
+                        Err(_) => break,
+                    }
+                }
+                let slow = target.contains("/slow");
+                let drip = target.contains("/drip");
+                record.lock().expect("lock").push(Recorded {
+                    method,
+                    target,
+                    headers,
+                    body_len,
                 });
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                if drip {
+                    return Response::new(drip_body());
+                }
+                let mut resp = Response::new(full(format!("upstream-ok {body_len}")));
+                resp.headers_mut()
+                    .insert("x-upstream", "yes".parse().expect("value"));
+                resp.headers_mut()
+                    .insert("connection", "x-upstream-secret".parse().expect("value"));
+                resp.headers_mut()
+                    .insert("x-upstream-secret", "hop".parse().expect("value"));
+                resp
             }
         });
         Upstream { addr, seen }
@@ -209,44 +218,30 @@ impl JwksServer {
         };
         server.set(status, body);
         let s = server.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let s = s.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            *s.hits
-                                .lock()
-                                .expect("lock")
-                                .entry(path.clone())
-                                .or_default() += 1;
-                            let delay = *s.delay.lock().expect("lock");
-                            tokio::time::sleep(delay).await;
-                            let doc = s.docs.lock().expect("lock").get(&path).cloned();
-                            let doc = doc.unwrap_or(Doc {
-                                status: 404,
-                                body: "not found".into(),
-                                cache_control: None,
-                            });
-                            let mut resp = Response::new(Full::new(Bytes::from(doc.body)));
-                            *resp.status_mut() =
-                                hyper::StatusCode::from_u16(doc.status).expect("status");
-                            if let Some(cc) = doc.cache_control {
-                                resp.headers_mut()
-                                    .insert("cache-control", cc.parse().expect("value"));
-                            }
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        spawn_server(listener, move |req: Request<Incoming>| {
+            let s = s.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                *s.hits
+                    .lock()
+                    .expect("lock")
+                    .entry(path.clone())
+                    .or_default() += 1;
+                let delay = *s.delay.lock().expect("lock");
+                tokio::time::sleep(delay).await;
+                let doc = s.docs.lock().expect("lock").get(&path).cloned();
+                let doc = doc.unwrap_or(Doc {
+                    status: 404,
+                    body: "not found".into(),
+                    cache_control: None,
                 });
+                let mut resp = Response::new(full(doc.body));
+                *resp.status_mut() = hyper::StatusCode::from_u16(doc.status).expect("status");
+                if let Some(cc) = doc.cache_control {
+                    resp.headers_mut()
+                        .insert("cache-control", cc.parse().expect("value"));
+                }
+                resp
             }
         });
         server
@@ -585,4 +580,51 @@ pub fn signal(child: &std::process::Child, sig: &str) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill {sig} failed");
+}
+
+/// A test that needs something this machine lacks: skipped with the reason
+/// printed, except under `CI=true`, where it fails.
+pub fn skip_unless_ci(why: &str) {
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{why}: it must be present under CI=true"
+    );
+    eprintln!("SKIPPED: {why}");
+}
+
+/// The first of `names` found on `PATH` (or in /usr/sbin), or `None` after
+/// [`skip_unless_ci`] said why.
+pub fn installed(names: &[&str], package: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs: Vec<&str> = path.split(':').chain(["/usr/sbin", "/usr/bin"]).collect();
+    let found = names.iter().find_map(|name| {
+        dirs.iter()
+            .map(|d| std::path::Path::new(d).join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        skip_unless_ci(&format!(
+            "{} is not installed (apt-get install {package})",
+            names[0]
+        ));
+    }
+    found
+}
+
+/// Polls `path` until it answers `status`, at most `limit`; how long it took.
+pub async fn wait_for_status(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    status: u16,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if get(addr, path, headers).await.status == status {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
 }
