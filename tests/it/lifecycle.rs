@@ -141,13 +141,7 @@ async fn an_outage_keeps_last_good_keys_until_max_stale_then_503() {
     let outage = Instant::now();
     // Well inside jwks_max_stale the last good keys still verify.
     assert_eq!(
-        get(
-            gw.addr,
-            "/api/private",
-            &[("Authorization", &bearer(&token))]
-        )
-        .await
-        .status,
+        crate::support::bearer_status(gw.addr, "/api/private", &token).await,
         200
     );
     let became_503 = until_status(&gw, &token, 503, Duration::from_secs(15)).await;
@@ -258,13 +252,7 @@ async fn oversized_or_unparsable_jwks_change_nothing() {
     let token = k.rsa.token(&claims(json!({"iss": iss})));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        get(
-            gw.addr,
-            "/api/private",
-            &[("Authorization", &bearer(&token))]
-        )
-        .await
-        .status,
+        crate::support::bearer_status(gw.addr, "/api/private", &token).await,
         503
     );
     idp.set(200, jwks(&[&k.rsa]));
@@ -277,13 +265,7 @@ async fn oversized_or_unparsable_jwks_change_nothing() {
     idp.set(200, "{ not json".into());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
-        get(
-            gw.addr,
-            "/api/private",
-            &[("Authorization", &bearer(&token))]
-        )
-        .await
-        .status,
+        crate::support::bearer_status(gw.addr, "/api/private", &token).await,
         200
     );
     assert!(gw.runtime.metrics.jwks_fetches(iss, false) >= 2);
@@ -320,9 +302,7 @@ async fn jwks_fetches_follow_the_proxy_environment() {
     for _ in 0..100 {
         if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
             drop(stream);
-            status = get(addr, "/api/private", &[("Authorization", &bearer(&token))])
-                .await
-                .status;
+            status = crate::support::bearer_status(addr, "/api/private", &token).await;
             if status == 200 {
                 break;
             }

@@ -89,13 +89,7 @@ async fn admin_endpoints_readiness_and_metrics() {
     let before = get(admin, "/metrics", &[]).await.text();
     for i in 0..3 {
         assert_eq!(
-            get(
-                gw.addr,
-                &format!("/api/items/{i}"),
-                &[("Authorization", &bearer(&token))]
-            )
-            .await
-            .status,
+            crate::support::bearer_status(gw.addr, &format!("/api/items/{i}"), &token).await,
             200
         );
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::keys::{jwks, keys};
-use crate::support::{Gateway, JwksServer, Upstream, bearer, get};
+use crate::support::{Gateway, JwksServer, Upstream, get};
 
 /// A config whose open routes are `routes` (each `auth: none`).
 fn config_with(upstream: &Upstream, routes: &[&str]) -> String {
@@ -158,15 +158,7 @@ async fn unchanged_issuers_keep_their_keys_across_reloads() {
     let token = k.rsa.token(&claims(json!({})));
     let mut ready = false;
     for _ in 0..100 {
-        if get(
-            gw.addr,
-            "/api/private",
-            &[("Authorization", &bearer(&token))],
-        )
-        .await
-        .status
-            == 200
-        {
+        if crate::support::bearer_status(gw.addr, "/api/private", &token).await == 200 {
             ready = true;
             break;
         }
@@ -187,13 +179,7 @@ async fn unchanged_issuers_keep_their_keys_across_reloads() {
                 .is_some()
         );
         assert_eq!(
-            get(
-                gw.addr,
-                "/api/private",
-                &[("Authorization", &bearer(&token))]
-            )
-            .await
-            .status,
+            crate::support::bearer_status(gw.addr, "/api/private", &token).await,
             200,
             "keys kept across reload {i}"
         );

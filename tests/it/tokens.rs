@@ -41,13 +41,7 @@ async fn public_key_file_verifies_whatever_the_kid() {
         let gw = Gateway::start(&cfg, &[("key.pem", &key.public_pem())]).await;
         let token = key.sign(&json!({"alg": alg, "kid": "anything"}), &claims(json!({})));
         assert_eq!(
-            get(
-                gw.addr,
-                "/api/private",
-                &[("Authorization", &bearer(&token))]
-            )
-            .await
-            .status,
+            crate::support::bearer_status(gw.addr, "/api/private", &token).await,
             200,
             "{alg}"
         );
@@ -55,13 +49,7 @@ async fn public_key_file_verifies_whatever_the_kid() {
             .rsa_other
             .sign(&json!({"alg": "RS256"}), &claims(json!({})));
         assert_eq!(
-            get(
-                gw.addr,
-                "/api/private",
-                &[("Authorization", &bearer(&other))]
-            )
-            .await
-            .status,
+            crate::support::bearer_status(gw.addr, "/api/private", &other).await,
             401,
             "{alg}"
         );
@@ -96,9 +84,7 @@ async fn hs256_secret_from_the_environment() {
     for alg in ["HS256", "HS384"] {
         let token = key.sign(&json!({"alg": alg}), &claims(json!({})));
         assert_eq!(
-            get(addr, "/api/private", &[("Authorization", &bearer(&token))])
-                .await
-                .status,
+            crate::support::bearer_status(addr, "/api/private", &token).await,
             200,
             "{alg}"
         );
@@ -150,9 +136,7 @@ async fn require_typ_and_max_token_age() {
             .rsa
             .sign(&json!({"alg": "RS256", "kid": "rsa-1", "typ": typ}), &c);
         assert_eq!(
-            get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))])
-                .await
-                .status,
+            crate::support::bearer_status(gw.addr, "/api/private", &t).await,
             200,
             "{typ}"
         );
@@ -257,9 +241,7 @@ async fn remote_jwks_is_fetched_and_503_until_then() {
     idp.set(200, doc.to_string());
     let mut status = 0;
     for _ in 0..50 {
-        status = get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))])
-            .await
-            .status;
+        status = crate::support::bearer_status(gw.addr, "/api/private", &t).await;
         if status == 200 {
             break;
         }

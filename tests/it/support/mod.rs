@@ -628,3 +628,10 @@ pub async fn wait_for_status(
     }
     None
 }
+
+/// The status of `GET path` with a bearer token.
+pub async fn bearer_status(addr: SocketAddr, path: &str, token: &str) -> u16 {
+    get(addr, path, &[("Authorization", &bearer(token))])
+        .await
+        .status
+}
