@@ -222,6 +222,7 @@ fn benches(c: &mut Criterion) {
         path: "/api/private-scoped",
         query: None,
         headers: &headers,
+        header_overrides: false,
     };
     rt.block_on(decide(&state, &question, scopegate::now()));
     c.bench_function("decide: allowed request, RS256, cached", |b| {

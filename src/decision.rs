@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::reject::Refusal;
-use crate::route::{Auth, Lookup, Route, normalize};
+use crate::route::{Auth, Lookup, Route, Rule, normalize_with};
 use crate::state::State;
 use crate::token::{self, Claims, TokenError};
 
@@ -20,6 +20,10 @@ pub struct Question<'r> {
     pub path: &'r str,
     pub query: Option<&'r str>,
     pub headers: &'r HeaderMap,
+    /// Method-override headers are decided like `_method` (forward-auth:
+    /// the ingress forwards the client's request, headers included). The
+    /// proxy removes them instead, so they decide nothing there.
+    pub header_overrides: bool,
 }
 
 /// The answer, with what was learnt on the way (for logs and forwarding).
@@ -49,7 +53,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     let config = &state.config;
 
     // 2. Normalize the path.
-    let path = match normalize(q.path) {
+    let path = match normalize_with(q.path, config.routes.path_rules().semicolons) {
         Ok(path) => path,
         Err(e) => {
             decision.verdict = Err(Refusal::BadPath(e));
@@ -57,40 +61,129 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         }
     };
 
-    // 3. Match the route.
-    let (route, rule) = match config.routes.lookup(q.method, &path) {
-        Lookup::Matched { route, rule } => (route, rule),
-        Lookup::NotFound => {
-            decision.path = Some(path);
-            return decision;
+    // 3. Match the route, under the request's method and under every
+    // method it asks the upstream to use instead (SPEC §4.2).
+    let overrides = method_overrides(q);
+    let mut rules: Vec<&Rule> = Vec::with_capacity(1);
+    for method in std::iter::once(Ok(q.method.clone())).chain(overrides) {
+        let method = match method {
+            Ok(method) => method,
+            Err(refusal) => {
+                decision.path = Some(path);
+                decision.verdict = Err(refusal);
+                return decision;
+            }
+        };
+        match config.routes.lookup(&method, &path) {
+            Lookup::Matched { route, rule } => {
+                decision.route = Some(route);
+                rules.push(rule);
+            }
+            Lookup::NotFound => {
+                decision.path = Some(path);
+                return decision;
+            }
+            Lookup::MethodNotAllowed { route } => {
+                decision.path = Some(path);
+                decision.route = Some(route);
+                decision.verdict = Err(Refusal::MethodNotAllowed {
+                    allow: route.allow.clone(),
+                });
+                return decision;
+            }
         }
-        Lookup::MethodNotAllowed { route } => {
-            decision.path = Some(path);
-            decision.route = Some(route);
-            decision.verdict = Err(Refusal::MethodNotAllowed {
-                allow: route.allow.clone(),
-            });
-            return decision;
-        }
-    };
+    }
     decision.path = Some(path);
-    decision.route = Some(route);
 
     // 4. `auth: none` forwards without looking at tokens.
-    if rule.auth == Auth::None {
+    if rules.iter().all(|rule| rule.auth == Auth::None) {
         decision.verdict = Ok(None);
         return decision;
     }
 
-    decision.verdict = authorize(state, q, rule, now).await;
+    decision.verdict = authorize(state, q, &rules, now).await;
     decision
 }
 
-/// Steps 5 to 7: find the token, verify it, check the route's policy.
+/// The query parameter a method override is read from (names form-decoded).
+const OVERRIDE_QUERY: &str = "_method";
+
+/// The methods a request asks its upstream to use instead of its own: a
+/// `_method` query parameter (Rails, Laravel, Symfony, Express
+/// method-override), and on forward-auth the override headers. Each is
+/// decided as well as the request's own method.
+fn method_overrides(q: &Question<'_>) -> Vec<Result<http::Method, Refusal>> {
+    let mut found = Vec::new();
+    let bad = |why| Err(Refusal::BadRequest(why));
+    let mut in_query = 0;
+    for pair in q.query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(key).as_deref() != Some(OVERRIDE_QUERY) {
+            continue;
+        }
+        in_query += 1;
+        if in_query > 1 {
+            return vec![bad("more than one _method parameter")];
+        }
+        found.push(match form_decode(value) {
+            Some(value) => override_method(&value),
+            None => bad("the _method parameter is not a method"),
+        });
+    }
+    if q.header_overrides {
+        for (name, value) in q.headers {
+            let dashed = name.as_str().replace('_', "-");
+            if !crate::upstream::headers::is_method_override(&dashed) {
+                continue;
+            }
+            if q.headers.get_all(name).iter().nth(1).is_some() {
+                return vec![bad("a method-override header is repeated")];
+            }
+            found.push(match value.to_str() {
+                Ok(value) => override_method(value.trim()),
+                Err(_) => bad("a method-override header is not a method"),
+            });
+        }
+    }
+    found
+}
+
+/// An override's value, upper-cased as the frameworks read it.
+fn override_method(value: &str) -> Result<http::Method, Refusal> {
+    http::Method::from_bytes(value.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Refusal::BadRequest("a method override is not a method"))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value
+/// (`+` is a space); `None` for bad escapes or bytes that are not UTF-8.
+fn form_decode(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !text.contains(['%', '+']) {
+        return Some(text.into());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok().map(Into::into)
+}
+
+/// Steps 5 to 7: find the token, verify it, check the policy of every
+/// rule the request falls under (one, or more with a method override).
 async fn authorize(
     state: &State,
     q: &Question<'_>,
-    rule: &crate::route::Rule,
+    rules: &[&Rule],
     now: i64,
 ) -> Result<Option<Arc<Claims>>, Refusal> {
     let config = &state.config;
@@ -105,11 +198,68 @@ async fn authorize(
             TokenError::KeysUnavailable => Refusal::KeysUnavailable,
             e => Refusal::InvalidToken(e),
         })?;
-    rule.policy
-        .check(&claims)
-        .map_err(|denied| Refusal::InsufficientScope {
-            scope: rule.policy.challenge_scope().clone(),
-            denied,
-        })?;
+    for rule in rules.iter().filter(|rule| rule.auth == Auth::Required) {
+        rule.policy
+            .check(&claims)
+            .map_err(|denied| Refusal::InsufficientScope {
+                scope: rule.policy.challenge_scope().clone(),
+                denied,
+            })?;
+    }
     Ok(Some(claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question<'r>(query: Option<&'r str>, headers: &'r HeaderMap, fa: bool) -> Question<'r> {
+        Question {
+            method: &Method::POST,
+            path: "/",
+            query,
+            headers,
+            header_overrides: fa,
+        }
+    }
+
+    fn methods(q: &Question<'_>) -> Vec<Result<String, Refusal>> {
+        method_overrides(q)
+            .into_iter()
+            .map(|m| m.map(|m| m.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn method_overrides_from_query_and_forward_auth_headers() {
+        let none = HeaderMap::new();
+        assert!(methods(&question(None, &none, false)).is_empty());
+        assert!(methods(&question(Some("a=1&method=x"), &none, false)).is_empty());
+        for query in [
+            "_method=delete",
+            "a=1&_method=DELETE",
+            "%5Fmethod=Delete",
+            "_method=%64elete",
+        ] {
+            assert_eq!(
+                methods(&question(Some(query), &none, false)),
+                [Ok("DELETE".to_owned())],
+                "{query}"
+            );
+        }
+        assert!(matches!(
+            methods(&question(Some("_method=GET&_method=DELETE"), &none, false)).as_slice(),
+            [Err(Refusal::BadRequest(_))]
+        ));
+        let mut h = HeaderMap::new();
+        h.insert("x-http-method-override", "delete".parse().expect("value"));
+        h.insert("x_method_override", "PUT".parse().expect("value"));
+        assert!(
+            methods(&question(None, &h, false)).is_empty(),
+            "proxy: removed, not decided"
+        );
+        let mut both = methods(&question(None, &h, true));
+        both.sort_by_key(|m| format!("{m:?}"));
+        assert_eq!(both, [Ok("DELETE".to_owned()), Ok("PUT".to_owned())]);
+    }
 }

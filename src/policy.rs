@@ -14,8 +14,9 @@ use crate::token::{ClaimName, Claims};
 pub enum ClaimCheck {
     /// The claim equals this scalar (string, number or boolean).
     Equals(Value),
-    /// The claim is an array holding every one of these values (a single
-    /// string claim counts as a one-element array).
+    /// The claim is an array holding every one of these values; a string
+    /// claim is read as a space-separated list (as scope strings are, and as
+    /// the Auth0 SDK's `claimIncludes` does).
     Includes(Vec<Value>),
 }
 
@@ -83,8 +84,11 @@ impl Policy {
                 (ClaimCheck::Includes(wanted), Some(Value::Array(items))) => {
                     wanted.iter().all(|w| items.contains(w))
                 }
-                (ClaimCheck::Includes(wanted), Some(single @ Value::String(_))) => {
-                    wanted.iter().all(|w| w == single)
+                (ClaimCheck::Includes(wanted), Some(Value::String(list))) => {
+                    wanted.iter().all(|w| {
+                        w.as_str()
+                            .is_some_and(|w| list.split_whitespace().any(|item| item == w))
+                    })
                 }
                 (ClaimCheck::Includes(_), Some(_)) => false,
             };
@@ -172,5 +176,9 @@ mod tests {
         assert_eq!(p.check(&claims(missing)), Err(Denied::Claim));
         let number = json!({"org_id": 1, "https://example.com/roles": "admin"});
         assert_eq!(p.check(&claims(number)), Err(Denied::Claim));
+        let listed = json!({"org_id": "acme", "https://example.com/roles": "user admin"});
+        assert_eq!(p.check(&claims(listed)), Ok(()), "a space-separated string");
+        let substring = json!({"org_id": "acme", "https://example.com/roles": "administrator"});
+        assert_eq!(p.check(&claims(substring)), Err(Denied::Claim));
     }
 }

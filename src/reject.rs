@@ -21,6 +21,9 @@ pub enum Refusal {
     BadPath(PathError),
     /// The request is malformed at the HTTP level (400, connection closed).
     Malformed(&'static str),
+    /// A well-framed request whose question is ambiguous or invalid: a
+    /// repeated `_method`, a forward-auth question without its headers (400).
+    BadRequest(&'static str),
     NotFound,
     MethodNotAllowed {
         allow: String,
@@ -46,9 +49,10 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::BadPath(_) | Refusal::Malformed(_) | Refusal::BadCredential(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::BadPath(_)
+            | Refusal::Malformed(_)
+            | Refusal::BadRequest(_)
+            | Refusal::BadCredential(_) => StatusCode::BAD_REQUEST,
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::NoToken | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
@@ -63,9 +67,10 @@ impl Refusal {
     /// The `error` member of the body (RFC 6750 codes where they apply).
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::BadPath(_) | Refusal::Malformed(_) | Refusal::BadCredential(_) => {
-                "invalid_request"
-            }
+            Refusal::BadPath(_)
+            | Refusal::Malformed(_)
+            | Refusal::BadRequest(_)
+            | Refusal::BadCredential(_) => "invalid_request",
             Refusal::NotFound => "not_found",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::NoToken => "unauthorized",
@@ -82,7 +87,7 @@ impl Refusal {
     pub fn description(&self) -> &'static str {
         match self {
             Refusal::BadPath(e) => e.describe(),
-            Refusal::Malformed(why) => why,
+            Refusal::Malformed(why) | Refusal::BadRequest(why) => why,
             Refusal::NotFound => "no route matches this path",
             Refusal::MethodNotAllowed { .. } => "the route does not allow this method",
             Refusal::NoToken => "a bearer token is required",

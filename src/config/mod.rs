@@ -7,6 +7,8 @@
 //! [`crate::token`] and [`crate::jwks::keys`]. It reads files and environment
 //! variables named by the config, but opens no sockets.
 
+pub mod forward_auth;
+pub mod paths;
 pub mod raw;
 
 use std::fmt;
@@ -90,13 +92,7 @@ pub struct Upstream {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
-/// The decision endpoint for ingress controllers.
-#[derive(Debug, Clone)]
-pub struct ForwardAuth {
-    pub listen: SocketAddr,
-    /// Peers allowed to ask (default loopback only); others get 403.
-    pub trusted_sources: Vec<raw::Cidr>,
-}
+pub use forward_auth::{Convention, ForwardAuth};
 
 /// Limits on what a client may send.
 #[derive(Debug, Clone)]
@@ -384,17 +380,10 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
     let upstream = raw.upstream.map(|u| build_upstream(ctx, u)).transpose()?;
-    let forward_auth = raw.forward_auth.map(|f| {
-        let f = f.value;
-        let loopback = ["127.0.0.0/8", "::1/128"]
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        ForwardAuth {
-            listen: f.listen,
-            trusted_sources: f.trusted_sources.unwrap_or(loopback),
-        }
-    });
+    let forward_auth = raw
+        .forward_auth
+        .map(|f| forward_auth::build(ctx, f))
+        .transpose()?;
     let limits = build_limits(ctx, raw.limits)?;
 
     let realm = raw.realm.value;
@@ -450,7 +439,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let identity = build_identity(ctx, raw.identity)?;
 
-    let mut routes = route::Table::default();
+    let mut routes = route::Table::new(raw.paths.build());
     let mut needs_tokens = false;
     for (i, spanned) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{i}]");
@@ -580,9 +569,23 @@ fn build_cors(ctx: &Ctx<'_>, raw: Spanned<raw::RawCors>) -> Result<crate::cors::
             ));
         }
     }
+    let credentials = raw.allow_credentials;
+    if credentials.value && origins.iter().any(|o| o == "*") {
+        return Err(ctx.err(
+            credentials.referenced,
+            "cors.allow_credentials",
+            "cannot be used with \"*\": list the origins that may send credentials",
+        ));
+    }
     let methods = raw.allowed_methods.into_iter().map(|m| m.0).collect();
-    crate::cors::Cors::new(origins, methods, raw.allowed_headers.value, raw.max_age.0)
-        .ok_or_else(|| ctx.err(at, "cors", "cannot be turned into CORS headers"))
+    crate::cors::Cors::new(
+        origins,
+        methods,
+        raw.allowed_headers.value,
+        raw.max_age.0,
+        credentials.value,
+    )
+    .ok_or_else(|| ctx.err(at, "cors", "cannot be turned into CORS headers"))
 }
 
 /// Returns the metadata URL (for challenges) and the document.

@@ -268,8 +268,10 @@ pub struct RawConfig {
     pub tls: Option<Spanned<RawTls>>,
     #[schemars(with = "Option<RawUpstream>")]
     pub upstream: Option<Spanned<RawUpstream>>,
-    #[schemars(with = "Option<RawForwardAuth>")]
-    pub forward_auth: Option<Spanned<RawForwardAuth>>,
+    #[schemars(with = "Option<super::forward_auth::RawForwardAuth>")]
+    pub forward_auth: Option<Spanned<super::forward_auth::RawForwardAuth>>,
+    #[serde(default)]
+    pub paths: super::paths::RawPaths,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     #[serde(default)]
@@ -308,6 +310,11 @@ pub struct RawCors {
     pub allowed_headers: Spanned<Vec<String>>,
     #[serde(default = "RawCors::default_max_age")]
     pub max_age: Dur,
+    /// `Access-Control-Allow-Credentials: true` for explicitly listed
+    /// origins (never with `*`); otherwise the upstream's is removed.
+    #[serde(default = "RawCors::default_credentials")]
+    #[schemars(with = "bool")]
+    pub allow_credentials: Spanned<bool>,
 }
 
 impl RawCors {
@@ -330,6 +337,9 @@ impl RawCors {
     fn default_max_age() -> Dur {
         secs(600)
     }
+    fn default_credentials() -> Spanned<bool> {
+        unspanned(false)
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -341,14 +351,6 @@ pub struct RawResourceMetadata {
     #[serde(default)]
     pub authorization_servers: Vec<String>,
     pub resource_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawForwardAuth {
-    pub listen: SocketAddr,
-    /// Peers allowed to ask; default loopback only.
-    pub trusted_sources: Option<Vec<Cidr>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -134,6 +134,7 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
         path: target.path(),
         query: query.as_deref(),
         headers: &headers,
+        header_overrides: false,
     };
     let now = crate::now();
     let decision = decide(&state, &question, now).await;

@@ -34,7 +34,9 @@ pub fn kind_for(alg: Algorithm) -> Option<KeyKind> {
     })
 }
 
-/// Parses a JWS `alg` name exactly (case-sensitive, RFC 7518).
+/// Parses a JWS `alg` name exactly (case-sensitive, RFC 7518). RFC 9864's
+/// fully-specified `Ed25519` names the only EdDSA curve we verify, so it
+/// is the same algorithm as `EdDSA` (token header, JWK `alg`, config).
 pub fn parse_alg(name: &str) -> Option<Algorithm> {
     use Algorithm::*;
     Some(match name {
@@ -46,7 +48,7 @@ pub fn parse_alg(name: &str) -> Option<Algorithm> {
         "PS512" => PS512,
         "ES256" => ES256,
         "ES384" => ES384,
-        "EdDSA" => EdDSA,
+        "EdDSA" | "Ed25519" => EdDSA,
         "HS256" => HS256,
         "HS384" => HS384,
         "HS512" => HS512,

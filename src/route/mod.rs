@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use http::Method;
 
-pub use normalize::{PathError, normalize};
+pub use normalize::{PathError, Semicolons, normalize, normalize_with};
 pub use template::{Segment, Template, TemplateError};
 
 use crate::policy::Policy;
@@ -134,6 +134,44 @@ pub struct OverlapError {
     pub methods: String,
 }
 
+/// How paths are read, for upstreams that route differently from RFC 3986
+/// (SPEC §4.2 `paths:`). Matching only: the forwarded path is the
+/// normalized one, as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathRules {
+    pub semicolons: Semicolons,
+    /// `case: insensitive`: paths and templates are matched ASCII-lower-cased.
+    pub case_insensitive: bool,
+    /// `trailing_slash: either`: `/a` and `/a/` are one template.
+    pub trailing_slash_either: bool,
+}
+
+impl PathRules {
+    /// The path's segments as the table matches them.
+    fn segments<'p>(&self, path: &'p str) -> Vec<std::borrow::Cow<'p, str>> {
+        use std::borrow::Cow;
+        let mut segments: Vec<Cow<'p, str>> = path
+            .strip_prefix('/')
+            .unwrap_or(path)
+            .split('/')
+            .map(|s| {
+                if self.case_insensitive && s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(s.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(s)
+                }
+            })
+            .collect();
+        if self.trailing_slash_either
+            && segments.len() > 1
+            && segments.last().is_some_and(|s| s.is_empty())
+        {
+            segments.pop();
+        }
+        segments
+    }
+}
+
 /// The compiled route table: a trie over path segments in which, at every
 /// depth, a literal child is tried before a `{param}` child and that before a
 /// `{*rest}`; the most specific template wins whatever the file order.
@@ -141,6 +179,7 @@ pub struct OverlapError {
 pub struct Table {
     routes: Vec<Route>,
     root: Node,
+    rules: PathRules,
 }
 
 #[derive(Debug, Default)]
@@ -152,13 +191,41 @@ struct Node {
 }
 
 impl Table {
-    /// Adds a rule; rules with an equal template share a [`Route`].
+    /// An empty table that reads paths by `rules`.
+    pub fn new(rules: PathRules) -> Self {
+        Table {
+            rules,
+            ..Table::default()
+        }
+    }
+
+    pub fn path_rules(&self) -> PathRules {
+        self.rules
+    }
+
+    /// Adds a rule; rules with an equal template share a [`Route`]. Under
+    /// `case: insensitive` or `trailing_slash: either`, templates equal once
+    /// folded are the same template.
     pub fn insert(&mut self, template: Template, rule: Rule) -> Result<(), OverlapError> {
         let mut node = &mut self.root;
         let mut slot = None;
-        for segment in template.segments() {
+        let mut segments = template.segments();
+        if self.rules.trailing_slash_either
+            && segments.len() > 1
+            && segments.last() == Some(&Segment::Literal(String::new()))
+        {
+            segments = &segments[..segments.len() - 1];
+        }
+        for segment in segments {
             match segment {
-                Segment::Literal(text) => node = node.literals.entry(text.clone()).or_default(),
+                Segment::Literal(text) => {
+                    let key = if self.rules.case_insensitive {
+                        text.to_ascii_lowercase()
+                    } else {
+                        text.clone()
+                    };
+                    node = node.literals.entry(key).or_default()
+                }
                 Segment::Param => node = node.param.get_or_insert_with(Box::default),
                 Segment::CatchAll => {
                     slot = Some(&mut node.catch_all);
@@ -204,7 +271,7 @@ impl Table {
 
     /// Finds the rule for a normalized path.
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
-        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let segments = self.rules.segments(path);
         let Some(index) = self.root.find(&segments) else {
             return Lookup::NotFound;
         };
@@ -223,11 +290,15 @@ impl Table {
 impl Node {
     /// Depth-first, most specific child first. Each trie node is visited at
     /// most once, so the cost is bounded by the table, not by the path.
-    fn find(&self, segments: &[&str]) -> Option<usize> {
+    fn find(&self, segments: &[std::borrow::Cow<'_, str>]) -> Option<usize> {
         let Some((first, rest)) = segments.split_first() else {
             return self.end;
         };
-        if let Some(found) = self.literals.get(*first).and_then(|child| child.find(rest)) {
+        if let Some(found) = self
+            .literals
+            .get(first.as_ref())
+            .and_then(|child| child.find(rest))
+        {
             return Some(found);
         }
         if !first.is_empty()
@@ -425,6 +496,45 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn case_insensitive_and_trailing_slash_either() {
+        let rules = PathRules {
+            case_insensitive: true,
+            trailing_slash_either: true,
+            ..PathRules::default()
+        };
+        let mut t = Table::new(rules);
+        for text in ["/api/Admin", "/files/{*rest}", "/"] {
+            t.insert(Template::parse(text).expect("valid"), rule(&[]))
+                .expect("no overlap");
+        }
+        for path in ["/api/admin", "/API/ADMIN", "/api/admin/", "/Api/aDmin/"] {
+            assert_eq!(
+                matched(&t, Method::GET, path).as_deref(),
+                Some("/api/Admin"),
+                "{path}"
+            );
+        }
+        assert_eq!(matched(&t, Method::GET, "/").as_deref(), Some("/"));
+        assert_eq!(
+            matched(&t, Method::GET, "/FILES/a/").as_deref(),
+            Some("/files/{*rest}")
+        );
+        assert!(matched(&t, Method::GET, "/files/").is_none());
+        // Equal once folded: the same template, so an overlap.
+        for twin in ["/API/admin", "/api/admin/"] {
+            assert!(
+                t.insert(Template::parse(twin).expect("valid"), rule(&[Method::GET]))
+                    .is_err(),
+                "{twin}"
+            );
+        }
+        // Strict by default.
+        let strict = table(&[("/api/Admin", &[])]);
+        assert!(matched(&strict, Method::GET, "/api/admin").is_none());
+        assert!(matched(&strict, Method::GET, "/api/Admin/").is_none());
     }
 
     #[test]

@@ -28,6 +28,19 @@ pub enum PathError {
     AboveRoot,
     /// A `#` that survived to the path (fragments are never forwarded).
     Fragment,
+    /// A `;` (raw or `%3B`) under `paths.semicolons: reject`: Tomcat, Jetty
+    /// and Spring would cut it off and serve another path than the one matched.
+    Semicolon,
+}
+
+/// What a `;` in a path segment means (SPEC §4.2 `paths.semicolons`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Semicolons {
+    /// 400 for any `;` in the path (the default).
+    #[default]
+    Reject,
+    /// `;…` is cut from every segment before matching and forwarding.
+    Strip,
 }
 
 impl PathError {
@@ -43,6 +56,7 @@ impl PathError {
             PathError::DotSegmentWithParameter => "path contains a dot segment with a parameter",
             PathError::AboveRoot => "path climbs above the root",
             PathError::Fragment => "path contains a fragment",
+            PathError::Semicolon => "path contains a ';' parameter",
         }
     }
 }
@@ -64,26 +78,49 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// Where a `;parameter` suffix starts. An encoded `%3B` counts too: an
-/// upstream that decodes before it strips parameters would see `..;`.
-fn parameter_start(segment: &[u8]) -> Option<usize> {
-    (0..segment.len()).find(|&i| segment[i] == b';' || segment[i..].starts_with(b"%3B"))
+/// What RFC 3986 §3.3 allows raw in a path segment (`pchar` less `%`):
+/// unreserved, sub-delims, `:` and `@`. An escape of one of these means
+/// the same to every upstream, so it is decoded before matching.
+fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Normalizes with the default rules (`;` refused): templates, the upstream
+/// prefix, and every caller without a `paths:` block.
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    normalize_with(path, Semicolons::Reject)
+}
+
 /// Normalizes the path part of an origin-form request target (no query).
 ///
 /// Steps, in SPEC order: reject dangerous bytes and encodings; decode
-/// percent-encoded unreserved characters (other escapes keep their meaning
-/// and get upper-case hex, RFC 3986 §6.2.2.1); merge repeated slashes; remove
-/// `.` and `..` segments (RFC 3986 §5.2.4), refusing `..` above the root.
-/// A trailing slash is kept exactly as sent.
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// percent-encoded pchars (unreserved, sub-delims, `:`, `@`; other escapes
+/// keep their meaning and get upper-case hex, RFC 3986 §6.2.2.1); apply the
+/// `;` rule; merge repeated slashes; remove `.` and `..` segments (RFC 3986
+/// §5.2.4), refusing `..` above the root. A trailing slash is kept exactly
+/// as sent.
+pub fn normalize_with(path: &str, semicolons: Semicolons) -> Result<String, PathError> {
     let raw = path.as_bytes();
     if raw.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
@@ -108,7 +145,7 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
                     // An encoded control character would become one in any
                     // upstream that decodes: refuse it like the raw byte.
                     0x00..=0x1F | 0x7F => return Err(PathError::ControlCharacter),
-                    v if is_unreserved(v) => decoded.push(v),
+                    v if is_pchar(v) => decoded.push(v),
                     v => {
                         decoded.push(b'%');
                         decoded.push(HEX_UPPER[usize::from(v >> 4)]);
@@ -136,17 +173,22 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     let mut trailing_slash = false;
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
-        let bare = match parameter_start(segment) {
+        let segment = match segment.iter().position(|&b| b == b';') {
             Some(semi) => {
                 let head = &segment[..semi];
+                // `..;/`, the Tomcat/Spring bypass, in either mode.
                 if head == b"." || head == b".." {
                     return Err(PathError::DotSegmentWithParameter);
                 }
-                segment
+                match semicolons {
+                    Semicolons::Reject => return Err(PathError::Semicolon),
+                    // An emptied segment merges like a repeated slash.
+                    Semicolons::Strip => head,
+                }
             }
             None => segment,
         };
-        match bare {
+        match segment {
             b"" => {
                 // Repeated slashes merge; only the final empty segment counts.
                 trailing_slash = last;
@@ -232,7 +274,6 @@ mod tests {
             // Other escapes keep their meaning, hex upper-cased.
             ("/a%20b", Ok("/a%20b")),
             ("/caf%c3%a9", Ok("/caf%C3%A9")),
-            ("/a%3bb", Ok("/a%3Bb")),
             ("/a%25b", Ok("/a%25b")),
             ("/a%3fb", Ok("/a%3Fb")),
             ("/a%23b", Ok("/a%23b")),
@@ -276,10 +317,18 @@ mod tests {
                 "/api/public/%2e%2e%3Bx/private",
                 Err(DotSegmentWithParameter),
             ),
-            // Parameters on ordinary segments are kept.
-            ("/a;b/c", Ok("/a;b/c")),
-            ("/a/b;v=1", Ok("/a/b;v=1")),
-            ("/;/a", Ok("/;/a")),
+            // Escaped pchars (sub-delims, ':', '@') are decoded.
+            ("/api/items%3Apurge", Ok("/api/items:purge")),
+            ("/api/items%3apurge", Ok("/api/items:purge")),
+            ("/u/%40me", Ok("/u/@me")),
+            ("/%21%24%26%27%28%29%2A%2B%2C%3D", Ok("/!$&'()*+,=")),
+            // Parameters are refused by default, raw or encoded.
+            ("/a;b/c", Err(Semicolon)),
+            ("/a/b;v=1", Err(Semicolon)),
+            ("/;/a", Err(Semicolon)),
+            ("/api/admin;", Err(Semicolon)),
+            ("/api/admin%3Bjsessionid=1", Err(Semicolon)),
+            ("/a%3bb", Err(Semicolon)),
             // Fragments and non-origin forms.
             ("/a#frag", Err(Fragment)),
             ("*", Err(NotOriginForm)),
@@ -292,6 +341,27 @@ mod tests {
             let got = normalize(input);
             let want = expected.map(str::to_owned);
             assert_eq!(got, want, "normalize({input:?})");
+        }
+    }
+
+    #[test]
+    fn strip_cuts_parameters_from_every_segment() {
+        use PathError::*;
+        let cases: &[(&str, Result<&str, PathError>)] = &[
+            ("/api/admin;jsessionid=1", Ok("/api/admin")),
+            ("/api/admin;", Ok("/api/admin")),
+            ("/api;v=1/admin;x", Ok("/api/admin")),
+            ("/api/admin%3Bx", Ok("/api/admin")),
+            ("/;x/api", Ok("/api")),
+            ("/api/;x", Ok("/api/")),
+            ("/api/;x/admin", Ok("/api/admin")),
+            ("/api/public/..;/admin", Err(DotSegmentWithParameter)),
+            ("/api/%2e%2e;x/admin", Err(DotSegmentWithParameter)),
+            ("/a/.;/b", Err(DotSegmentWithParameter)),
+        ];
+        for (input, expected) in cases {
+            let got = normalize_with(input, Semicolons::Strip);
+            assert_eq!(got, expected.map(str::to_owned), "strip {input:?}");
         }
     }
 

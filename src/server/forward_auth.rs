@@ -1,10 +1,13 @@
-//! The forward-auth listener (SPEC §Forward-auth endpoint): every request
-//! is a question, "may this request pass?", asked by an ingress controller
-//! that then proxies the request itself. The question's method and URI come
-//! from the conventions of ingress-nginx (`X-Original-URL`), nginx
-//! `auth_request` (`X-Original-URI`), Traefik and Caddy (`X-Forwarded-Uri`,
-//! `X-Forwarded-Method`), or, with none of them, the request itself (Envoy
-//! `ext_authz`, HTTP mode). The answer comes from the same
+//! The forward-auth listener (SPEC §Forward-auth endpoint, §4.1): every
+//! request is a question, "may this request pass?", asked by an ingress
+//! controller that then proxies the request itself. The question's method
+//! and URI come from the headers of the ONE convention the config names —
+//! nginx `auth_request` (`X-Original-URI`), ingress-nginx (`X-Original-URL`),
+//! Traefik and Caddy (`X-Forwarded-Uri`), each with its method header — or,
+//! for Envoy, from the request itself less `path_prefix`. Every ingress
+//! passes the client's own headers through, so the other conventions'
+//! headers are never read, and a missing or repeated one is a 400, never a
+//! fallback to the subrequest's own `GET`. The answer comes from the same
 //! [`crate::decision::decide`] as the proxy's, and refusals are the same
 //! responses. These headers mean nothing on the proxy listener.
 //!
@@ -20,6 +23,7 @@ use hyper::body::Incoming;
 use super::access::{self, Outcome};
 use super::{Handler, Peer};
 use crate::Body;
+use crate::config::Convention;
 use crate::decision::{Question, decide};
 use crate::reject::{Refusal, respond};
 use crate::state::Shared;
@@ -72,25 +76,68 @@ fn single<'r>(headers: &'r HeaderMap, name: &HeaderName) -> Result<Option<&'r st
         .map_err(|_| "a forward-auth header is not ASCII")
 }
 
-/// The method and target of the original request.
-fn original(req: &Request<Incoming>) -> Result<(Method, PathAndQuery), &'static str> {
+/// The method and target of the original request, by `convention`.
+fn original(
+    req: &Request<Incoming>,
+    convention: Convention,
+    path_prefix: &str,
+) -> Result<(Method, PathAndQuery), &'static str> {
     let h = req.headers();
     let bad_uri = "the original URI is not a valid request target";
-    let target = if let Some(url) = single(h, &X_ORIGINAL_URL)? {
-        let uri: Uri = url.parse().map_err(|_| bad_uri)?;
-        uri.path_and_query().cloned().ok_or(bad_uri)?
-    } else if let Some(uri) = single(h, &X_ORIGINAL_URI)?.or(single(h, &X_FORWARDED_URI)?) {
-        uri.parse::<PathAndQuery>().map_err(|_| bad_uri)?
-    } else {
-        req.uri().path_and_query().cloned().ok_or(bad_uri)?
-    };
-    let method = match single(h, &X_ORIGINAL_METHOD)?.or(single(h, &X_FORWARDED_METHOD)?) {
-        Some(m) => {
-            Method::from_bytes(m.as_bytes()).map_err(|_| "the original method is not a method")?
+    let required = |name: &HeaderName, missing: &'static str| single(h, name)?.ok_or(missing);
+    let (method, target) = match convention {
+        Convention::Envoy => {
+            let target = req.uri().path_and_query().ok_or(bad_uri)?;
+            let path = strip_prefix(target.path(), path_prefix)
+                .ok_or("the question is outside forward_auth.path_prefix")?;
+            let target = match target.query() {
+                Some(q) => format!("{path}?{q}").parse(),
+                None => path.parse(),
+            };
+            return Ok((req.method().clone(), target.map_err(|_| bad_uri)?));
         }
-        None => req.method().clone(),
+        Convention::Nginx => (
+            required(&X_ORIGINAL_METHOD, "X-Original-Method is missing")?,
+            required(&X_ORIGINAL_URI, "X-Original-URI is missing")?
+                .parse::<PathAndQuery>()
+                .map_err(|_| bad_uri)?,
+        ),
+        Convention::IngressNginx => {
+            let url: Uri = required(&X_ORIGINAL_URL, "X-Original-URL is missing")?
+                .parse()
+                .map_err(|_| bad_uri)?;
+            if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+                return Err("X-Original-URL is not an absolute http(s) URL");
+            }
+            (
+                required(&X_ORIGINAL_METHOD, "X-Original-Method is missing")?,
+                url.path_and_query().cloned().ok_or(bad_uri)?,
+            )
+        }
+        Convention::Traefik | Convention::Caddy => (
+            required(&X_FORWARDED_METHOD, "X-Forwarded-Method is missing")?,
+            required(&X_FORWARDED_URI, "X-Forwarded-Uri is missing")?
+                .parse::<PathAndQuery>()
+                .map_err(|_| bad_uri)?,
+        ),
     };
+    // RFC 9110 §9.1: a method is a token, compared case-sensitively.
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| "the original method is not a method")?;
     Ok((method, target))
+}
+
+/// The path less `prefix` (whole segments of the raw path); `None` when
+/// the path is outside it.
+fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    if prefix.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(prefix)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
 }
 
 /// The identity headers of an allowed answer. Every configured header is
@@ -127,12 +174,15 @@ impl ForwardAuth {
             {
                 return Err(Refusal::UntrustedSource);
             }
-            let (method, target) = original(&req).map_err(Refusal::Malformed)?;
+            let (method, target) =
+                original(&req, forward_auth.convention, &forward_auth.path_prefix)
+                    .map_err(Refusal::BadRequest)?;
             let question = Question {
                 method: &method,
                 path: target.path(),
                 query: target.query(),
                 headers: req.headers(),
+                header_overrides: true,
             };
             let decision = decide(&state, &question, crate::now()).await;
             outcome_path = decision.path;
@@ -162,5 +212,19 @@ impl ForwardAuth {
         };
         access::record(&self.metrics, &method, &outcome, &response, started);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_prefix;
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        assert_eq!(strip_prefix("/api/x", ""), Some("/api/x"));
+        assert_eq!(strip_prefix("/authz/api/x", "/authz"), Some("/api/x"));
+        assert_eq!(strip_prefix("/authz", "/authz"), Some("/"));
+        assert_eq!(strip_prefix("/authzz/api", "/authz"), None);
+        assert_eq!(strip_prefix("/api/x", "/authz"), None);
     }
 }

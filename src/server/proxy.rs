@@ -53,6 +53,14 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
     if hosts > 1 {
         return Err("more than one Host header");
     }
+    if h.get(HOST).is_some_and(|host| !valid_host(host.as_bytes()))
+        || req
+            .uri()
+            .authority()
+            .is_some_and(|a| !valid_host(a.as_str().as_bytes()))
+    {
+        return Err("Host is not a valid host[:port]");
+    }
     match req.version() {
         Version::HTTP_2 | Version::HTTP_3 => {
             if let (Some(host), Some(authority)) = (h.get(HOST), req.uri().authority())
@@ -75,6 +83,47 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
         return Err("Content-Length together with Transfer-Encoding");
     }
     Ok(())
+}
+
+/// `host [ ":" port ]` (RFC 9110 §7.2): a reg-name, IPv4 or bracketed IP
+/// literal, no userinfo, a port of digits. What is forwarded as `Host` and
+/// `X-Forwarded-Host` is then something every upstream parses alike.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal.
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], Some(&value[i + 1..])),
+        _ => (value, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit)) {
+        return false;
+    }
+    match host {
+        [] => false,
+        [b'[', inner @ .., b']'] => {
+            std::str::from_utf8(inner).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        _ => host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b'%'
+                )
+        }),
+    }
 }
 
 impl super::Handler for Proxy {
@@ -166,6 +215,7 @@ impl Proxy {
                 path: req.uri().path(),
                 query: req.uri().query(),
                 headers: req.headers(),
+                header_overrides: false,
             };
             decide(state, &question, crate::now()).await
         };
@@ -259,9 +309,20 @@ impl Proxy {
             .map_err(|_| Refusal::Malformed("request target"))?;
         parts.version = Version::HTTP_11;
 
+        // A body on a GET or HEAD without a length (chunked, or HTTP/2
+        // without content-length) would lose its framing as hop-by-hop
+        // and vanish: it is sent chunked, as it came.
+        let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
+            && !http_body::Body::is_end_stream(&body)
+            && matches!(parts.method, Method::GET | Method::HEAD);
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h);
+        headers::remove_overrides(h);
+        headers::join_cookies(h);
         headers::mark_sensitive(h);
+        if chunked_body {
+            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
         if upgrade.is_some() {
             headers::restore_websocket_upgrade(h);
         }
@@ -354,4 +415,38 @@ struct Answered<'s> {
     subject: Option<String>,
     /// A CORS preflight, which carries its own CORS headers.
     preflight: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_host;
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "gateway.test",
+            "gateway.test:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            "a:",
+            "a:b",
+            "a:123456",
+            "user@host",
+            "a b",
+            "a/b",
+            "[::1",
+            "[zz]:1",
+            "a\\b",
+            "h\"x",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 }

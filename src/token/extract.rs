@@ -52,16 +52,22 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError>
         return Err(ExtractError::Multiple);
     }
     let value = value.to_str().map_err(|_| ExtractError::Malformed)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    // The scheme ends at any run of SP or HTAB, as lenient upstream parsers
+    // read it: `Bearer<TAB>x` is a Bearer credential, never "no token".
+    let (scheme, rest) = value.split_once(is_blank).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Basic, DPoP, ...: not ours, so no token.
         return Ok(None);
     }
-    let token = rest.trim_start_matches(' ');
+    let token = rest.trim_matches(is_blank);
     if !is_token68(token) {
         return Err(ExtractError::Malformed);
     }
     Ok(Some(token))
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
 }
 
 fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str>, ExtractError> {
@@ -70,9 +76,12 @@ fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str
     for field in headers.get_all(COOKIE) {
         let Ok(field) = field.to_str() else { continue };
         for pair in field.split(';') {
-            let Some((key, value)) = pair.trim().split_once('=') else {
+            let Some((key, value)) = pair.split_once('=') else {
                 continue;
             };
+            // Names and values trimmed as lenient cookie parsers do, so that
+            // `at =x` and `at=y` are two tokens here as they are upstream.
+            let (key, value) = (key.trim_matches(is_blank), value.trim_matches(is_blank));
             if key != name {
                 continue;
             }
@@ -192,6 +201,15 @@ mod tests {
         assert_eq!(find1(&[("authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
         assert_eq!(find1(&[("authorization", "DPoP abc")]), Ok(None));
         assert_eq!(
+            find1(&[("authorization", "Bearer\tabc")]),
+            Ok(Some("abc".into())),
+            "any run of SP / HTAB ends the scheme"
+        );
+        assert_eq!(
+            find1(&[("authorization", "Bearer \t abc")]),
+            Ok(Some("abc".into()))
+        );
+        assert_eq!(
             find1(&[("authorization", "Bearer")]),
             Err(ExtractError::Malformed)
         );
@@ -233,6 +251,8 @@ mod tests {
         );
         let both = headers(&[("authorization", "Bearer a"), ("cookie", "at=b")]);
         assert_eq!(find(&sources, &both, None), Err(ExtractError::Multiple));
+        let spaced = headers(&[("cookie", "at =a; at=b")]);
+        assert_eq!(find(&sources, &spaced, None), Err(ExtractError::Multiple));
         let twice = headers(&[("cookie", "at=a"), ("cookie", "at=b")]);
         assert_eq!(find(&sources, &twice, None), Err(ExtractError::Multiple));
         // A source that is not configured is not looked at.

@@ -14,19 +14,9 @@ use serde_json::{Map, Value};
 use super::TokenError;
 use crate::jwks::{KeySet, parse_alg};
 
-/// The protected header members the gateway reads or refuses. A duplicate
-/// of any of them is a parse error (serde refuses repeated struct fields),
-/// which closes the door on parser-differential headers.
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<Value>,
-    kid: Option<Value>,
-    typ: Option<Value>,
-    crit: Option<Value>,
-    jku: Option<Value>,
-    x5u: Option<Value>,
-    jwk: Option<Value>,
-}
+/// Header parameters that are never trusted, whatever their value (even
+/// `null`: a present `crit` means the issuer expects an extension honoured).
+const FORBIDDEN_HEADERS: [&str; 4] = ["crit", "jku", "x5u", "jwk"];
 
 /// A parsed protected header.
 #[derive(Debug, Clone)]
@@ -60,27 +50,30 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
 /// Parses the header alone (signature layer; Wycheproof vectors enter here).
 pub fn parse_header(segment: &str) -> Result<Header, TokenError> {
     let bytes = decode_segment(segment)?;
-    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-    if raw.crit.is_some() || raw.jku.is_some() || raw.x5u.is_some() || raw.jwk.is_some() {
+    // Duplicate members are refused, which closes the door on
+    // parser-differential headers.
+    let StrictObject(mut raw) =
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    if FORBIDDEN_HEADERS.iter().any(|name| raw.contains_key(*name)) {
         return Err(TokenError::ForbiddenHeader);
     }
-    let alg = match raw.alg {
-        Some(Value::String(name)) => match parse_alg(&name) {
+    let alg = match raw.get("alg") {
+        Some(Value::String(name)) => match parse_alg(name) {
             Some(alg) => alg,
             None if name.eq_ignore_ascii_case("none") => return Err(TokenError::AlgNone),
             None => return Err(TokenError::AlgUnsupported),
         },
         _ => return Err(TokenError::Malformed),
     };
-    let string = |v: Option<Value>| match v {
+    let mut string = |name: &str| match raw.remove(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(TokenError::Malformed),
     };
     Ok(Header {
         alg,
-        kid: string(raw.kid)?,
-        typ: string(raw.typ)?,
+        kid: string("kid")?,
+        typ: string("typ")?,
     })
 }
 
@@ -187,10 +180,19 @@ mod tests {
             r#""jku":"http://x"#,
             r#""x5u":"http://x""#,
             r#""jwk":{}"#,
+            r#""crit":null"#,
+            r#""jku":null"#,
         ] {
             let h = b64(&format!(r#"{{"alg":"RS256",{extra}}}"#));
             assert!(parse_header(&h).is_err(), "{extra}");
         }
+        assert_eq!(
+            parse_header(&b64(r#"{"alg":"Ed25519"}"#))
+                .map(|h| h.alg)
+                .ok(),
+            Some(Algorithm::EdDSA),
+            "RFC 9864's fully-specified name"
+        );
         assert_eq!(
             parse_header(&b64(r#"{"alg":"rs256"}"#)).err(),
             Some(TokenError::AlgUnsupported)

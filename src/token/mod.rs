@@ -42,6 +42,13 @@ pub enum TokenError {
     AudienceMissing,
     BadAudience,
     BadType,
+    /// A present `sub`, `client_id` or `jti` that is not a string.
+    IdClaimNotString,
+    /// RFC 9068 strict mode (`require_typ: at+jwt`): a required claim is missing.
+    ProfileClaimMissing,
+    /// A `cnf` claim: the token is bound to a key or certificate, and
+    /// accepting it as a bearer token would drop the binding.
+    BoundToken,
 }
 
 impl TokenError {
@@ -70,6 +77,11 @@ impl TokenError {
             AudienceMissing => "audience missing",
             BadAudience => "audience not allowed",
             BadType => "token type not allowed",
+            IdClaimNotString => "sub, client_id or jti is not a string",
+            ProfileClaimMissing => "a claim RFC 9068 requires is missing",
+            BoundToken => {
+                "token is bound to a key or certificate (cnf) and cannot be used as a bearer token"
+            }
         }
     }
 }

@@ -217,7 +217,8 @@ impl Issuer {
         let exp = time_claim(payload, "exp")?.ok_or(TokenError::ExpiryMissing)?;
         let nbf = time_claim(payload, "nbf")?;
         let iat = time_claim(payload, "iat")?;
-        if now > exp.saturating_add(skew) {
+        // RFC 7519 §4.1.4: on or after `exp` the token must not be accepted.
+        if now >= exp.saturating_add(skew) {
             return Err(TokenError::Expired);
         }
         if nbf.is_some_and(|nbf| now.saturating_add(skew) < nbf) {
@@ -233,6 +234,24 @@ impl Issuer {
                 return Err(TokenError::TooOld);
             }
             until = until.min(iat.saturating_add(max_age));
+        }
+        for name in ["sub", "client_id", "jti"] {
+            if payload.get(name).is_some_and(|v| !v.is_string()) {
+                return Err(TokenError::IdClaimNotString);
+            }
+        }
+        // RFC 9068 §2.2: an `at+jwt` access token carries all of these.
+        if self.require_typ.as_deref() == Some("at+jwt")
+            && (iat.is_none()
+                || ["sub", "client_id", "jti"]
+                    .iter()
+                    .any(|name| !payload.contains_key(*name)))
+        {
+            return Err(TokenError::ProfileClaimMissing);
+        }
+        // SPEC §Token verification: a binding that is not verified is refused.
+        if payload.contains_key("cnf") {
+            return Err(TokenError::BoundToken);
         }
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
         match payload.get("aud") {

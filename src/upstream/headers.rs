@@ -1,7 +1,8 @@
-//! Header rules for forwarding (SPEC §Forwarding): hop-by-hop removal (with
-//! every header `Connection` names) before the gateway adds its own,
+//! Header rules for forwarding (SPEC §Forwarding, §4.2): hop-by-hop removal
+//! (with every header `Connection` names) before the gateway adds its own,
 //! identity headers always cleared then set from the verified token,
-//! `X-Forwarded-*` kept only from trusted proxies.
+//! `X-Forwarded-*` and other client-address headers kept only from trusted
+//! proxies, rewrite and method-override headers never forwarded.
 //!
 //! Pure: depends on `http` types, [`crate::config`] and [`crate::token`].
 
@@ -16,7 +17,6 @@ use crate::token::Claims;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     use http::header::{
@@ -100,57 +100,160 @@ pub fn mark_sensitive(headers: &mut HeaderMap) {
     }
 }
 
-/// Clears client copies of identity headers, then sets them from the token.
-pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
-    for (name, _) in &identity.headers {
-        headers.remove(name);
-    }
-    // CGI-style upstreams (PHP, WSGI, nginx with underscores_in_headers)
-    // read `X_Auth_Subject` and `X-Auth-Subject` as the same variable: a
-    // client's underscore spelling of an identity header is dropped too.
-    let aliases: Vec<HeaderName> = headers
+/// Removes every header whose name is one of `names` once `_` is read as
+/// `-`: CGI-style upstreams (PHP, WSGI, nginx with `underscores_in_headers`)
+/// read `X_Auth_Subject` and `X-Auth-Subject` as the same variable.
+fn remove_any_spelling(headers: &mut HeaderMap, names: impl Fn(&str) -> bool) {
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().contains('_'))
         .filter(|n| {
-            let dashed = n.as_str().replace('_', "-");
-            identity.headers.iter().any(|(id, _)| id.as_str() == dashed)
+            if n.as_str().contains('_') {
+                names(&n.as_str().replace('_', "-"))
+            } else {
+                names(n.as_str())
+            }
         })
         .cloned()
         .collect();
-    for alias in aliases {
-        headers.remove(alias);
+    for name in doomed {
+        headers.remove(name);
     }
+}
+
+/// Clears client copies of identity headers (any spelling), then sets them
+/// from the token.
+pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
+    remove_any_spelling(headers, |name| {
+        identity.headers.iter().any(|(id, _)| id.as_str() == name)
+    });
     if identity.strip_authorization {
         headers.remove(AUTHORIZATION);
     }
     let Some(claims) = claims else { return };
     for (name, source) in &identity.headers {
-        let text = match source {
-            IdentityValue::Scopes => Some(claims.scopes().join(" ")),
-            IdentityValue::Claim(claim) => claims.get(claim).and_then(|v| match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Null => None,
-                serde_json::Value::Array(items) if items.iter().all(|i| i.is_string()) => Some(
-                    items
-                        .iter()
-                        .filter_map(|i| i.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                other => Some(other.to_string()),
-            }),
-        };
-        // A claim with characters a header cannot carry is left out, never
-        // mangled into something else.
-        if let Some(value) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        if let Some(value) = identity_value(claims, source) {
             headers.insert(name.clone(), value);
         }
     }
 }
 
+/// One identity header's value, the same on every listener (README,
+/// "Identity headers"); `None` when the claim is absent or `null`.
+///
+/// - scopes: space-separated (scope tokens never hold a space);
+/// - a string: as it is, with `%`, control characters, non-ASCII bytes
+///   (UTF-8) and a space at either end percent-encoded, so that every
+///   value can be carried and decoded back exactly;
+/// - a number or boolean: its JSON text;
+/// - an array of strings, numbers and booleans: the items, each encoded as
+///   above with `,` encoded too, joined by `,` (as Envoy's
+///   `claim_to_headers`); `"Domain Users"` stays one item;
+/// - an object, or an array holding objects or arrays: compact JSON,
+///   encoded as a string.
+pub fn identity_value(claims: &Claims, source: &IdentityValue) -> Option<HeaderValue> {
+    use serde_json::Value;
+    let mut out = String::new();
+    match source {
+        IdentityValue::Scopes => out = claims.scopes().join(" "),
+        IdentityValue::Claim(claim) => match claims.get(claim)? {
+            Value::Null => return None,
+            Value::String(s) => encode_into(&mut out, s, b""),
+            Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match item {
+                        Value::String(s) => encode_into(&mut out, s, b","),
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+            }
+            other @ (Value::Number(_) | Value::Bool(_)) => out = other.to_string(),
+            other => encode_into(&mut out, &other.to_string(), b""),
+        },
+    }
+    HeaderValue::from_str(&out).ok()
+}
+
+/// Appends `text`, percent-encoding what a header cannot carry verbatim.
+fn encode_into(out: &mut String, text: &str, also: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let edge_space = b == b' ' && (i == 0 || i + 1 == bytes.len());
+        if (0x20..0x7F).contains(&b) && b != b'%' && !edge_space && !also.contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
+        }
+    }
+}
+
+/// Client-address headers: trusted only from `trusted_proxies`.
+fn is_client_address(name: &str) -> bool {
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded" | "x-real-ip" | "true-client-ip" | "x-client-ip" | "x-cluster-client-ip"
+        )
+}
+
+/// Rewrite headers (IIS, Symfony, Zend read the path from them), and
+/// `Proxy` (httpoxy: CGI turns it into `HTTP_PROXY`): never forwarded,
+/// whoever sent them, since the path that was authorized is the path.
+fn is_rewrite(name: &str) -> bool {
+    matches!(
+        name,
+        "x-original-url" | "x-original-uri" | "x-rewrite-url" | "proxy"
+    )
+}
+
+/// Method-override headers (SPEC §4.2): the upstream would serve another
+/// method than the one decided.
+pub fn is_method_override(name: &str) -> bool {
+    matches!(
+        name,
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
+}
+
+/// Removes method-override, rewrite and `Proxy` headers in any spelling.
+pub fn remove_overrides(headers: &mut HeaderMap) {
+    remove_any_spelling(headers, |name| is_method_override(name) || is_rewrite(name));
+}
+
+/// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3):
+/// HTTP/2 clients split cookies, and HTTP/1.1 upstreams read one field.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    use http::header::{COOKIE, Entry};
+    let Entry::Occupied(entry) = headers.entry(COOKIE) else {
+        return;
+    };
+    if entry.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in entry.iter() {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let (_, _) = entry.remove_entry_mult();
+    if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+        value.set_sensitive(true);
+        headers.insert(COOKIE, value);
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a
-/// trusted proxy, replaced otherwise. `Forwarded` from an untrusted peer is
-/// dropped, since the gateway does not vouch for it.
+/// trusted proxy, replaced otherwise. From an untrusted peer every other
+/// client-address header (`Forwarded`, any `X-Forwarded-*`, `X-Real-IP`,
+/// `True-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`, in any
+/// spelling) is dropped, since the gateway does not vouch for it.
 pub fn apply_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -177,8 +280,7 @@ pub fn apply_forwarded(
         }
         return;
     }
-    headers.remove(FORWARDED);
-    headers.remove(X_FORWARDED_HOST);
+    remove_any_spelling(headers, is_client_address);
     if let Ok(v) = HeaderValue::from_str(&peer_text) {
         headers.insert(X_FORWARDED_FOR, v);
     }
@@ -196,6 +298,51 @@ pub fn set_host(headers: &mut HeaderMap, host: HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::ClaimName;
+    use serde_json::json;
+
+    #[test]
+    fn identity_values_are_defined_for_every_claim_type() {
+        let object = json!({
+            "sub": "auth0|42",
+            "name": "Jos\u{e9} 50%",
+            "crlf": "a\r\nX-Injected: 1",
+            "edges": " padded ",
+            "groups": ["Domain Users", "a,b", "admin"],
+            "mixed": [1, true, "x"],
+            "nested": [["a"]],
+            "org": {"id": 7, "name": "acme"},
+            "n": 42,
+            "f": 1.5,
+            "b": false,
+            "nothing": null,
+            "scope": "read write"
+        });
+        let claims = Claims::new(
+            object.as_object().cloned().expect("object"),
+            &[ClaimName::new("scope")],
+            0,
+        );
+        let value = |name: &str| {
+            identity_value(&claims, &IdentityValue::Claim(ClaimName::new(name)))
+                .map(|v| v.to_str().expect("ASCII").to_owned())
+        };
+        assert_eq!(value("sub").as_deref(), Some("auth0|42"));
+        assert_eq!(value("name").as_deref(), Some("Jos%C3%A9 50%25"));
+        assert_eq!(value("crlf").as_deref(), Some("a%0D%0AX-Injected: 1"));
+        assert_eq!(value("edges").as_deref(), Some("%20padded%20"));
+        assert_eq!(value("groups").as_deref(), Some("Domain Users,a%2Cb,admin"));
+        assert_eq!(value("mixed").as_deref(), Some("1,true,x"));
+        assert_eq!(value("nested").as_deref(), Some("[[\"a\"]]"));
+        assert_eq!(value("org").as_deref(), Some(r#"{"id":7,"name":"acme"}"#));
+        assert_eq!(value("n").as_deref(), Some("42"));
+        assert_eq!(value("f").as_deref(), Some("1.5"));
+        assert_eq!(value("b").as_deref(), Some("false"));
+        assert_eq!(value("nothing"), None);
+        assert_eq!(value("absent"), None);
+        let scopes = identity_value(&claims, &IdentityValue::Scopes).expect("scopes");
+        assert_eq!(scopes, "read write");
+    }
 
     #[test]
     fn connection_named_headers_are_removed() {
@@ -221,6 +368,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_replaced_for_strangers_appended_for_proxies() {
+        const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
         let peer: IpAddr = "192.0.2.7".parse().expect("ip");
         let host = HeaderValue::from_static("api.example.com");
         let mut h = HeaderMap::new();
@@ -228,7 +376,22 @@ mod tests {
         h.insert(X_FORWARDED_HOST, HeaderValue::from_static("evil"));
         h.insert(FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
         let mut stranger = h.clone();
+        for name in [
+            "x-forwarded-prefix",
+            "x-forwarded-port",
+            "x_forwarded_for",
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-cluster-client-ip",
+        ] {
+            stranger.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("6.6.6.6"),
+            );
+        }
         apply_forwarded(&mut stranger, peer, false, "http", Some(&host));
+        assert_eq!(stranger.len(), 3, "only the gateway's own: {stranger:?}");
         assert_eq!(
             stranger.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"192.0.2.7"[..])

@@ -231,11 +231,12 @@ async fn advisories_corpus() {
             400,
             None,
         ),
+        // Refused outright since `paths.semicolons: reject` became the default.
         get(
             "Spring/Tomcat ..; (CVE-2020-1957 class)",
             "/api/public;/../private-scoped",
             "",
-            401,
+            400,
             None,
         ),
         // Encodings that some upstreams decode and the gateway must not miss.

@@ -38,6 +38,8 @@ const SEMANTIC: &[&str] = &[
     "27-auth-none-with-scopes",
     "30-bad-cors-origin",
     "32-identity-header-reserved",
+    "34-path-prefix-without-envoy",
+    "35-cors-credentials-with-wildcard",
 ];
 
 fn validator() -> jsonschema::Validator {

@@ -1,13 +1,20 @@
-//! The forward-auth listener: every header convention, the same refusals
-//! as the proxy (made by the same code), and spoofing attempts.
+//! The forward-auth listener: each ingress convention, the same refusals
+//! as the proxy (made by the same code), and spoofing attempts: only the
+//! named convention's headers carry the question (SPEC §4.1).
 
 use serde_json::json;
 
 use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::keys::{jwks, keys};
-use crate::support::{Gateway, Upstream, bearer, request};
+use crate::support::{Gateway, Raw, Upstream, bearer, request};
 
-pub fn forward_auth_config(upstream: Option<&Upstream>, trusted: Option<&str>) -> String {
+/// A forward-auth config; `convention` is the YAML value (with more
+/// `forward_auth` lines after it if needed, such as a `path_prefix`).
+pub fn forward_auth_config(
+    upstream: Option<&Upstream>,
+    trusted: Option<&str>,
+    convention: &str,
+) -> String {
     let upstream = upstream
         .map(|u| format!("upstream:\n  url: \"http://{}\"\n", u.addr))
         .unwrap_or_default();
@@ -17,6 +24,7 @@ pub fn forward_auth_config(upstream: Option<&Upstream>, trusted: Option<&str>) -
     format!(
         r#"{upstream}forward_auth:
   listen: "127.0.0.1:0"
+  convention: {convention}
 {trusted}identity:
   headers:
     X-Auth-Subject: sub
@@ -34,68 +42,155 @@ routes:
   - path: /api/private-scoped
     methods: [GET]
     scopes: [read:messages]
+  - path: /api/items
+    methods: [GET]
+    auth: none
+  - path: /api/items
+    methods: [DELETE]
+    scopes: [admin]
 "#
     )
 }
 
-async fn start(upstream: Option<&Upstream>, trusted: Option<&str>) -> Gateway {
+async fn start(upstream: Option<&Upstream>, trusted: Option<&str>, convention: &str) -> Gateway {
     let k = keys();
     Gateway::start(
-        &forward_auth_config(upstream, trusted),
+        &forward_auth_config(upstream, trusted, convention),
         &[("jwks.json", &jwks(&[&k.rsa]))],
     )
     .await
 }
 
-/// Builds the headers that carry a question (method, path) in one convention.
-type Question = Box<dyn Fn(&'static str, &'static str) -> Vec<(&'static str, String)>>;
+/// How one convention carries a question (method, path with query).
+#[derive(Clone, Copy)]
+enum Asks {
+    /// In these URI and method headers, on a `GET /auth` subrequest.
+    Headers {
+        uri: &'static str,
+        method: &'static str,
+        absolute: bool,
+    },
+    /// As the request itself, under this prefix (Envoy).
+    Itself { prefix: &'static str },
+}
+
+const CONVENTIONS: [(&str, Asks); 5] = [
+    (
+        "nginx",
+        Asks::Headers {
+            uri: "X-Original-URI",
+            method: "X-Original-Method",
+            absolute: false,
+        },
+    ),
+    (
+        "ingress-nginx",
+        Asks::Headers {
+            uri: "X-Original-URL",
+            method: "X-Original-Method",
+            absolute: true,
+        },
+    ),
+    (
+        "traefik",
+        Asks::Headers {
+            uri: "X-Forwarded-Uri",
+            method: "X-Forwarded-Method",
+            absolute: false,
+        },
+    ),
+    (
+        "caddy",
+        Asks::Headers {
+            uri: "X-Forwarded-Uri",
+            method: "X-Forwarded-Method",
+            absolute: false,
+        },
+    ),
+    (
+        "envoy\n  path_prefix: /authz",
+        Asks::Itself { prefix: "/authz" },
+    ),
+];
+
+/// Every header any convention reads, pointing at the public route: what a
+/// client adds to its own request to steer a lenient forward-auth server.
+const INJECTED: [(&str, &str); 6] = [
+    ("X-Original-URL", "https://api.example.com/api/public"),
+    ("X-Original-URI", "/api/public"),
+    ("X-Forwarded-Uri", "/api/public"),
+    ("X-Original-Method", "GET"),
+    ("X-Forwarded-Method", "GET"),
+    ("X-Rewrite-URL", "/api/public"),
+];
+
+impl Asks {
+    /// Asks `method path` with `extra` headers (the client's own, which the
+    /// ingress passes through), the convention's headers last.
+    async fn ask(
+        self,
+        fa: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Raw {
+        let mut headers: Vec<(String, String)> = extra
+            .iter()
+            .filter(|(n, _)| match self {
+                // The ingress sets its own headers: the client's copies of
+                // those are replaced, every other header passes.
+                Asks::Headers { uri, method, .. } => {
+                    !n.eq_ignore_ascii_case(uri) && !n.eq_ignore_ascii_case(method)
+                }
+                Asks::Itself { .. } => true,
+            })
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        match self {
+            Asks::Headers {
+                uri,
+                method: m,
+                absolute,
+            } => {
+                let value = if absolute {
+                    format!("https://api.example.com{path}")
+                } else {
+                    path.to_owned()
+                };
+                headers.push((uri.to_owned(), value));
+                headers.push((m.to_owned(), method.to_owned()));
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                request(fa, "GET", "/auth", &h).await
+            }
+            Asks::Itself { prefix } => {
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                request(fa, method, &format!("{prefix}{path}"), &h).await
+            }
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_header_convention_gets_the_proxy_decision() {
-    let gw = start(None, None).await;
-    let fa = gw.forward_auth.expect("forward-auth listener");
+async fn every_convention_gets_the_proxy_decision() {
     let k = keys();
     let scoped = bearer(&k.rsa.token(&claims(json!({"scope": "read:messages"}))));
     let plain = bearer(&k.rsa.token(&claims(json!({}))));
-    // (convention, headers carrying the question)
-    let conventions: Vec<(&str, Question)> = vec![
-        (
-            "ingress-nginx",
-            Box::new(|m, p| {
-                vec![
-                    ("X-Original-URL", format!("https://api.example.com{p}")),
-                    ("X-Original-Method", m.into()),
-                ]
-            }),
-        ),
-        (
-            "nginx auth_request",
-            Box::new(|m, p| {
-                vec![
-                    ("X-Original-URI", p.into()),
-                    ("X-Original-Method", m.into()),
-                ]
-            }),
-        ),
-        (
-            "traefik / caddy",
-            Box::new(|m, p| {
-                vec![
-                    ("X-Forwarded-Uri", p.into()),
-                    ("X-Forwarded-Method", m.into()),
-                ]
-            }),
-        ),
-    ];
-    for (name, question) in &conventions {
+    for (convention, asks) in CONVENTIONS {
+        let name = convention.lines().next().unwrap_or(convention);
+        let gw = start(None, None, convention).await;
+        let fa = gw.forward_auth.expect("forward-auth listener");
         let ask = |method: &'static str, path: &'static str, auth: Option<&str>| {
-            let mut headers = question(method, path);
-            if let Some(a) = auth {
-                headers.push(("Authorization", a.to_owned()));
-            }
+            let auth = auth.map(str::to_owned);
             async move {
-                let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                request(fa, "GET", "/auth", &h).await
+                let extra: Vec<(&str, &str)> =
+                    auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+                asks.ask(fa, method, path, &extra).await
             }
         };
         let ok = ask("GET", "/api/private-scoped?x=1", Some(&scoped)).await;
@@ -142,6 +237,7 @@ async fn every_header_convention_gets_the_proxy_decision() {
             "/../api/private",
             "/api/private%00",
             "/api/priv%zzate",
+            "/api/private;jsessionid=1",
         ] {
             let resp = ask("GET", path, Some(&scoped)).await;
             assert_eq!(resp.status, 400, "{name}: {path}");
@@ -153,39 +249,152 @@ async fn every_header_convention_gets_the_proxy_decision() {
             resolved.status, 401,
             "{name}: /api/public/../private-scoped is /api/private-scoped"
         );
+        // Method overrides cannot be removed here: decided under both methods.
+        let override_query = ask("GET", "/api/items?_method=DELETE", None).await;
+        assert_eq!(
+            override_query.status, 401,
+            "{name}: _method=DELETE needs admin"
+        );
+        let override_header = asks
+            .ask(
+                fa,
+                "GET",
+                "/api/items",
+                &[("X-HTTP-Method-Override", "DELETE")],
+            )
+            .await;
+        assert_eq!(
+            override_header.status, 401,
+            "{name}: X-HTTP-Method-Override: DELETE needs admin"
+        );
+        assert_eq!(ask("GET", "/api/items", None).await.status, 200, "{name}");
+        gw.stop().await;
     }
-    // Envoy ext_authz (HTTP mode): the request itself is the question.
-    let own = request(
-        fa,
-        "GET",
-        "/api/private-scoped",
-        &[("Authorization", &scoped)],
-    )
-    .await;
-    assert_eq!(own.status, 200);
-    assert_eq!(
-        request(
+}
+
+/// The critical bypass: behind any ingress, a client adds another
+/// convention's headers naming a public path. They must decide nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_named_conventions_headers_carry_the_question() {
+    for (convention, asks) in CONVENTIONS {
+        let name = convention.lines().next().unwrap_or(convention);
+        let gw = start(None, None, convention).await;
+        let fa = gw.forward_auth.expect("forward-auth listener");
+        let steered = asks.ask(fa, "GET", "/api/private", &INJECTED).await;
+        assert_eq!(
+            steered.status,
+            401,
+            "{name}: decided as /api/private: {}",
+            steered.text()
+        );
+        let steered = asks.ask(fa, "DELETE", "/api/items", &INJECTED).await;
+        assert_eq!(
+            steered.status,
+            401,
+            "{name}: decided as DELETE: {}",
+            steered.text()
+        );
+        gw.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_missing_its_headers_is_a_400_never_a_get() {
+    let nginx = start(None, None, "nginx").await;
+    let fa = nginx.forward_auth.expect("listener");
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "no method header: the subrequest's own GET must not decide a DELETE",
+            &[("X-Original-URI", "/api/items")],
+        ),
+        ("no URI header", &[("X-Original-Method", "GET")]),
+        (
+            "another convention's URI header",
+            &[
+                ("X-Forwarded-Uri", "/api/public"),
+                ("X-Original-Method", "GET"),
+            ],
+        ),
+        (
+            "another convention's method header",
+            &[
+                ("X-Original-URI", "/api/public"),
+                ("X-Forwarded-Method", "GET"),
+            ],
+        ),
+        (
+            "repeated URI",
+            &[
+                ("X-Original-URI", "/api/public"),
+                ("X-Original-URI", "/api/private"),
+                ("X-Original-Method", "GET"),
+            ],
+        ),
+        (
+            "repeated method",
+            &[
+                ("X-Original-URI", "/api/public"),
+                ("X-Original-Method", "GET"),
+                ("X-Original-Method", "DELETE"),
+            ],
+        ),
+        (
+            "a method that is not a token",
+            &[
+                ("X-Original-URI", "/api/public"),
+                ("X-Original-Method", "G(T"),
+            ],
+        ),
+        (
+            "two _method parameters",
+            &[
+                ("X-Original-URI", "/api/items?_method=GET&_method=DELETE"),
+                ("X-Original-Method", "GET"),
+            ],
+        ),
+    ];
+    for (why, headers) in cases {
+        let resp = request(fa, "GET", "/auth", headers).await;
+        assert_eq!(resp.status, 400, "{why}: {}", resp.text());
+        assert_eq!(resp.json()["error"], "invalid_request", "{why}");
+    }
+    nginx.stop().await;
+
+    let ingress = start(None, None, "ingress-nginx").await;
+    let fa = ingress.forward_auth.expect("listener");
+    for url in ["/api/public", "ftp://h/api/public", "http://[::1"] {
+        let resp = request(
             fa,
-            "POST",
-            "/api/private-scoped",
-            &[("Authorization", &scoped)]
+            "GET",
+            "/auth",
+            &[("X-Original-URL", url), ("X-Original-Method", "GET")],
         )
-        .await
-        .status,
-        405
-    );
+        .await;
+        assert_eq!(
+            resp.status, 400,
+            "X-Original-URL {url} is not an absolute http(s) URL"
+        );
+    }
+    ingress.stop().await;
+
+    let envoy = start(None, None, "envoy\n  path_prefix: /authz").await;
+    let fa = envoy.forward_auth.expect("listener");
+    for outside in ["/api/public", "/authzx/api/public"] {
+        let resp = request(fa, "GET", outside, &[]).await;
+        assert_eq!(resp.status, 400, "{outside} is outside the prefix");
+    }
     assert_eq!(
-        request(fa, "GET", "/api/public/..;/x", &[]).await.status,
-        400
+        request(fa, "GET", "/authz/api/public", &[]).await.status,
+        200
     );
-    gw.stop().await;
+    envoy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofing_attempts() {
     let upstream = Upstream::start().await;
     // Only 10.0.0.0/8 may ask: a loopback client is refused.
-    let gw = start(Some(&upstream), Some("10.0.0.0/8")).await;
+    let gw = start(Some(&upstream), Some("10.0.0.0/8"), "nginx").await;
     let k = keys();
     let token = bearer(&k.rsa.token(&claims(json!({"scope": "read:messages"}))));
     let fa = gw.forward_auth.expect("listener");
@@ -193,29 +402,18 @@ async fn spoofing_attempts() {
         fa,
         "GET",
         "/auth",
-        &[("X-Original-URI", "/api/public"), ("Authorization", &token)],
+        &[
+            ("X-Original-URI", "/api/public"),
+            ("X-Original-Method", "GET"),
+            ("Authorization", &token),
+        ],
     )
     .await;
     assert_eq!(resp.status, 403);
     assert_eq!(resp.json()["error"], "forbidden");
     gw.stop().await;
 
-    let gw = start(Some(&upstream), None).await;
-    let fa = gw.forward_auth.expect("listener");
-    // Two answers to one question are refused.
-    let twice = request(
-        fa,
-        "GET",
-        "/auth",
-        &[
-            ("X-Original-URI", "/api/public"),
-            ("X-Original-URI", "/api/private"),
-        ],
-    )
-    .await;
-    assert_eq!(twice.status, 400);
-    let garbage = request(fa, "GET", "/auth", &[("X-Original-URL", "http://[::1")]).await;
-    assert_eq!(garbage.status, 400);
+    let gw = start(Some(&upstream), None, "nginx").await;
     // The proxy listener never honours these headers: it decides on its own path.
     let proxied = request(
         gw.addr,

@@ -118,6 +118,24 @@ async fn check_end_to_end(peer: &str, port: u16, upstream: &Upstream) {
         403,
         "{peer}"
     );
+    // The client adds every other convention's headers, naming a public
+    // path: the ingress passes them through, and they must decide nothing.
+    let steered = get(
+        addr,
+        "/api/private-scoped",
+        &[
+            ("X-Original-URL", "http://gateway.test/api/public"),
+            ("X-Original-URI", "/api/public"),
+            ("X-Forwarded-Uri", "/api/public"),
+            ("X-Original-Method", "GET"),
+            ("X-Forwarded-Method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        steered.status, 401,
+        "{peer}: a client-injected forward-auth header changed the decision"
+    );
     let trick = get(addr, "/api/public/../private-scoped", &[]).await;
     assert_eq!(
         trick.status, 401,
@@ -147,11 +165,11 @@ async fn check_end_to_end(peer: &str, port: u16, upstream: &Upstream) {
     upstream.take();
 }
 
-async fn gateway() -> (Gateway, Upstream) {
+async fn gateway(convention: &str) -> (Gateway, Upstream) {
     let upstream = Upstream::start().await;
     let k = keys();
     let gw = Gateway::start(
-        &forward_auth_config(None, None),
+        &forward_auth_config(None, None, convention),
         &[("jwks.json", &jwks(&[&k.rsa]))],
     )
     .await;
@@ -163,7 +181,7 @@ async fn real_nginx_auth_request() {
     let Some(nginx) = crate::support::installed(&["nginx"], "nginx") else {
         return;
     };
-    let (gw, upstream) = gateway().await;
+    let (gw, upstream) = gateway("nginx").await;
     let fa = gw.forward_auth.expect("forward-auth").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
@@ -192,7 +210,7 @@ async fn real_caddy_forward_auth() {
     let Some(caddy) = crate::support::installed(&["caddy"], "caddy") else {
         return;
     };
-    let (gw, upstream) = gateway().await;
+    let (gw, upstream) = gateway("caddy").await;
     let fa = gw.forward_auth.expect("forward-auth").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

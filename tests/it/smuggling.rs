@@ -229,7 +229,10 @@ async fn resource_exhaustion() {
     // cache stays within its bound.
     let mut tokens = Vec::new();
     for i in 0..10_000 {
-        tokens.push(k.ec256.token(&crate::proxy::claims(json!({"jti": i}))));
+        tokens.push(
+            k.ec256
+                .token(&crate::proxy::claims(json!({"jti": format!("t-{i}")}))),
+        );
     }
     for chunk in tokens.chunks(100) {
         let mut batch = Vec::new();

@@ -1,7 +1,7 @@
 //! Key sources other than a JWKS file, token sources other than the header,
 //! and the optional token rules (`require_typ`, `max_token_age`).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::keys::{TestKey, jwks, keys};
@@ -124,7 +124,8 @@ async fn require_typ_and_max_token_age() {
         "",
     );
     let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
-    let c = claims(json!({}));
+    // RFC 9068 §2.2: an at+jwt carries client_id and jti too.
+    let c = claims(json!({"client_id": "app-1", "jti": "j-1"}));
     let ok = [
         "at+jwt",
         "AT+JWT",
@@ -154,14 +155,50 @@ async fn require_typ_and_max_token_age() {
         );
     }
     let typ = json!({"alg": "RS256", "kid": "rsa-1", "typ": "at+jwt"});
-    let old = k.rsa.sign(&typ, &claims(json!({"iat": now() - 7200})));
+    // Strict mode: every claim RFC 9068 requires, with its type.
+    for (missing, why) in [
+        (json!({"jti": "j"}), "client_id"),
+        (json!({"client_id": "a"}), "jti"),
+        (json!({"client_id": "a", "jti": "j", "sub": null}), "sub"),
+    ] {
+        let t = k.rsa.sign(&typ, &claims(missing));
+        let resp = get(gw.addr, "/api/private", &[("Authorization", &bearer(&t))]).await;
+        assert_eq!(resp.status, 401, "without {why}");
+        assert_eq!(
+            resp.json()["error_description"],
+            "a claim RFC 9068 requires is missing",
+            "without {why}"
+        );
+    }
+    let wrong_type = k
+        .rsa
+        .sign(&typ, &claims(json!({"client_id": 7, "jti": "j"})));
+    assert_eq!(
+        get(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &bearer(&wrong_type))]
+        )
+        .await
+        .json()["error_description"],
+        "sub, client_id or jti is not a string"
+    );
+    let c = c.as_object().cloned().expect("object");
+    let with = |extra: Value| {
+        let mut all = c.clone();
+        all.extend(extra.as_object().cloned().expect("object"));
+        Value::Object(all)
+    };
+    let old = k.rsa.sign(&typ, &with(json!({"iat": now() - 7200})));
     assert_eq!(
         get(gw.addr, "/api/private", &[("Authorization", &bearer(&old))])
             .await
             .json()["error_description"],
         "token too old"
     );
-    let no_iat = k.rsa.sign(&typ, &claims(json!({"iat": null})));
+    let mut no_iat = with(json!({}));
+    no_iat.as_object_mut().expect("object").remove("iat");
+    let no_iat = k.rsa.sign(&typ, &no_iat);
     assert_eq!(
         get(
             gw.addr,

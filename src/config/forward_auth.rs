@@ -1,0 +1,113 @@
+//! `forward_auth:` — the decision endpoint for ingress controllers, and the
+//! one ingress convention whose headers carry the question (SPEC §4.1).
+//!
+//! Pure: depends on `serde`, `serde-saphyr` (spans) and [`crate::route`].
+
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::raw::Cidr;
+use super::{ConfigError, Ctx};
+
+/// The ingress that asks, and so the headers that carry its question.
+/// Headers of every other convention are ignored: every ingress passes the
+/// client's own headers through, and a client can add any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Convention {
+    /// nginx `auth_request`: `X-Original-URI`, `X-Original-Method`.
+    Nginx,
+    /// ingress-nginx `auth-url`: `X-Original-URL` (absolute), `X-Original-Method`.
+    IngressNginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Uri`, `X-Forwarded-Method`.
+    Traefik,
+    /// Caddy `forward_auth`: `X-Forwarded-Uri`, `X-Forwarded-Method`.
+    Caddy,
+    /// Envoy HTTP `ext_authz` and Gateway API `ExternalAuth` (HTTP): the
+    /// request's own method and path, less `path_prefix`.
+    Envoy,
+}
+
+impl Convention {
+    pub const CHOICES: &'static str = "nginx, ingress-nginx, traefik, caddy or envoy";
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: SocketAddr,
+    /// Required: the ingress that asks (nginx, ingress-nginx, traefik, caddy, envoy).
+    #[schemars(with = "Convention")]
+    pub convention: Option<Spanned<Convention>>,
+    /// `envoy` only: a prefix Envoy prepends to the path (`path_prefix` of
+    /// its `http_service`), stripped before the question is decided.
+    #[schemars(with = "Option<String>")]
+    pub path_prefix: Option<Spanned<String>>,
+    /// Peers allowed to ask; default loopback only.
+    pub trusted_sources: Option<Vec<Cidr>>,
+}
+
+/// The decision endpoint for ingress controllers.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    pub convention: Convention,
+    /// `envoy` only; empty, or `/authz` (whole segments, no trailing `/`).
+    pub path_prefix: String,
+    /// Peers allowed to ask (default loopback only); others get 403.
+    pub trusted_sources: Vec<Cidr>,
+}
+
+pub(super) fn build(
+    ctx: &Ctx<'_>,
+    raw: Spanned<RawForwardAuth>,
+) -> Result<ForwardAuth, ConfigError> {
+    let at = raw.referenced;
+    let raw = raw.value;
+    let Some(convention) = raw.convention else {
+        return Err(ctx.err(
+            at,
+            "forward_auth.convention",
+            format!(
+                "missing: name the ingress that asks ({}); only its headers are read",
+                Convention::CHOICES
+            ),
+        ));
+    };
+    let path_prefix = match raw.path_prefix {
+        None => String::new(),
+        Some(p) if convention.value != Convention::Envoy => {
+            return Err(ctx.err(
+                p.referenced,
+                "forward_auth.path_prefix",
+                "applies only to convention: envoy (the other ingresses send the original URI in a header)",
+            ));
+        }
+        Some(p) => {
+            let prefix = p.value.trim_end_matches('/');
+            if !p.value.starts_with('/')
+                || (!prefix.is_empty() && crate::route::normalize(prefix).as_deref() != Ok(prefix))
+            {
+                return Err(ctx.err(
+                    p.referenced,
+                    "forward_auth.path_prefix",
+                    "must be a normalized path like /authz",
+                ));
+            }
+            prefix.to_owned()
+        }
+    };
+    let loopback = ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    Ok(ForwardAuth {
+        listen: raw.listen,
+        convention: convention.value,
+        path_prefix,
+        trusted_sources: raw.trusted_sources.unwrap_or(loopback),
+    })
+}
