@@ -4,18 +4,39 @@
 
 use serde_json::json;
 
-use crate::proxy::{claims, start};
-use crate::support::keys::keys;
-use crate::support::raw;
+use crate::proxy::{AUD, ISS_A, claims, start};
+use crate::support::keys::{jwks, keys};
+use crate::support::{Gateway, Upstream, raw};
 
 /// One case: where it comes from, the raw request (`{TOKEN}` is a valid
 /// token without scopes, `{SCOPED}` one with `read:messages`), the status,
-/// and the target the upstream must see (`None`: nothing).
+/// the target the upstream must see (`None`: nothing), and headers it must
+/// not see.
 struct Case {
     source: &'static str,
     request: String,
     status: u16,
     upstream: Option<&'static str>,
+    absent: &'static [&'static str],
+}
+
+fn request(
+    source: &'static str,
+    method: &str,
+    target: &str,
+    extra: &str,
+    status: u16,
+    upstream: Option<&'static str>,
+) -> Case {
+    Case {
+        source,
+        request: format!(
+            "{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n{extra}Connection: close\r\n\r\n"
+        ),
+        status,
+        upstream,
+        absent: &[],
+    }
 }
 
 fn get(
@@ -25,13 +46,14 @@ fn get(
     status: u16,
     upstream: Option<&'static str>,
 ) -> Case {
-    Case {
-        source,
-        request: format!(
-            "GET {target} HTTP/1.1\r\nHost: gateway.test\r\n{extra}Connection: close\r\n\r\n"
-        ),
-        status,
-        upstream,
+    request(source, "GET", target, extra, status, upstream)
+}
+
+impl Case {
+    /// The upstream must not see these headers (any spelling counts).
+    fn without(mut self, absent: &'static [&'static str]) -> Case {
+        self.absent = absent;
+        self
     }
 }
 
@@ -370,12 +392,24 @@ async fn advisories_corpus() {
         ),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
-    for case in &cases {
+    run(
+        &cases,
+        &gw,
+        &upstream,
+        &[("{TOKEN}", &token), ("{SCOPED}", &scoped)],
+    )
+    .await;
+    gw.stop().await;
+}
+
+/// Sends every case and checks the status and what the upstream saw.
+async fn run(cases: &[Case], gw: &Gateway, upstream: &Upstream, tokens: &[(&str, &str)]) {
+    for case in cases {
         upstream.take();
-        let request = case
-            .request
-            .replace("{TOKEN}", &token)
-            .replace("{SCOPED}", &scoped);
+        let mut request = case.request.clone();
+        for (name, token) in tokens {
+            request = request.replace(name, token);
+        }
         let resp = raw(gw.addr, request.as_bytes()).await;
         let line = request
             .lines()
@@ -384,7 +418,13 @@ async fn advisories_corpus() {
             .chars()
             .take(90)
             .collect::<String>();
-        assert_eq!(resp.status, case.status, "{}: {line}", case.source);
+        assert_eq!(
+            resp.status,
+            case.status,
+            "{}: {line}: {}",
+            case.source,
+            resp.text()
+        );
         let seen = upstream.take();
         match case.upstream {
             None => assert!(
@@ -393,7 +433,10 @@ async fn advisories_corpus() {
                 case.source
             ),
             Some(target) => {
-                let target = target.replace("{SCOPED}", &scoped);
+                let mut target = target.to_owned();
+                for (name, token) in tokens {
+                    target = target.replace(name, token);
+                }
                 assert_eq!(seen.len(), 1, "{}: {seen:?}", case.source);
                 assert_eq!(seen[0].target, target, "{}", case.source);
                 // No identity header but the gateway's own.
@@ -418,8 +461,223 @@ async fn advisories_corpus() {
                     "{}: an underscore header is dropped",
                     case.source
                 );
+                for name in case.absent {
+                    let dashed = name.replace('_', "-");
+                    assert!(
+                        seen[0]
+                            .headers
+                            .iter()
+                            .all(|(n, _)| !n.replace('_', "-").eq_ignore_ascii_case(&dashed)),
+                        "{}: the upstream saw {name}: {:?}",
+                        case.source,
+                        seen[0].headers
+                    );
+                }
             }
         }
     }
+}
+
+/// The routes of the second-wave corpus: a public `{name}` beside literal
+/// routes that need `admin`, as APIs with custom methods (`items:purge`)
+/// and method overrides have them.
+fn second_wave_config(upstream: &Upstream, paths: &str) -> String {
+    format!(
+        r#"upstream:
+  url: "http://{}"
+{paths}tokens:
+  from: [header, "cookie:at"]
+identity:
+  headers:
+    X-Auth-Subject: sub
+issuers:
+  - issuer: "{ISS_A}"
+    audiences: ["{AUD}"]
+    jwks_file: jwks.json
+routes:
+  - path: /api/{{name}}
+    auth: none
+  - path: /api/admin
+    scopes: [admin]
+  - path: /api/items:purge
+    scopes: [admin]
+  - path: /api/items
+    methods: [GET, POST]
+    auth: none
+  - path: /api/items
+    methods: [DELETE]
+    scopes: [admin]
+"#,
+        upstream.addr
+    )
+}
+
+/// Requests that an upstream parser reads as another path, method or
+/// credential than the gateway did (issue 11; SPEC §4.2 and §Forwarding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parser_differentials_corpus() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let gw = Gateway::start(
+        &second_wave_config(&upstream, ""),
+        &[("jwks.json", &jwks(&[&k.rsa]))],
+    )
+    .await;
+    let user = k.rsa.token(&claims(json!({"scope": "profile"})));
+    let admin = k.rsa.token(&claims(json!({"scope": "admin"})));
+    let as_admin = "Authorization: Bearer {ADMIN}\r\n";
+    let overrides: &[&str] = &[
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ];
+    let cases = vec![
+        // Tomcat, Jetty and Spring cut `;…` before routing: /api/admin is served.
+        get("Tomcat/Spring path parameters (CVE-2020-1957 class)", "/api/admin;jsessionid=1", "", 400, None),
+        get("Tomcat/Spring path parameters (CVE-2020-1957 class)", "/api/admin;", "", 400, None),
+        get("Tomcat/Spring path parameters, encoded (CVE-2021-22112 class)", "/api/admin%3Bx", "", 400, None),
+        get("Tomcat/Spring path parameters", "/api;x/admin", "", 400, None),
+        // Escaped pchars mean the same to every upstream (RFC 3986 §6.2.2.2).
+        request("escaped ':' of a custom method (AIP-136 items:purge)", "POST", "/api/items%3Apurge", "", 401, None),
+        request("escaped ':' of a custom method (AIP-136 items:purge)", "POST", "/api/items%3apurge", as_admin, 200, Some("/api/items:purge")),
+        get("escaped '@', '!', '$'", "/api/%40me%21%24", "", 200, Some("/api/@me!$")),
+        get("escaped '%' stays escaped", "/api/a%25b", "", 200, Some("/api/a%25b")),
+        // Method override: Symfony, Laravel and express method-override serve a DELETE.
+        request("X-HTTP-Method-Override (Symfony/Laravel/express method-override)", "POST", "/api/items", "X-HTTP-Method-Override: DELETE\r\n", 200, Some("/api/items")).without(overrides),
+        request("X-HTTP-Method (Symfony)", "POST", "/api/items", "X-HTTP-Method: DELETE\r\n", 200, Some("/api/items")).without(overrides),
+        request("X-Method-Override (Symfony)", "POST", "/api/items", "X-Method-Override: DELETE\r\n", 200, Some("/api/items")).without(overrides),
+        request("underscore spelling of an override (CGI)", "POST", "/api/items", "X_HTTP_Method_Override: DELETE\r\n", 200, Some("/api/items")).without(overrides),
+        request("_method query parameter (Rails/Laravel/Symfony)", "POST", "/api/items?_method=DELETE", "", 401, None),
+        request("_method query parameter, form-encoded name", "POST", "/api/items?%5Fmethod=delete", "", 401, None),
+        request("_method query parameter, with the scope it needs", "POST", "/api/items?_method=DELETE", as_admin, 200, Some("/api/items?_method=DELETE")),
+        request("two _method parameters", "POST", "/api/items?_method=GET&_method=DELETE", as_admin, 400, None),
+        // Rewrite and client-address headers from a peer that is not a trusted proxy.
+        get("Symfony X-Original-URL / X-Rewrite-URL (CVE-2018-14773)", "/api/public", "X-Original-URL: /api/admin\r\nX-Rewrite-URL: /api/admin\r\nX-Original-URI: /api/admin\r\n", 200, Some("/api/public")).without(&["x-original-url", "x-rewrite-url", "x-original-uri"]),
+        get("httpoxy (CVE-2016-5385)", "/api/public", "Proxy: http://evil.test:3128\r\n", 200, Some("/api/public")).without(&["proxy"]),
+        get(
+            "client-address spoofing (IP allow-lists upstream)",
+            "/api/public",
+            "X-Real-IP: 10.0.0.1\r\nTrue-Client-IP: 10.0.0.1\r\nX-Client-IP: 10.0.0.1\r\nX-Cluster-Client-IP: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\nX-Forwarded-Prefix: /admin\r\nX-Forwarded-Port: 443\r\nX_Real_IP: 10.0.0.1\r\n",
+            200,
+            Some("/api/public"),
+        )
+        .without(&["x-real-ip", "true-client-ip", "x-client-ip", "x-cluster-client-ip", "forwarded", "x-forwarded-prefix", "x-forwarded-port"]),
+        // Credentials two parsers read differently.
+        get("HTAB after the scheme (lenient upstream parsers)", "/api/admin", "Authorization: Bearer\tforged\r\nCookie: at={ADMIN}\r\n", 400, None),
+        get("cookie name with a space (lenient upstream parsers)", "/api/admin", "Cookie: at =forged; at={ADMIN}\r\n", 400, None),
+        get("cookie split over two fields", "/api/admin", "Cookie: at={ADMIN}\r\nCookie: at=forged\r\n", 400, None),
+        get("the admin route itself, for contrast", "/api/admin", as_admin, 200, Some("/api/admin")),
+        get("a user token on the admin route", "/api/admin", "Authorization: Bearer {USER}\r\n", 403, None),
+    ];
+    let mut cases = cases;
+    // Host values the upstream would parse differently.
+    for bad_host in [
+        "evil.test@gateway.test",
+        "gateway.test:abc",
+        "gateway.test:",
+        "a b",
+    ] {
+        cases.push(Case {
+            source: "a Host that is not host[:port] (RFC 9110 §7.2)",
+            request: format!(
+                "GET /api/public HTTP/1.1\r\nHost: {bad_host}\r\nConnection: close\r\n\r\n"
+            ),
+            status: 400,
+            upstream: None,
+            absent: &[],
+        });
+    }
+    run(
+        &cases,
+        &gw,
+        &upstream,
+        &[("{ADMIN}", &admin), ("{USER}", &user)],
+    )
+    .await;
+    gw.stop().await;
+}
+
+/// `paths:` for upstreams that read paths their own way (SPEC §4.2): what
+/// they would serve as `/api/admin` is decided as `/api/admin`, and the
+/// path is forwarded as sent (after normalization).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_read_as_the_upstream_reads_them() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let paths = "paths:\n  semicolons: strip\n  case: insensitive\n  trailing_slash: either\n";
+    let gw = Gateway::start(
+        &second_wave_config(&upstream, paths),
+        &[("jwks.json", &jwks(&[&k.rsa]))],
+    )
+    .await;
+    let admin = k.rsa.token(&claims(json!({"scope": "admin"})));
+    let as_admin = "Authorization: Bearer {ADMIN}\r\n";
+    let cases = vec![
+        get(
+            "Spring ;jsessionid (strip)",
+            "/api/admin;jsessionid=1",
+            "",
+            401,
+            None,
+        ),
+        get(
+            "Spring ;jsessionid (strip)",
+            "/api/admin;jsessionid=1",
+            as_admin,
+            200,
+            Some("/api/admin"),
+        ),
+        get(
+            "Spring matrix parameters (strip)",
+            "/api;v=2/admin;x",
+            as_admin,
+            200,
+            Some("/api/admin"),
+        ),
+        get("encoded ; (strip)", "/api/admin%3Bx", "", 401, None),
+        get(
+            "..; still refused under strip",
+            "/api/x/..;/admin",
+            "",
+            400,
+            None,
+        ),
+        get(
+            "Express/ASP.NET Core case-insensitive routing",
+            "/API/ADMIN",
+            "",
+            401,
+            None,
+        ),
+        get(
+            "Express/ASP.NET Core case-insensitive routing",
+            "/Api/Admin",
+            as_admin,
+            200,
+            Some("/Api/Admin"),
+        ),
+        get(
+            "Express non-strict / Spring <= 5 trailing slash",
+            "/api/admin/",
+            "",
+            401,
+            None,
+        ),
+        get(
+            "Express non-strict / Spring <= 5 trailing slash",
+            "/api/admin/",
+            as_admin,
+            200,
+            Some("/api/admin/"),
+        ),
+        get(
+            "a public name stays public",
+            "/api/Other/",
+            "",
+            200,
+            Some("/api/Other/"),
+        ),
+    ];
+    run(&cases, &gw, &upstream, &[("{ADMIN}", &admin)]).await;
     gw.stop().await;
 }

@@ -507,3 +507,61 @@ async fn logs_never_carry_tokens_or_secrets() {
         }
     }
 }
+
+/// `allowed_origins: ["*"]` is a literal `*`, never with credentials; the
+/// upstream's `Access-Control-Allow-Credentials` gets through only for a
+/// listed origin with `allow_credentials: true`; what the upstream exposes
+/// is kept (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_never_grants_credentials_it_was_not_told_to() {
+    let upstream = Upstream::start().await;
+    let app = "https://app.example.com";
+    let any = format!(
+        "upstream:\n  url: \"http://{}\"\ncors:\n  allowed_origins: [\"*\"]\nroutes:\n  - path: /cors\n    auth: none\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&any, &[]).await;
+    let evil = get(gw.addr, "/cors", &[("Origin", "https://evil.example.com")]).await;
+    assert_eq!(evil.status, 200);
+    assert_eq!(evil.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(evil.header("access-control-allow-credentials"), None);
+    let exposed: Vec<&str> = evil
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("access-control-expose-headers"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(exposed, ["X-Request-Id", "www-authenticate"]);
+    let preflight = crate::support::request(
+        gw.addr,
+        "OPTIONS",
+        "/cors",
+        &[
+            ("Origin", "https://evil.example.com"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-credentials"), None);
+    gw.stop().await;
+
+    for (credentials, want) in [("false", None), ("true", Some("true"))] {
+        let listed = format!(
+            "upstream:\n  url: \"http://{}\"\ncors:\n  allowed_origins: [\"{app}\"]\n  allow_credentials: {credentials}\nroutes:\n  - path: /cors\n    auth: none\n",
+            upstream.addr
+        );
+        let gw = Gateway::start(&listed, &[]).await;
+        let resp = get(gw.addr, "/cors", &[("Origin", app)]).await;
+        assert_eq!(resp.header("access-control-allow-origin"), Some(app));
+        assert_eq!(
+            resp.header("access-control-allow-credentials"),
+            want,
+            "allow_credentials: {credentials}"
+        );
+        let other = get(gw.addr, "/cors", &[("Origin", "https://evil.example.com")]).await;
+        assert_eq!(other.header("access-control-allow-origin"), None);
+        assert_eq!(other.header("access-control-allow-credentials"), None);
+        gw.stop().await;
+    }
+}

@@ -886,3 +886,125 @@ async fn a_gigabyte_body_streams_with_flat_memory() {
     }
     gw.stop().await;
 }
+
+/// HTTP/2 to HTTP/1.1 and bodies without a length (issue 11): split
+/// cookies arrive as one field, a bad `:authority` is refused, a chunked
+/// GET body reaches the upstream instead of vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_http1_upstreams_receive_from_h2_and_chunked_gets() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (upstream, gw) = start("").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("http://gateway.test/api/public")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await;
+    let seen = upstream.take();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header_count("cookie"), 1, "{:?}", seen[0].headers);
+    assert_eq!(seen[0].header("cookie"), Some("a=1; b=2"));
+
+    for authority in ["gateway.test:abc", "gateway.test:99999999"] {
+        let req = http::Request::builder()
+            .uri(format!("http://{authority}/api/public"))
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request");
+        match sender.send_request(req).await {
+            Ok(resp) => assert_eq!(resp.status(), 400, "{authority}"),
+            Err(e) => assert!(!e.is_closed(), "{authority}: {e}"),
+        }
+    }
+    assert!(
+        upstream.take().is_empty(),
+        "bad authorities are never forwarded"
+    );
+
+    let chunked = b"GET /api/public HTTP/1.1\r\nHost: gateway.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let resp = crate::support::raw(gw.addr, chunked).await;
+    assert_eq!(resp.status, 200);
+    let seen = upstream.take();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body_len, 5,
+        "the GET body is forwarded, not dropped"
+    );
+    assert_eq!(seen[0].header("transfer-encoding"), Some("chunked"));
+    gw.stop().await;
+}
+
+/// Identity headers carry every claim type the same way on the proxy and
+/// on the forward-auth listener (README, "Identity headers"; issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_the_same_on_both_listeners() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let cfg = format!(
+        r#"upstream:
+  url: "http://{}"
+forward_auth:
+  listen: "127.0.0.1:0"
+  convention: nginx
+identity:
+  headers:
+    X-Auth-Subject: sub
+    X-Auth-Name: name
+    X-Auth-Groups: groups
+    X-Auth-Org: org
+    X-Auth-Level: level
+issuers:
+  - issuer: "{ISS_A}"
+    audiences: ["{AUD}"]
+    jwks_file: jwks.json
+routes:
+  - path: /api/private
+"#,
+        upstream.addr
+    );
+    let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
+    let token = bearer(&k.rsa.token(&claims(json!({
+        "name": "Jos\u{e9}\r\nX-Injected: 1",
+        "groups": ["Domain Users", "a,b"],
+        "org": {"id": 7},
+        "level": 3,
+    }))));
+    let proxied = get(gw.addr, "/api/private", &[("Authorization", &token)]).await;
+    assert_eq!(proxied.status, 200);
+    let seen = upstream.take();
+    let answer = crate::support::request(
+        gw.forward_auth.expect("listener"),
+        "GET",
+        "/auth",
+        &[
+            ("X-Original-URI", "/api/private"),
+            ("X-Original-Method", "GET"),
+            ("Authorization", &token),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    for (name, want) in [
+        ("x-auth-subject", "user-1"),
+        ("x-auth-name", "Jos%C3%A9%0D%0AX-Injected: 1"),
+        ("x-auth-groups", "Domain Users,a%2Cb"),
+        ("x-auth-org", r#"{"id":7}"#),
+        ("x-auth-level", "3"),
+    ] {
+        assert_eq!(seen[0].header(name), Some(want), "proxy {name}");
+        assert_eq!(answer.header(name), Some(want), "forward-auth {name}");
+    }
+    assert_eq!(seen[0].header("x-injected"), None);
+    gw.stop().await;
+}

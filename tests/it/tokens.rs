@@ -288,3 +288,106 @@ async fn remote_jwks_is_fetched_and_503_until_then() {
     gw.stop().await;
     assert_eq!(upstream.requests().len(), 1);
 }
+
+/// Token rules as RFC 7519, RFC 9068, RFC 9449 / 8705, RFC 9864 and the
+/// Auth0 SDK's own test cases define them (issue 11).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_semantics_as_the_rfcs_and_the_auth0_sdk_define_them() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    // A JWKS as oauth2-mock-server and newer oidc-provider publish it:
+    // RFC 9864's fully-specified `Ed25519` as the key's `alg`.
+    let mut ed = k.ed.jwk();
+    ed["alg"] = json!("Ed25519");
+    let set = json!({"keys": [k.rsa.jwk(), ed]}).to_string();
+    let cfg = single_issuer(
+        &upstream,
+        "    jwks_file: jwks.json\n    algorithms: [RS256, EdDSA]\n    clock_skew: 0s",
+        "  - path: /api/roles\n    claims:\n      - { claim: roles, includes: [admin] }",
+    );
+    let gw = Gateway::start(&cfg, &[("jwks.json", &set)]).await;
+    let status = |token: String| async move {
+        let resp = get(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &bearer(&token))],
+        )
+        .await;
+        let why = if resp.status == 200 {
+            Value::Null
+        } else {
+            resp.json()["error_description"].clone()
+        };
+        (resp.status, why)
+    };
+    // RFC 7519 §4.1.4: on `exp` the token is expired (skew 0).
+    let (code, why) = status(k.rsa.token(&claims(json!({"exp": now()})))).await;
+    assert_eq!((code, why.as_str()), (401, Some("token expired")));
+    // A present sub, client_id or jti must be a string.
+    for bad in [
+        json!({"sub": {"a": 1}}),
+        json!({"sub": 7}),
+        json!({"client_id": ["x"]}),
+        json!({"jti": 1}),
+    ] {
+        let (code, why) = status(k.rsa.token(&claims(bad.clone()))).await;
+        assert_eq!(
+            (code, why.as_str()),
+            (401, Some("sub, client_id or jti is not a string")),
+            "{bad}"
+        );
+    }
+    // Bound tokens cannot be checked as Bearer tokens: refused.
+    for cnf in [
+        json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+        json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+        json!({}),
+    ] {
+        let (code, why) = status(k.rsa.token(&claims(json!({"cnf": cnf})))).await;
+        assert_eq!(code, 401, "{cnf}");
+        assert!(
+            why.as_str().is_some_and(|w| w.contains("cnf")),
+            "{cnf}: {why}"
+        );
+    }
+    // `crit` is never trusted, even null.
+    let crit = k.rsa.sign(
+        &json!({"alg": "RS256", "kid": "rsa-1", "crit": null}),
+        &claims(json!({})),
+    );
+    assert_eq!(status(crit).await.0, 401);
+    // RFC 9864: `Ed25519` in the token header and in the JWK.
+    let fully = k.ed.sign(
+        &json!({"alg": "Ed25519", "kid": "ed-1"}),
+        &claims(json!({})),
+    );
+    assert_eq!(status(fully).await.0, 200, "alg Ed25519");
+    assert_eq!(
+        status(k.ed.token(&claims(json!({})))).await.0,
+        200,
+        "alg EdDSA"
+    );
+    // `includes` reads a string claim as a space-separated list.
+    for (roles, want) in [
+        (json!("user admin"), 200),
+        (json!("admin"), 200),
+        (json!(["user", "admin"]), 200),
+        (json!("administrator"), 403),
+        (json!("user"), 403),
+    ] {
+        let t = k.rsa.token(&claims(json!({"roles": roles})));
+        let resp = get(gw.addr, "/api/roles", &[("Authorization", &bearer(&t))]).await;
+        assert_eq!(resp.status, want, "roles {roles}");
+    }
+    let seen = upstream.requests();
+    assert!(
+        seen.iter().all(|r| r.header("authorization").is_some()),
+        "only allowed requests reached the upstream: {seen:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        2 + 3,
+        "two Ed25519 tokens and three role matches"
+    );
+    gw.stop().await;
+}

@@ -108,7 +108,8 @@ fn drip_body() -> TestBody {
 }
 
 /// An upstream that records every request it receives. Paths with `/slow` answer
-/// after 5 s; every other path answers 200 at once with `upstream-ok`.
+/// after 5 s, `/drip` stream their body, `/cors` add CORS headers of their
+/// own; every other path answers 200 at once with `upstream-ok`.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -152,6 +153,7 @@ impl Upstream {
                 }
                 let slow = target.contains("/slow");
                 let drip = target.contains("/drip");
+                let cors = target.contains("/cors");
                 record.lock().expect("lock").push(Recorded {
                     method,
                     target,
@@ -171,6 +173,17 @@ impl Upstream {
                     .insert("connection", "x-upstream-secret".parse().expect("value"));
                 resp.headers_mut()
                     .insert("x-upstream-secret", "hop".parse().expect("value"));
+                if cors {
+                    // An upstream with CORS of its own, granting too much.
+                    for (name, value) in [
+                        ("access-control-allow-origin", "https://evil.example.com"),
+                        ("access-control-allow-credentials", "true"),
+                        ("access-control-expose-headers", "X-Request-Id"),
+                    ] {
+                        resp.headers_mut()
+                            .insert(name, value.parse().expect("value"));
+                    }
+                }
                 resp
             }
         });
