@@ -10,7 +10,8 @@ use scopegate::route::{Auth, Lookup, Methods, Rule, Table, Template, normalize};
 const PIECES: &[&str] = &[
     "a", "b", "api", "public", "private", "admin", ".", "..", "%2e", "%2E", "%2e%2e", ".%2e",
     "%2e.", "%2f", "%2F", "%5c", "%5C", ";", ";x", "..;", ".;", "%3b", "\\", "é", "%41", "%7e",
-    "~", "-", "%20", "%25", "%252e", "", "x.y", "...",
+    "~", "-", "%20", "%25", "%252e", "", "x.y", "...", "%3A", "%3a", "%40", "%21", "%2B", "%3D",
+    ":", "@", "%3F", "%23",
 ];
 
 /// RFC 3986 §5.2.4, written from the text (input and output buffers).
@@ -50,8 +51,9 @@ fn remove_dot_segments(path: &str) -> String {
     output
 }
 
-/// The reference: decode unreserved escapes (upper-case the others), merge
-/// slashes, remove dot segments.
+/// The reference: decode escaped pchars — unreserved, sub-delims, `:` and
+/// `@` (RFC 3986 §3.3) — and upper-case the other escapes, merge slashes,
+/// remove dot segments.
 fn reference(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut decoded = String::new();
@@ -59,7 +61,7 @@ fn reference(path: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let v = u8::from_str_radix(&path[i + 1..i + 3], 16).expect("valid escape");
-            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+            if v.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&v) {
                 decoded.push(char::from(v));
             } else {
                 decoded.push_str(&format!("%{v:02X}"));
@@ -121,9 +123,9 @@ proptest! {
         prop_assert_eq!(remove_dot_segments(&normal), normal.clone());
         prop_assert!(!normal.contains("//"));
         for segment in normal.split('/') {
-            let bare = segment.split(';').next().unwrap_or("");
-            prop_assert!(bare != "." && bare != "..", "{}", normal);
+            prop_assert!(segment != "." && segment != "..", "{}", normal);
         }
+        prop_assert!(!normal.contains(';'), "a ';' is refused by default: {}", normal);
         let upper = normal.to_ascii_uppercase();
         prop_assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%2E"));
         // Matching is stable: the forwarded path routes like the authorized one.
