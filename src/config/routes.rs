@@ -1,0 +1,135 @@
+//! `routes:` — templates, methods and the policy of each rule.
+//!
+//! Pure: depends on [`crate::route`] and [`crate::policy`].
+
+use serde_saphyr::Spanned;
+
+use super::raw::{self, RawRoute};
+use super::{ConfigError, Ctx};
+use crate::policy::{ClaimCheck, ClaimRule, Policy};
+use crate::route::{self, Methods, Template};
+use crate::token::ClaimName;
+
+/// Why no request could ever reach a template: characters that a request
+/// path cannot carry (they end the path, or HTTP parsers refuse them).
+pub(super) fn unmatchable(template: &str) -> Option<String> {
+    if template.contains('?') {
+        return Some("'?' starts the query string, which is never part of the matched path".into());
+    }
+    let bad = template
+        .chars()
+        .find(|c| matches!(c, ' ' | '"' | '<' | '>' | '^' | '`' | '|'));
+    bad.map(|c| format!("{c:?} is not allowed in a request path (clients send it percent-encoded)"))
+}
+
+/// RFC 6750 §3: scope tokens are NQCHAR, without spaces.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn is_scalar(v: &serde_json::Value) -> bool {
+    matches!(
+        v,
+        serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_)
+    )
+}
+
+pub(super) fn build(
+    ctx: &Ctx<'_>,
+    field: &str,
+    raw: RawRoute,
+) -> Result<(Template, route::Rule), ConfigError> {
+    let template = Template::parse(&raw.path.value)
+        .map_err(|e| ctx.err(raw.path.referenced, format!("{field}.path"), e.to_string()))?;
+    let methods = match &raw.methods {
+        None => Methods::ALL,
+        Some(list) if list.value.is_empty() => {
+            return Err(ctx.err(
+                list.referenced,
+                format!("{field}.methods"),
+                "is empty: leave it out to allow every method",
+            ));
+        }
+        Some(list) => Methods::from_list(list.value.iter().map(|m| &m.0)).map_err(|m| {
+            ctx.err(
+                list.referenced,
+                format!("{field}.methods"),
+                format!("{m} cannot be routed"),
+            )
+        })?,
+    };
+    let check_scopes = |name: &str, list: &[Spanned<String>]| {
+        for s in list {
+            if !valid_scope(&s.value) {
+                return Err(ctx.err(
+                    s.referenced,
+                    format!("{field}.{name}"),
+                    format!(
+                        "{:?} is not a valid scope (no spaces, quotes or backslashes)",
+                        s.value
+                    ),
+                ));
+            }
+        }
+        Ok(list.iter().map(|s| s.value.clone()).collect::<Vec<_>>())
+    };
+    let scopes = check_scopes("scopes", &raw.scopes)?;
+    let any_scope = check_scopes("any_scope", &raw.any_scope)?;
+    let mut claims = Vec::new();
+    for (i, rule) in raw.claims.into_iter().enumerate() {
+        let at = rule.referenced;
+        let cf = format!("{field}.claims[{i}]");
+        let rule = rule.value;
+        if rule.claim.is_empty() {
+            return Err(ctx.err(at, format!("{cf}.claim"), "must name a claim"));
+        }
+        let check = match (rule.equals, rule.includes) {
+            (Some(v), None) if is_scalar(&v) => ClaimCheck::Equals(v),
+            (Some(_), None) => {
+                return Err(ctx.err(
+                    at,
+                    format!("{cf}.equals"),
+                    "must be a string, number or boolean",
+                ));
+            }
+            (None, Some(list)) if !list.is_empty() && list.iter().all(is_scalar) => {
+                ClaimCheck::Includes(list)
+            }
+            (None, Some(_)) => {
+                return Err(ctx.err(
+                    at,
+                    format!("{cf}.includes"),
+                    "must list one or more strings, numbers or booleans",
+                ));
+            }
+            _ => return Err(ctx.err(at, &cf, "needs exactly one of equals or includes")),
+        };
+        claims.push(ClaimRule {
+            claim: ClaimName::new(&rule.claim),
+            check,
+        });
+    }
+    let auth = match raw.auth {
+        raw::RawAuth::None => {
+            if !scopes.is_empty() || !any_scope.is_empty() || !claims.is_empty() {
+                return Err(ctx.err(
+                    raw.path.referenced,
+                    format!("{field}.auth"),
+                    "auth: none cannot have scopes, any_scope or claims",
+                ));
+            }
+            route::Auth::None
+        }
+        raw::RawAuth::Required => route::Auth::Required,
+    };
+    Ok((
+        template,
+        route::Rule {
+            methods,
+            auth,
+            policy: Policy::new(scopes, any_scope, claims),
+        },
+    ))
+}
