@@ -11,6 +11,7 @@ use crate::reject::Refusal;
 use crate::route::{Auth, Lookup, Route, Rule, normalize_with};
 use crate::state::State;
 use crate::token::{self, Claims, TokenError};
+use crate::upstream::headers::is_method_override;
 
 /// The question: may this request pass?
 #[derive(Debug, Clone, Copy)]
@@ -132,8 +133,13 @@ fn method_overrides(q: &Question<'_>) -> Vec<Result<http::Method, Refusal>> {
     }
     if q.header_overrides {
         for (name, value) in q.headers {
-            let dashed = name.as_str().replace('_', "-");
-            if !crate::upstream::headers::is_method_override(&dashed) {
+            let name_text = name.as_str();
+            let overrides = if name_text.contains('_') {
+                is_method_override(&name_text.replace('_', "-"))
+            } else {
+                is_method_override(name_text)
+            };
+            if !overrides {
                 continue;
             }
             if q.headers.get_all(name).iter().nth(1).is_some() {
