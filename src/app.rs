@@ -15,7 +15,7 @@ use crate::jwks::fetch::Remote;
 use crate::server::forward_auth::ForwardAuth;
 use crate::server::{self, Proxy};
 use crate::state::{Shared, State};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, ReloadResult};
 use crate::token::KeyCell;
 
 /// What a running gateway shares between its listeners, its reloads and
@@ -78,13 +78,14 @@ impl Runtime {
         let mut config = match result {
             Ok(config) => config,
             Err(e) => {
-                self.metrics.reload(false);
+                self.metrics.reload(ReloadResult::Error);
                 tracing::error!("config reload refused, the previous config keeps serving: {e}");
                 return Err(e);
             }
         };
         let current = self.shared.load();
         if config.fingerprint == current.config.fingerprint {
+            self.metrics.reload(ReloadResult::Unchanged);
             return Ok(Reloaded::Unchanged);
         }
         let old = &current.config;
@@ -107,7 +108,7 @@ impl Runtime {
         let routes = config.routes.routes().len();
         self.shared
             .swap(State::new(config, self.metrics.cache.clone()));
-        self.metrics.reload(true);
+        self.metrics.reload(ReloadResult::Applied);
         tracing::info!(routes, "config reloaded");
         Ok(Reloaded::Applied)
     }

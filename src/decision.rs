@@ -33,6 +33,9 @@ pub struct Decision<'s> {
     /// The normalized path: what is matched and what is forwarded.
     pub path: Option<String>,
     pub route: Option<&'s Route>,
+    /// The token's claims once it verified, even when the policy then
+    /// refused it (the access log names who was refused).
+    pub verified: Option<Arc<Claims>>,
     /// `Ok(None)`: allowed without a token (`auth: none`).
     pub verdict: Result<Option<Arc<Claims>>, Refusal>,
 }
@@ -49,6 +52,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     let mut decision = Decision {
         path: None,
         route: None,
+        verified: None,
         verdict: Err(Refusal::NotFound),
     };
     let config = &state.config;
@@ -102,7 +106,30 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         return decision;
     }
 
-    decision.verdict = authorize(state, q, &rules, now).await;
+    // 5-6. The token, verified.
+    let claims = match verify(state, q, now).await {
+        Ok(claims) => claims,
+        Err(refusal) => {
+            decision.verdict = Err(refusal);
+            return decision;
+        }
+    };
+    decision.verified = Some(claims.clone());
+
+    // 7. The policy of every rule the request falls under (one, or more
+    // with a method override).
+    decision.verdict = rules
+        .iter()
+        .filter(|rule| rule.auth == Auth::Required)
+        .try_for_each(|rule| {
+            rule.policy
+                .check(&claims)
+                .map_err(|denied| Refusal::InsufficientScope {
+                    scope: rule.policy.challenge_scope().clone(),
+                    denied,
+                })
+        })
+        .map(|()| Some(claims));
     decision
 }
 
@@ -184,35 +211,20 @@ fn form_decode(text: &str) -> Option<std::borrow::Cow<'_, str>> {
     String::from_utf8(out).ok().map(Into::into)
 }
 
-/// Steps 5 to 7: find the token, verify it, check the policy of every
-/// rule the request falls under (one, or more with a method override).
-async fn authorize(
-    state: &State,
-    q: &Question<'_>,
-    rules: &[&Rule],
-    now: i64,
-) -> Result<Option<Arc<Claims>>, Refusal> {
+/// Steps 5 and 6: find the token and verify it.
+async fn verify(state: &State, q: &Question<'_>, now: i64) -> Result<Arc<Claims>, Refusal> {
     let config = &state.config;
     let token = token::extract::find(&config.token_sources, q.headers, q.query)
         .map_err(Refusal::BadCredential)?
         .ok_or(Refusal::NoToken)?;
-    let claims = config
+    config
         .verifier
         .verify(&token, now, state.cache.as_ref())
         .await
         .map_err(|e| match e {
             TokenError::KeysUnavailable => Refusal::KeysUnavailable,
             e => Refusal::InvalidToken(e),
-        })?;
-    for rule in rules.iter().filter(|rule| rule.auth == Auth::Required) {
-        rule.policy
-            .check(&claims)
-            .map_err(|denied| Refusal::InsufficientScope {
-                scope: rule.policy.challenge_scope().clone(),
-                denied,
-            })?;
-    }
-    Ok(Some(claims))
+        })
 }
 
 #[cfg(test)]

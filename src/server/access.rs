@@ -15,6 +15,7 @@ pub(super) struct Outcome<'a> {
     pub path: Option<&'a str>,
     pub route: Option<&'a std::sync::Arc<str>>,
     pub refused: Option<&'a Refusal>,
+    /// The verified token's subject, allowed or refused.
     pub subject: Option<&'a str>,
 }
 
@@ -45,6 +46,7 @@ fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, starte
         route = outcome.route.map_or("-", |r| &**r),
         decision = if outcome.refused.is_some() { "deny" } else { "allow" },
         reason = outcome.refused.map_or("-", Refusal::code),
+        description = outcome.refused.map_or("-", Refusal::description),
         status = response.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         subject = outcome.subject.unwrap_or("-"),

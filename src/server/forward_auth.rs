@@ -187,11 +187,12 @@ impl ForwardAuth {
             let decision = decide(&state, &question, crate::now()).await;
             outcome_path = decision.path;
             route = decision.route.map(|r| &r.label);
-            let claims = decision.verdict?;
-            subject = claims
+            subject = decision
+                .verified
                 .as_deref()
                 .and_then(Claims::subject)
                 .map(str::to_owned);
+            let claims = decision.verdict?;
             Ok(identity_headers(&state.config.identity, claims.as_deref()))
         }
         .await;

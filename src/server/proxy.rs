@@ -221,6 +221,11 @@ impl Proxy {
         };
         answered.route = decision.route.map(|r| &r.label);
         answered.path = decision.path;
+        answered.subject = decision
+            .verified
+            .as_deref()
+            .and_then(Claims::subject)
+            .map(str::to_owned);
         let claims = match decision.verdict {
             Ok(claims) => claims,
             Err(refusal) => {
@@ -233,10 +238,6 @@ impl Proxy {
                 );
             }
         };
-        answered.subject = claims
-            .as_deref()
-            .and_then(Claims::subject)
-            .map(str::to_owned);
 
         // 8. Forward, with the path that was authorized.
         let path = answered.path.as_deref().unwrap_or("/");

@@ -46,6 +46,8 @@ pub enum UpstreamErrorKind {
     Timeout,
     /// The request body went past `max_request_body_bytes` while streaming: 413.
     BodyTooLarge,
+    /// The client sent no body chunk for `body_timeout`: 408.
+    BodyTimeout,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,9 +61,34 @@ struct JwksLabels {
     result: &'static str,
 }
 
+/// What a reload did.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A changed, valid config was swapped in.
+    Applied,
+    /// The file (and every file it names) was as before: nothing to do.
+    Unchanged,
+    /// The new config was refused; the previous one keeps serving.
+    Error,
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Error => "error",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
+struct ReloadLabels {
+    result: ReloadResult,
 }
 
 /// Every metric the gateway exports.
@@ -72,7 +99,7 @@ pub struct Metrics {
     duration: Histogram,
     upstream_errors: Family<KindLabels, Counter>,
     jwks_fetches: Family<JwksLabels, Counter>,
-    reloads: Family<ResultLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
     /// Shared with every state's verified-token cache, so that the counts
     /// survive reloads (a new cache comes with each config).
     pub cache: Arc<CacheStats>,
@@ -131,12 +158,29 @@ impl Default for Metrics {
             "JWKS (and discovery) fetches by issuer and result",
             jwks_fetches.clone(),
         );
-        let reloads = Family::<ResultLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "scopegate_config_reloads",
-            "Config reloads by result",
+            "Config reloads (file changes and SIGHUP) by result",
             reloads.clone(),
         );
+        // Known label values start at zero (Prometheus guidance: a series
+        // that appears only on its first event breaks rate() and alerts).
+        for result in [
+            ReloadResult::Applied,
+            ReloadResult::Unchanged,
+            ReloadResult::Error,
+        ] {
+            drop(reloads.get_or_create(&ReloadLabels { result }));
+        }
+        for kind in [
+            UpstreamErrorKind::Unavailable,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::BodyTooLarge,
+            UpstreamErrorKind::BodyTimeout,
+        ] {
+            drop(upstream_errors.get_or_create(&KindLabels { kind }));
+        }
         let cache = Arc::new(CacheStats::default());
         registry.register_collector(Box::new(CacheCollector(cache.clone())));
         Metrics {
@@ -179,21 +223,23 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reload(&self, ok: bool) {
-        self.reloads
-            .get_or_create(&ResultLabels {
-                result: ok_or_error(ok),
-            })
-            .inc();
+    pub fn reload(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    /// Config reloads with this result (`true`: applied).
-    pub fn reloads(&self, ok: bool) -> u64 {
-        self.reloads
-            .get_or_create(&ResultLabels {
+    /// Config reloads with this result.
+    pub fn reloads(&self, result: ReloadResult) -> u64 {
+        self.reloads.get_or_create(&ReloadLabels { result }).get()
+    }
+
+    /// Starts an issuer's JWKS fetch counters at zero.
+    pub fn jwks_issuer(&self, issuer: &str) {
+        for ok in [true, false] {
+            drop(self.jwks_fetches.get_or_create(&JwksLabels {
+                issuer: issuer.to_owned(),
                 result: ok_or_error(ok),
-            })
-            .get()
+            }));
+        }
     }
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {

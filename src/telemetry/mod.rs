@@ -6,7 +6,7 @@
 
 mod metrics;
 
-pub use metrics::{Metrics, UpstreamErrorKind};
+pub use metrics::{Metrics, ReloadResult, UpstreamErrorKind};
 
 use tracing_subscriber::EnvFilter;
 

@@ -491,6 +491,31 @@ async fn logs_never_carry_tokens_or_secrets() {
             logs.contains("/api/private"),
             "{format}: request lines are logged"
         );
+        if format == "json" {
+            // Operators see why: the refusal's description, and who was
+            // refused once the token verified (issue 12).
+            let access: Vec<serde_json::Value> = logs
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|l| l["target"] == "scopegate::access")
+                .collect();
+            let refused_scope = access
+                .iter()
+                .find(|f| f["path"] == "/api/scoped" && f["status"] == 403)
+                .expect("a 403 line");
+            assert_eq!(refused_scope["subject"], "user-1", "{refused_scope}");
+            assert_eq!(refused_scope["reason"], "insufficient_scope");
+            assert_eq!(refused_scope["description"], "a required scope is missing");
+            let expired_line = access
+                .iter()
+                .find(|f| f["description"] == "token expired")
+                .expect("an expired-token line");
+            assert_eq!(expired_line["status"], 401);
+            assert_eq!(
+                expired_line["subject"], "-",
+                "an unverified token names no one"
+            );
+        }
         for t in tokens {
             // Any 20-character piece of the signature would betray the token.
             let signature = t.rsplit('.').next().expect("signature");

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use scopegate::telemetry::ReloadResult;
 use serde_json::json;
 
 use crate::proxy::{AUD, ISS_A, claims};
@@ -32,6 +33,11 @@ async fn until_served(gw: &Gateway, path: &str, status: u16, limit: Duration) ->
 }
 
 async fn until_reloads(gw: &Gateway, ok: bool, count: u64) -> bool {
+    let ok = if ok {
+        ReloadResult::Applied
+    } else {
+        ReloadResult::Error
+    };
     for _ in 0..200 {
         if gw.runtime.metrics.reloads(ok) >= count {
             return true;
@@ -78,7 +84,7 @@ async fn edits_apply_and_invalid_edits_change_nothing() {
         );
         assert_eq!(get(gw.addr, "/a", &[]).await.status, 200);
     }
-    assert_eq!(gw.runtime.metrics.reloads(true), 1);
+    assert_eq!(gw.runtime.metrics.reloads(ReloadResult::Applied), 1);
 
     // Rewriting the same content is not a reload.
     write_atomic(&gw.path(), &config_with(&upstream, &["/a", "/c"]));
@@ -89,11 +95,11 @@ async fn edits_apply_and_invalid_edits_change_nothing() {
         "editor-style rename applies"
     );
     assert_eq!(get(gw.addr, "/b", &[]).await.status, 404);
-    let applied = gw.runtime.metrics.reloads(true);
+    let applied = gw.runtime.metrics.reloads(ReloadResult::Applied);
     write_atomic(&gw.path(), &config_with(&upstream, &["/a", "/c"]));
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        gw.runtime.metrics.reloads(true),
+        gw.runtime.metrics.reloads(ReloadResult::Applied),
         applied,
         "identical content must not count as a reload"
     );
@@ -241,7 +247,7 @@ async fn reload_under_load_has_no_errors_and_no_mixed_answers() {
     writer.await.expect("writer");
     eprintln!(
         "reload under load: {total:?}, {} reloads applied",
-        gw.runtime.metrics.reloads(true)
+        gw.runtime.metrics.reloads(ReloadResult::Applied)
     );
     for ((target, status), n) in &total {
         let allowed: &[u16] = if target == "/a" { &[200] } else { &[200, 404] };
@@ -252,10 +258,10 @@ async fn reload_under_load_has_no_errors_and_no_mixed_answers() {
     }
     assert_eq!(total.values().sum::<usize>(), 20_000);
     assert!(
-        gw.runtime.metrics.reloads(true) >= 10,
+        gw.runtime.metrics.reloads(ReloadResult::Applied) >= 10,
         "the config really changed during the run"
     );
-    assert_eq!(gw.runtime.metrics.reloads(false), 0);
+    assert_eq!(gw.runtime.metrics.reloads(ReloadResult::Error), 0);
     gw.stop().await;
 }
 
