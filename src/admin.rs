@@ -1,15 +1,15 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (a
-//! latch: ready once the config is loaded and every issuer has had keys),
+//! latch per key source: ready once every issuer's key source has had keys),
 //! `/metrics` (Prometheus text format), `/routes` (the effective route
 //! table as JSON). It has its own accept loop, so a data plane at its
 //! connection limit does not starve it.
 //!
-//! Adapter: depends on hyper, tokio, [`crate::app`] and [`crate::telemetry`].
+//! Adapter: depends on hyper, tokio, [`crate::state`] and [`crate::telemetry`];
+//! the composition root hands it an [`Admin`] handle.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
@@ -21,33 +21,35 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::app::Runtime;
 use crate::route::Auth;
+use crate::state::Shared;
+use crate::telemetry::Metrics;
 use crate::{Body, full};
 
-/// Readiness as a latch: once every issuer has had keys the gateway stays
-/// ready, so that an IdP outage (which every replica shares) does not take
-/// all replicas out of the load balancer at once; requests for an issuer
-/// without keys answer 503 themselves.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
+/// What the admin endpoints read: the current state and the metrics.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
+}
 
-impl Readiness {
-    /// `Ok` when ready, else the issuers still waiting for keys.
-    pub fn check(&self, runtime: &Runtime) -> Result<(), Vec<String>> {
-        if self.0.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let state = runtime.shared.load();
+impl Admin {
+    /// `Ok` when ready, else the issuers whose key source has never had
+    /// keys. Readiness is a latch per key source: once a source has had
+    /// keys it stays ready, so that an IdP outage (which every replica
+    /// shares) does not take all replicas out of the load balancer at
+    /// once (requests for an issuer without keys answer 503 themselves);
+    /// a source a reload brings in is not ready until its first fetch.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let state = self.shared.load();
         let mut waiting: Vec<String> = state
             .config
             .verifier
             .issuers()
-            .filter(|i| !i.keys.is_ready())
+            .filter(|i| !i.keys.has_had_keys())
             .map(|i| i.name.clone())
             .collect();
         if waiting.is_empty() {
-            self.0.store(true, Ordering::Release);
             return Ok(());
         }
         waiting.sort();
@@ -65,8 +67,8 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 }
 
 /// The route table as JSON.
-fn routes(runtime: &Runtime) -> Value {
-    let state = runtime.shared.load();
+fn routes(admin: &Admin) -> Value {
+    let state = admin.shared.load();
     let mut out = Vec::new();
     for route in state.config.routes.routes() {
         for rule in &route.rules {
@@ -83,7 +85,7 @@ fn routes(runtime: &Runtime) -> Value {
     Value::Array(out)
 }
 
-fn handle(runtime: &Runtime, req: &Request<Incoming>) -> Response<Body> {
+fn handle(admin: &Admin, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -92,7 +94,7 @@ fn handle(runtime: &Runtime, req: &Request<Incoming>) -> Response<Body> {
     }
     match req.uri().path() {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        "/readyz" => match runtime.readiness.check(runtime) {
+        "/readyz" => match admin.readiness() {
             Ok(()) => json_response(StatusCode::OK, &json!({"ready": true})),
             Err(waiting) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -100,24 +102,20 @@ fn handle(runtime: &Runtime, req: &Request<Incoming>) -> Response<Body> {
             ),
         },
         "/metrics" => {
-            let mut response = Response::new(full(runtime.metrics.encode()));
+            let mut response = Response::new(full(admin.metrics.encode()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
         }
-        "/routes" => json_response(StatusCode::OK, &routes(runtime)),
+        "/routes" => json_response(StatusCode::OK, &routes(admin)),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
     }
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    runtime: Arc<Runtime>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -131,11 +129,11 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let runtime = runtime.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(&runtime, &req)) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, &req)) }
             });
             let mut builder = http1::Builder::new();
             builder

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
 
-use crate::config::{self, Config, ConfigError, RemoteSpec};
+use crate::config::{self, Config, ConfigError, RemoteSource};
 use crate::jwks::fetch::Remote;
 use crate::server::forward_auth::ForwardAuth;
 use crate::server::{self, Proxy};
@@ -25,13 +25,20 @@ pub struct Runtime {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     path: PathBuf,
-    idp: Option<reqwest::Client>,
-    /// The key cell of every remote key set that is running, by its spec,
-    /// so that an unchanged issuer keeps its keys across a reload.
-    remotes: Mutex<HashMap<RemoteSpec, Weak<KeyCell>>>,
+    /// Every remote key source that is running, so that an issuer whose
+    /// key source is unchanged keeps its keys (and its fetcher) across a
+    /// reload, whatever else of it changed; and the IdP client, built when
+    /// the first remote issuer appears (at start or by a reload).
+    remotes: Mutex<Remotes>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
     reloading: Mutex<()>,
-    pub readiness: crate::admin::Readiness,
+}
+
+/// The running key sources, by (issuer, source).
+#[derive(Debug, Default)]
+struct Remotes {
+    running: HashMap<(String, RemoteSource), (Weak<KeyCell>, Weak<Remote>)>,
+    idp: Option<reqwest::Client>,
 }
 
 /// What a reload did.
@@ -45,28 +52,15 @@ impl Runtime {
     /// Builds the runtime and starts fetching remote keys. Must run inside
     /// a Tokio runtime.
     pub fn new(mut config: Config) -> Arc<Runtime> {
-        let idp = if config.remote_jwks.is_empty() {
-            None
-        } else {
-            crate::jwks::fetch::client()
-                .map_err(|e| {
-                    tracing::error!(
-                        "cannot build the JWKS client: {e}; remote issuers stay unavailable"
-                    )
-                })
-                .ok()
-        };
         let metrics = Arc::new(Metrics::default());
-        let remotes = Mutex::new(HashMap::new());
-        adopt_remotes(&remotes, idp.as_ref(), &metrics, &mut config);
+        let remotes = Mutex::new(Remotes::default());
+        adopt_remotes(&remotes, &metrics, &mut config);
         Arc::new(Runtime {
             path: config.path.clone(),
             shared: Arc::new(Shared::new(State::new(config, metrics.cache.clone()))),
             metrics,
-            idp,
             remotes,
             reloading: Mutex::new(()),
-            readiness: Default::default(),
         })
     }
 
@@ -99,12 +93,7 @@ impl Runtime {
                 "limits.max_connections, workers, admin_listen, forward_auth.listen and adding or removing the upstream take effect after a restart"
             );
         }
-        // A new client for an idle IdP is cheap; the first reload that adds
-        // a remote issuer may need one.
-        if self.idp.is_none() && !config.remote_jwks.is_empty() {
-            tracing::warn!("a remote issuer was added: it takes effect after a restart");
-        }
-        adopt_remotes(&self.remotes, self.idp.as_ref(), &self.metrics, &mut config);
+        adopt_remotes(&self.remotes, &self.metrics, &mut config);
         let routes = config.routes.routes().len();
         self.shared
             .swap(State::new(config, self.metrics.cache.clone()));
@@ -139,30 +128,63 @@ impl Runtime {
     }
 }
 
-/// Gives every remote issuer of `config` the key cell of an identical
-/// running spec, or starts fetching for a new one.
-fn adopt_remotes(
-    remotes: &Mutex<HashMap<RemoteSpec, Weak<KeyCell>>>,
-    idp: Option<&reqwest::Client>,
-    metrics: &Arc<Metrics>,
-    config: &mut Config,
-) {
+impl crate::reload::Reload for Runtime {
+    fn config_path(&self) -> &Path {
+        &self.path
+    }
+
+    fn config_files(&self) -> Vec<PathBuf> {
+        self.shared.load().config.files.clone()
+    }
+
+    fn reload(&self) {
+        let _ = Runtime::reload(self);
+    }
+}
+
+/// Gives every remote issuer of `config` the key cell (and fetcher) of the
+/// running key source with the same issuer and source — taking its new
+/// `jwks_refresh` and `jwks_max_stale` — or starts fetching for a new one
+/// (its issuer answers 503, and `/readyz` names it, until the first fetch).
+fn adopt_remotes(remotes: &Mutex<Remotes>, metrics: &Arc<Metrics>, config: &mut Config) {
     let Ok(mut remotes) = remotes.lock() else {
         return;
     };
-    remotes.retain(|_, cell| cell.strong_count() > 0);
+    remotes
+        .running
+        .retain(|_, (cell, _)| cell.strong_count() > 0);
+    if remotes.idp.is_none() && !config.remote_jwks.is_empty() {
+        remotes.idp = crate::jwks::fetch::client()
+            .map_err(|e| {
+                tracing::error!(
+                    "cannot build the JWKS client: {e}; remote issuers stay unavailable"
+                )
+            })
+            .ok();
+    }
     for remote in &mut config.remote_jwks {
-        if let Some(cell) = remotes.get(&remote.spec).and_then(Weak::upgrade) {
-            config
-                .verifier
-                .adopt_keys(&remote.spec.issuer, cell.clone());
-            remote.keys = cell;
+        let key = (remote.spec.issuer.clone(), remote.spec.source.clone());
+        if let Some((cell, fetcher)) = remotes.running.get(&key) {
+            if let Some(cell) = cell.upgrade() {
+                if let Some(fetcher) = fetcher.upgrade() {
+                    fetcher.retime(&remote.spec);
+                }
+                config
+                    .verifier
+                    .adopt_keys(&remote.spec.issuer, cell.clone());
+                remote.keys = cell;
+                continue;
+            }
+        }
+        let Some(client) = remotes.idp.clone() else {
             continue;
-        }
-        if let Some(client) = idp {
-            Remote::start(client.clone(), remote, metrics.clone());
-        }
-        remotes.insert(remote.spec.clone(), Arc::downgrade(&remote.keys));
+        };
+        metrics.jwks_issuer(&remote.spec.issuer);
+        let fetcher = Remote::start(client, remote, metrics.clone());
+        remotes.running.insert(
+            key,
+            (Arc::downgrade(&remote.keys), Arc::downgrade(&fetcher)),
+        );
     }
 }
 
@@ -226,7 +248,11 @@ pub async fn serve(
         tasks.spawn(server::serve(listener, handler, stopped()));
     }
     if let Some(listener) = listeners.admin {
-        tasks.spawn(crate::admin::serve(listener, runtime.clone(), stopped()));
+        let admin = Arc::new(crate::admin::Admin {
+            shared: runtime.shared.clone(),
+            metrics: runtime.metrics.clone(),
+        });
+        tasks.spawn(crate::admin::serve(listener, admin, stopped()));
     }
     shutdown.await;
     let _ = stop_tx.send(true);

@@ -118,6 +118,9 @@ pub struct Config {
     /// A hash of the config text and of every file it made the gateway
     /// read: a reload with the same fingerprint changes nothing.
     pub fingerprint: u64,
+    /// The files it made the gateway read (keys, TLS): a change to one of
+    /// them is a reason to reload, like a change to the config itself.
+    pub files: Vec<PathBuf>,
     /// Structural problems that do not stop the gateway (see `scopegate check`).
     pub warnings: Vec<ConfigError>,
 }
@@ -127,6 +130,8 @@ struct Ctx<'a> {
     file: &'a Path,
     dir: PathBuf,
     hasher: std::cell::RefCell<std::collections::hash_map::DefaultHasher>,
+    /// Every file the config made the gateway read.
+    files: std::cell::RefCell<Vec<PathBuf>>,
     /// `scopegate check`: secrets may be missing where the check runs.
     offline: bool,
     warnings: std::cell::RefCell<Vec<ConfigError>>,
@@ -159,6 +164,7 @@ impl Ctx<'_> {
         let bytes = std::fs::read(&path)
             .map_err(|e| self.err(at, field, format!("cannot read {}: {e}", path.display())))?;
         bytes.hash(&mut *self.hasher.borrow_mut());
+        self.files.borrow_mut().push(path);
         Ok(bytes)
     }
 }
@@ -208,6 +214,7 @@ fn parse_with(path: &Path, bytes: &[u8], offline: bool) -> Result<Config, Config
         file: path,
         dir,
         hasher: Default::default(),
+        files: Default::default(),
         offline,
         warnings: Default::default(),
     };
@@ -445,6 +452,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         identity,
         routes,
         fingerprint: std::hash::Hasher::finish(&*ctx.hasher.borrow()),
+        files: ctx.files.take(),
         warnings: ctx.warnings.take(),
     })
 }

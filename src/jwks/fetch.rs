@@ -7,10 +7,15 @@
 //!   says so, never more often than once a minute for that reason;
 //! - a token with an unknown `kid` triggers one refetch per issuer per 30 s,
 //!   shared by every concurrent request (single flight);
-//! - a failed refresh keeps the last good keys for up to `jwks_max_stale`,
-//!   retrying with backoff; then the issuer is not ready any more (503);
-//! - bounded in time and size, `HTTPS_PROXY` / `NO_PROXY` honoured, `oct`
-//!   keys ignored, a document that does not parse changes nothing.
+//! - any failed fetch — periodic or unknown-`kid` — starts retries with
+//!   backoff; the last good keys serve until `jwks_max_stale` after the last
+//!   successful fetch of any kind, then the issuer answers 503;
+//! - bounded in time and size, `HTTPS_PROXY` / `NO_PROXY` honoured, no
+//!   redirect from https to http, a discovered `jwks_uri` is https unless
+//!   the issuer itself is http, `oct` keys ignored, a document that does
+//!   not parse changes nothing;
+//! - `jwks_refresh` and `jwks_max_stale` change with a reload without a
+//!   refetch (the key source is the same).
 //!
 //! Adapter: depends on reqwest, tokio, [`super::keys`], [`crate::token`]
 //! (the key cell and its refetch hook) and [`crate::telemetry`].
@@ -19,7 +24,7 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::KeySet;
@@ -52,13 +57,37 @@ pub enum FetchError {
 }
 
 /// The HTTP client for identity providers (reqwest follows the proxy
-/// environment variables).
+/// environment variables). Redirects are followed (at most 5), never from
+/// https down to http: keys fetched over TLS stay fetched over TLS.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().last().map(|u| u.scheme() == "https");
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if !may_redirect(from.unwrap_or(false), attempt.url().scheme()) {
+            attempt.error("a redirect from https to http is not followed")
+        } else {
+            attempt.follow()
+        }
+    });
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)
+        .redirect(redirects)
         .user_agent(concat!("scopegate/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// A redirect from an https URL must stay https.
+fn may_redirect(from_https: bool, to_scheme: &str) -> bool {
+    !from_https || to_scheme == "https"
+}
+
+/// A discovered `jwks_uri` must be https, unless the issuer itself is http
+/// (local development): discovery over TLS must not hand keys to plain HTTP.
+fn discovered_uri_allowed(issuer: &str, jwks_uri: &str) -> bool {
+    jwks_uri.starts_with("https://")
+        || (jwks_uri.starts_with("http://") && issuer.starts_with("http://"))
 }
 
 /// GETs a document with a size cap; returns it with its `max-age`.
@@ -117,6 +146,13 @@ fn next_refresh(refresh: Duration, max_age: Option<Duration>) -> Duration {
 /// background task ends by itself.
 pub struct Remote {
     spec: RemoteSpec,
+    /// `jwks_refresh` and `jwks_max_stale`, which a reload may change.
+    timing: Mutex<Timing>,
+    /// The last successful fetch, periodic or unknown-`kid`.
+    last_success: Mutex<Option<Instant>>,
+    /// Wakes the refresh loop when an unknown-`kid` refetch failed, so that
+    /// retries with backoff start at once.
+    wake: tokio::sync::Notify,
     client: reqwest::Client,
     cell: Weak<KeyCell>,
     metrics: Arc<Metrics>,
@@ -125,6 +161,8 @@ pub struct Remote {
     /// Hash of the last JWKS stored, so an unchanged document keeps the
     /// key generation (and the verified-token cache) as it is.
     last_document: AtomicU64,
+    /// The last fetch, of either kind, failed: the loop is retrying.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -133,6 +171,12 @@ impl std::fmt::Debug for Remote {
             .field("spec", &self.spec)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timing {
+    refresh: Duration,
+    max_stale: Duration,
 }
 
 #[derive(serde::Deserialize)]
@@ -151,15 +195,66 @@ impl Remote {
     ) -> Arc<Remote> {
         let this = Arc::new(Remote {
             spec: remote.spec.clone(),
+            timing: Mutex::new(Timing {
+                refresh: remote.spec.refresh,
+                max_stale: remote.spec.max_stale,
+            }),
+            last_success: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
             client,
             cell: Arc::downgrade(&remote.keys),
             metrics,
             last_refetch: tokio::sync::Mutex::new(None),
             last_document: AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         remote.keys.set_refetcher(this.clone());
         tokio::spawn(this.clone().run());
         this
+    }
+
+    /// Takes a reload's `jwks_refresh` and `jwks_max_stale` (same source).
+    pub fn retime(&self, spec: &RemoteSpec) {
+        let timing = Timing {
+            refresh: spec.refresh,
+            max_stale: spec.max_stale,
+        };
+        if let Ok(mut current) = self.timing.lock()
+            && *current != timing
+        {
+            *current = timing;
+            // The loop picks the new refresh up at once.
+            self.wake.notify_one();
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        self.timing.lock().map_or(
+            Timing {
+                refresh: self.spec.refresh,
+                max_stale: self.spec.max_stale,
+            },
+            |t| *t,
+        )
+    }
+
+    /// When the last good keys stop serving, if fetches keep failing.
+    fn stale_at(&self) -> Option<Instant> {
+        let last = (*self.last_success.lock().ok()?)?;
+        Some(last + self.timing().max_stale)
+    }
+
+    /// After any failed fetch: drop the keys once they are too old.
+    fn failed(&self, e: &FetchError, what: &str) {
+        let stale = self.stale_at().is_some_and(|at| Instant::now() >= at);
+        match self.cell.upgrade() {
+            Some(cell) if stale && cell.is_ready() => {
+                cell.clear();
+                tracing::error!(issuer = %self.spec.issuer, max_stale = ?self.timing().max_stale,
+                    "JWKS unavailable for longer than jwks_max_stale: keys dropped, the issuer answers 503: {e}");
+            }
+            _ => tracing::warn!(issuer = %self.spec.issuer, "{what} failed: {e}"),
+        }
     }
 
     async fn jwks_url(&self) -> Result<String, FetchError> {
@@ -180,9 +275,9 @@ impl Remote {
                         doc.issuer, self.spec.issuer
                     )));
                 }
-                if !(doc.jwks_uri.starts_with("https://") || doc.jwks_uri.starts_with("http://")) {
+                if !discovered_uri_allowed(&self.spec.issuer, &doc.jwks_uri) {
                     return Err(FetchError::Discovery(format!(
-                        "jwks_uri {:?} is not an http(s) URL",
+                        "jwks_uri {:?} is not https (only an http:// issuer may use an http:// jwks_uri)",
                         doc.jwks_uri
                     )));
                 }
@@ -203,6 +298,9 @@ impl Remote {
         .await;
         self.metrics.jwks_fetch(&self.spec.issuer, result.is_ok());
         let (body, keys, max_age) = result?;
+        if let Ok(mut last) = self.last_success.lock() {
+            *last = Some(Instant::now());
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         body.hash(&mut hasher);
         let hash = hasher.finish();
@@ -220,39 +318,58 @@ impl Remote {
 
     /// The refresh loop; ends when the issuer's cell is gone.
     async fn run(self: Arc<Self>) {
-        let mut last_success: Option<Instant> = None;
         let mut retry = FIRST_RETRY;
+        let mut wait = Duration::ZERO;
         loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                // A failed unknown-`kid` refetch (retry with backoff from
+                // now), or new timing from a reload.
+                () = self.wake.notified() => {
+                    wait = if self.last_fetch_failed() {
+                        self.backoff(&mut retry)
+                    } else {
+                        self.timing().refresh.min(wait)
+                    };
+                    continue;
+                }
+            }
             if self.cell.strong_count() == 0 {
                 return;
             }
-            let next = match self.fetch_and_store().await {
+            wait = match self.fetch_and_store().await {
                 Ok(max_age) => {
-                    last_success = Some(Instant::now());
                     retry = FIRST_RETRY;
-                    next_refresh(self.spec.refresh, max_age)
+                    self.failing.store(false, Ordering::Release);
+                    next_refresh(self.timing().refresh, max_age)
                 }
                 Err(e) => {
-                    let stale = last_success.is_some_and(|t| t.elapsed() > self.spec.max_stale);
-                    match self.cell.upgrade() {
-                        Some(cell) if stale && cell.is_ready() => {
-                            cell.clear();
-                            tracing::error!(issuer = %self.spec.issuer, max_stale = ?self.spec.max_stale,
-                                "JWKS unavailable for longer than jwks_max_stale: keys dropped, the issuer answers 503: {e}");
-                        }
-                        _ => {
-                            tracing::warn!(issuer = %self.spec.issuer, retry_in = ?retry, "JWKS fetch failed: {e}")
-                        }
-                    }
-                    let wait = retry;
-                    retry = (retry * 2)
-                        .min(MAX_RETRY)
-                        .min(self.spec.refresh.max(FIRST_RETRY));
-                    wait
+                    self.failing.store(true, Ordering::Release);
+                    self.failed(&e, "JWKS fetch");
+                    self.backoff(&mut retry)
                 }
             };
-            tokio::time::sleep(next).await;
         }
+    }
+
+    /// The wait before the next retry (doubling, at most a minute or the
+    /// refresh interval), never past the moment the keys go stale.
+    fn backoff(&self, retry: &mut Duration) -> Duration {
+        let mut wait = *retry;
+        *retry = (*retry * 2)
+            .min(MAX_RETRY)
+            .min(self.timing().refresh.max(FIRST_RETRY));
+        if let Some(at) = self.stale_at() {
+            let until = at.saturating_duration_since(Instant::now());
+            if !until.is_zero() {
+                wait = wait.min(until);
+            }
+        }
+        wait
+    }
+
+    fn last_fetch_failed(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 }
 
@@ -265,8 +382,14 @@ impl Refetch for Remote {
                 return;
             }
             *last = Some(Instant::now());
-            if let Err(e) = self.fetch_and_store().await {
-                tracing::warn!(issuer = %self.spec.issuer, "JWKS refetch for an unknown kid failed: {e}");
+            match self.fetch_and_store().await {
+                Ok(_) => self.failing.store(false, Ordering::Release),
+                Err(e) => {
+                    self.failing.store(true, Ordering::Release);
+                    self.failed(&e, "JWKS refetch for an unknown kid");
+                    // Retries with backoff start now, not at the next refresh.
+                    self.wake.notify_one();
+                }
             }
         })
     }
@@ -298,6 +421,27 @@ mod tests {
         assert_eq!(max_age(&headers(&["s-maxage=10"])), None);
         assert_eq!(max_age(&headers(&["max-age=soon"])), None);
         assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn never_from_https_down_to_http() {
+        assert!(may_redirect(true, "https"));
+        assert!(!may_redirect(true, "http"));
+        assert!(may_redirect(false, "http"));
+        assert!(may_redirect(false, "https"));
+        let https = "https://idp.example.com/";
+        let http = "http://127.0.0.1:8082/";
+        assert!(discovered_uri_allowed(
+            https,
+            "https://idp.example.com/jwks"
+        ));
+        assert!(!discovered_uri_allowed(
+            https,
+            "http://idp.example.com/jwks"
+        ));
+        assert!(discovered_uri_allowed(http, "http://127.0.0.1:8082/jwks"));
+        assert!(discovered_uri_allowed(http, "https://idp.example.com/jwks"));
+        assert!(!discovered_uri_allowed(https, "ftp://idp.example.com/jwks"));
     }
 
     #[test]

@@ -242,12 +242,18 @@ impl KeySet {
             serde_json::from_slice(json).map_err(|e| KeyError::NotJwks(e.to_string()))?;
         let mut set = KeySet::default();
         for (i, raw) in doc.keys.into_iter().enumerate() {
+            // Named by `kid` when it has one (what an operator searches the
+            // JWKS for), by position otherwise.
+            let name = match raw.get("kid").and_then(serde_json::Value::as_str) {
+                Some(kid) => format!("key {kid:?}"),
+                None => format!("key #{i} (no kid)"),
+            };
             match serde_json::from_value::<Jwk>(raw)
                 .map_err(|e| e.to_string())
                 .and_then(|jwk| Key::from_jwk(&jwk))
             {
                 Ok(key) => set.keys.push(key),
-                Err(why) => set.skipped.push(format!("key {i}: {why}")),
+                Err(why) => set.skipped.push(format!("{name}: {why}")),
             }
         }
         if set.keys.is_empty() {
@@ -363,7 +369,11 @@ impl Key {
                 let e = b64("e", jwk.e.as_ref())?;
                 let n = strip_leading_zeros(&n);
                 let e = strip_leading_zeros(&e);
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                // An empty modulus (`"n":"AA"`) has no bits; never underflow.
+                let bits = match n.first() {
+                    Some(first) => n.len() * 8 - first.leading_zeros() as usize,
+                    None => 0,
+                };
                 if bits < MIN_RSA_BITS {
                     return Err(format!("RSA modulus of {bits} bits is too small"));
                 }

@@ -29,6 +29,8 @@ pub trait Refetch: Send + Sync {
 pub struct KeyCell {
     current: ArcSwapOption<KeySet>,
     generation: AtomicU64,
+    /// Set by the first store: readiness is a latch per key source.
+    had_keys: std::sync::atomic::AtomicBool,
     refetcher: OnceLock<Arc<dyn Refetch>>,
 }
 
@@ -55,6 +57,14 @@ impl KeyCell {
     pub fn store(&self, keys: KeySet) {
         self.current.store(Some(Arc::new(keys)));
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.had_keys.store(true, Ordering::Release);
+    }
+
+    /// Whether this key source has ever had keys (they may have gone stale
+    /// since: an IdP outage every replica shares must not make them all
+    /// unready at once).
+    pub fn has_had_keys(&self) -> bool {
+        self.had_keys.load(Ordering::Acquire)
     }
 
     /// Drops the keys (they went stale): the issuer is not ready any more.

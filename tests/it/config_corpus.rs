@@ -40,6 +40,7 @@ const SEMANTIC: &[&str] = &[
     "32-identity-header-reserved",
     "34-path-prefix-without-envoy",
     "35-cors-credentials-with-wildcard",
+    "37-jwks-empty-rsa-modulus",
 ];
 
 fn validator() -> jsonschema::Validator {

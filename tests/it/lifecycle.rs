@@ -314,3 +314,59 @@ async fn jwks_fetches_follow_the_proxy_environment() {
     assert_eq!(status, 200, "keys fetched through HTTP_PROXY");
     assert!(proxy.hits() >= 1);
 }
+
+/// Issue 12: a failed unknown-`kid` refetch starts retries at once, and the
+/// keys stop serving `jwks_max_stale` after the last successful fetch, even
+/// though the periodic refresh is an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refetch_starts_the_stale_clock() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let idp = JwksServer::start(200, jwks(&[&k.rsa])).await;
+    let iss = "https://stale.test/";
+    let cfg = remote_config(
+        &upstream,
+        iss,
+        &format!("    jwks_uri: {}", idp.url()),
+        "    jwks_refresh: 1h\n    jwks_max_stale: 3s",
+    );
+    let gw = Gateway::start(&cfg, &[]).await;
+    let good = k.rsa.token(&claims(json!({"iss": iss})));
+    assert!(
+        until_status(&gw, &good, 200, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let loaded = Instant::now();
+    idp.set(500, "down".into());
+    // A token with a kid the set lacks: one refetch, which fails.
+    let unknown = k.ec256.token(&claims(json!({"iss": iss})));
+    assert_eq!(
+        crate::support::bearer_status(gw.addr, "/api/private", &unknown).await,
+        401
+    );
+    let dropped = until_status(&gw, &good, 503, Duration::from_secs(15)).await;
+    assert!(
+        dropped.is_some(),
+        "keys must stop serving after jwks_max_stale"
+    );
+    let after = loaded.elapsed();
+    eprintln!("stale: keys dropped {after:?} after the last good fetch (jwks_max_stale 3s)");
+    assert!(
+        after >= Duration::from_millis(2900),
+        "not before jwks_max_stale: {after:?}"
+    );
+    assert!(
+        idp.hits() >= 3,
+        "retries with backoff: {} fetches",
+        idp.hits()
+    );
+    // The IdP comes back: a retry picks the keys up again.
+    idp.set(200, jwks(&[&k.rsa]));
+    assert!(
+        until_status(&gw, &good, 200, Duration::from_secs(15))
+            .await
+            .is_some()
+    );
+    gw.stop().await;
+}

@@ -342,3 +342,150 @@ async fn sighup_reloads_and_sigterm_drains() {
         );
     }
 }
+
+/// Issue 12: a reload that changes only an unrelated field of an issuer
+/// while its JWKS endpoint is down keeps the last good keys; a reload that
+/// brings in the first remote issuer gets it a fetcher, and `/readyz` names
+/// it until its keys arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_keys_of_an_unchanged_source_and_fetch_new_ones() {
+    let upstream = Upstream::start().await;
+    let k = keys();
+    let idp = JwksServer::start(200, jwks(&[&k.rsa])).await;
+    let config = |issuer_extra: &str| {
+        format!(
+            "admin_listen: \"127.0.0.1:0\"\nupstream:\n  url: \"http://{}\"\nissuers:\n  - issuer: \"{ISS_A}\"\n    audiences: [\"{AUD}\"]\n    jwks_uri: {}\n{issuer_extra}routes:\n  - path: /api/private\n",
+            upstream.addr,
+            idp.url(),
+        )
+    };
+    let gw = Gateway::start(&config(""), &[]).await;
+    let token = k.rsa.token(&claims(json!({})));
+    let auth = crate::support::bearer(&token);
+    assert!(
+        crate::support::wait_for_status(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &auth)],
+            200,
+            Duration::from_secs(10)
+        )
+        .await
+        .is_some()
+    );
+    // The IdP goes down; only jwks_refresh and clock_skew change.
+    idp.set(500, "down".into());
+    let retimed = config("    jwks_refresh: 2m\n    clock_skew: 5s\n    jwks_max_stale: 1h\n");
+    std::fs::write(gw.path(), &retimed).expect("write");
+    assert!(until_reloads(&gw, true, 1).await, "the edit was applied");
+    for _ in 0..5 {
+        assert_eq!(
+            crate::support::bearer_status(gw.addr, "/api/private", &token).await,
+            200,
+            "the last good keys keep serving: the key source did not change"
+        );
+    }
+    let admin = gw.admin.expect("admin listener");
+    assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
+    assert_eq!(idp.hits(), 1, "no refetch for an unchanged source");
+    idp.set(200, jwks(&[&k.rsa]));
+    gw.stop().await;
+
+    // A config without remote issuers, then a reload that adds one.
+    let dir_config = format!(
+        "admin_listen: \"127.0.0.1:0\"\nupstream:\n  url: \"http://{}\"\nissuers:\n  - issuer: \"https://static.test/\"\n    audiences: [\"{AUD}\"]\n    jwks_file: jwks.json\nroutes:\n  - path: /api/private\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&dir_config, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
+    let admin = gw.admin.expect("admin listener");
+    assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
+    idp.set_delay(Duration::from_millis(1500));
+    let hits = idp.hits();
+    let added = dir_config.replace(
+        "routes:",
+        &format!(
+            "  - issuer: \"{ISS_A}\"\n    audiences: [\"{AUD}\"]\n    jwks_uri: {}\nroutes:",
+            idp.url()
+        ),
+    );
+    std::fs::write(gw.path(), added).expect("write");
+    assert!(until_reloads(&gw, true, 1).await, "the edit was applied");
+    let waiting = get(admin, "/readyz", &[]).await;
+    assert_eq!(
+        waiting.status, 503,
+        "a new key source is not ready before its first fetch"
+    );
+    assert_eq!(waiting.json()["waiting_for_keys"], json!([ISS_A]));
+    assert_eq!(
+        crate::support::bearer_status(gw.addr, "/api/private", &token).await,
+        503,
+        "its tokens wait for keys, with Retry-After"
+    );
+    assert!(
+        crate::support::wait_for_status(
+            gw.addr,
+            "/api/private",
+            &[("Authorization", &auth)],
+            200,
+            Duration::from_secs(10)
+        )
+        .await
+        .is_some(),
+        "the issuer a reload added gets its keys without a restart"
+    );
+    assert!(idp.hits() > hits);
+    assert_eq!(get(admin, "/readyz", &[]).await.status, 200);
+    gw.stop().await;
+}
+
+/// Issue 12: the watcher reacts to the config file (and the files it
+/// names), not to every write in its directory; SIGHUP-style reloads of an
+/// unchanged file are counted as `unchanged`; every result starts at zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beside_the_config_are_no_reason_to_reload() {
+    let upstream = Upstream::start().await;
+    let cfg = format!(
+        "admin_listen: \"127.0.0.1:0\"\nupstream:\n  url: \"http://{}\"\nroutes:\n  - path: /a\n    auth: none\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&cfg, &[]).await;
+    let admin = gw.admin.expect("admin listener");
+    let metrics = get(admin, "/metrics", &[]).await.text();
+    for result in ["applied", "unchanged", "error"] {
+        assert!(
+            metrics.contains(&format!(
+                "scopegate_config_reloads_total{{result=\"{result}\"}} 0"
+            )),
+            "{result} starts at zero: {metrics}"
+        );
+    }
+    let log = gw.dir.path().join("app.log");
+    for i in 0..20 {
+        std::fs::write(&log, format!("line {i}\n")).expect("write log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for result in [
+        ReloadResult::Applied,
+        ReloadResult::Unchanged,
+        ReloadResult::Error,
+    ] {
+        assert_eq!(
+            gw.runtime.metrics.reloads(result),
+            0,
+            "{result:?}: a log file beside the config triggered a reload"
+        );
+    }
+    // The config file itself, rewritten as it was: one unchanged reload.
+    std::fs::write(gw.path(), &cfg).expect("write");
+    let mut unchanged = 0;
+    for _ in 0..40 {
+        unchanged = gw.runtime.metrics.reloads(ReloadResult::Unchanged);
+        if unchanged >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(unchanged, 1);
+    gw.stop().await;
+}
