@@ -42,6 +42,10 @@ pub enum Refusal {
     /// A forward-auth question from a peer outside `trusted_sources` (403).
     UntrustedSource,
     PayloadTooLarge,
+    /// The client sent no body chunk for `limits.body_timeout` (408).
+    BodyTimeout,
+    /// The request head is larger than `limits.max_request_header_bytes` (431).
+    HeadersTooLarge,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
@@ -59,6 +63,8 @@ impl Refusal {
             Refusal::InsufficientScope { .. } | Refusal::UntrustedSource => StatusCode::FORBIDDEN,
             Refusal::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -79,6 +85,8 @@ impl Refusal {
             Refusal::KeysUnavailable => "temporarily_unavailable",
             Refusal::UntrustedSource => "forbidden",
             Refusal::PayloadTooLarge => "payload_too_large",
+            Refusal::BodyTimeout => "request_timeout",
+            Refusal::HeadersTooLarge => "request_header_fields_too_large",
             Refusal::UpstreamUnavailable => "bad_gateway",
             Refusal::UpstreamTimeout => "gateway_timeout",
         }
@@ -97,6 +105,8 @@ impl Refusal {
             Refusal::KeysUnavailable => TokenError::KeysUnavailable.describe(),
             Refusal::UntrustedSource => "not a trusted forward-auth source",
             Refusal::PayloadTooLarge => "request body too large",
+            Refusal::BodyTimeout => "the request body stalled",
+            Refusal::HeadersTooLarge => "request head too large",
             Refusal::UpstreamUnavailable => "the upstream is unavailable",
             Refusal::UpstreamTimeout => "the upstream did not answer in time",
         }
@@ -165,8 +175,9 @@ pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
         Refusal::KeysUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        // After a framing error the rest of the connection cannot be trusted.
-        Refusal::Malformed(_) => {
+        // After a framing error the rest of the connection cannot be
+        // trusted; after a stalled body it is not worth keeping.
+        Refusal::Malformed(_) | Refusal::BodyTimeout => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}

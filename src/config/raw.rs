@@ -395,6 +395,10 @@ pub struct RawLimits {
     pub max_request_body_bytes: u64,
     pub header_read_timeout: Dur,
     pub idle_timeout: Dur,
+    /// The longest wait for the next request-body chunk (408).
+    pub body_timeout: Dur,
+    /// WebSocket tunnels are closed after this long; 0s: no limit.
+    pub tunnel_max_lifetime: Dur,
     #[schemars(with = "usize")]
     pub max_connections: Spanned<usize>,
     pub drain_timeout: Dur,
@@ -407,6 +411,8 @@ impl Default for RawLimits {
             max_request_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: secs(10),
             idle_timeout: secs(60),
+            body_timeout: secs(30),
+            tunnel_max_lifetime: secs(0),
             max_connections: unspanned(10_000),
             drain_timeout: secs(30),
         }

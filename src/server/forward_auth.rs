@@ -174,6 +174,9 @@ impl ForwardAuth {
             {
                 return Err(Refusal::UntrustedSource);
             }
+            if super::head_size(&req) > state.config.limits.max_request_header_bytes {
+                return Err(Refusal::HeadersTooLarge);
+            }
             let (method, target) =
                 original(&req, forward_auth.convention, &forward_auth.path_prefix)
                     .map_err(Refusal::BadRequest)?;

@@ -42,7 +42,7 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-use io::{Activity, Tracked};
+use io::{Activity, Busy, Tracked};
 
 use crate::Body;
 use crate::state::Shared;
@@ -108,6 +108,77 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// The size of a request head as it came on the wire (HTTP/1.1) or as
+/// HPACK counts it without its 32-byte overhead (HTTP/2): request line, and
+/// every field as `name: value` with its line end. hyper's HTTP/1 buffer
+/// cannot go under 8 KiB, so a lower `max_request_header_bytes` is
+/// enforced by this count (431).
+pub fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n ".len();
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+        + 2
+}
+
+/// A response body that keeps its connection busy until it has been sent
+/// whole (or dropped): a streaming response (SSE, long-poll) is not idle.
+struct Sending {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A tunnel a handler opened (a WebSocket after its handshake).
+pub type Tunnel = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a handler leaves a tunnel for the connection that carried its
+/// handshake to run, so that it holds that connection's permit, obeys the
+/// idle timeout and ends with the drain.
+#[derive(Clone, Default)]
+pub struct Tunnels(Arc<std::sync::Mutex<Option<Tunnel>>>);
+
+impl std::fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tunnels")
+    }
+}
+
+impl Tunnels {
+    pub fn open(&self, tunnel: Tunnel) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(tunnel);
+        }
+    }
+
+    fn take(&self) -> Option<Tunnel> {
+        self.0.lock().ok()?.take()
+    }
+}
+
 /// Resolves once shutdown has begun.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across an await.
@@ -150,7 +221,11 @@ async fn serve_connection<H: Handler>(
             serve_http(
                 protocol,
                 stream,
-                Peer { addr, tls: true },
+                Peer {
+                    addr,
+                    tls: true,
+                    tunnels: Tunnels::default(),
+                },
                 handler,
                 stop,
                 &limits,
@@ -169,7 +244,11 @@ async fn serve_connection<H: Handler>(
             serve_http(
                 protocol,
                 stream,
-                Peer { addr, tls: false },
+                Peer {
+                    addr,
+                    tls: false,
+                    tunnels: Tunnels::default(),
+                },
                 handler,
                 stop,
                 &limits,
@@ -191,25 +270,28 @@ async fn serve_http<T, H: Handler>(
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
+    let tunnels = peer.tunnels.clone();
+    let addr = peer.addr;
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
     let in_service = activity.clone();
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let busy = in_service.busy();
+        let peer = peer.clone();
         async move {
             let response = handler.handle(peer, req).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|inner| Sending { inner, _busy: busy }))
         }
     });
-    let idle = activity.idle_for(limits.idle_timeout);
+    let idle = activity.clone().idle_for(limits.idle_timeout);
     let result = match protocol {
         io::Protocol::Http1 => {
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_request_header_bytes);
+                // hyper's floor; a lower limit is counted by `head_size`.
+                .max_buf_size(limits.max_request_header_bytes.max(8192));
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -239,6 +321,27 @@ async fn serve_http<T, H: Handler>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(peer = %peer.addr, "connection ended with an error: {e}");
+        tracing::debug!(peer = %addr, "connection ended with an error: {e}");
+    }
+    // A WebSocket handshake handed the connection over: the tunnel runs
+    // here, holding this connection's permit, until either side closes, no
+    // byte moves for the idle timeout, its lifetime ends, or the drain
+    // ends (the listener aborts what is left).
+    if let Some(tunnel) = tunnels.take() {
+        let lifetime = async {
+            match limits.tunnel_max_lifetime {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tunnel => {}
+            () = activity.idle_for(limits.idle_timeout) => {
+                tracing::debug!(peer = %addr, "WebSocket tunnel idle: closed");
+            }
+            () = lifetime => {
+                tracing::debug!(peer = %addr, "WebSocket tunnel reached tunnel_max_lifetime: closed");
+            }
+        }
     }
 }

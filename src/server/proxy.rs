@@ -25,15 +25,17 @@ use crate::reject::{Refusal, respond};
 use crate::state::{Shared, State};
 use crate::telemetry::{Metrics, UpstreamErrorKind};
 use crate::token::Claims;
-use crate::upstream::{self, UpstreamError, headers};
+use crate::upstream::{self, BodyFault, UpstreamError, headers};
 use crate::{Body, BoxError};
 
 /// Who is asking, as the listener saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// The connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// Where a WebSocket handshake leaves its tunnel for the connection.
+    pub tunnels: super::Tunnels,
 }
 
 /// What every request of a listener shares.
@@ -175,8 +177,12 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> (Response<Body>, Answered<'s>) {
         let mut answered = Answered::default();
-        if let Err(why) = check_framing(&req) {
-            let refusal = Refusal::Malformed(why);
+        let framing = if super::head_size(&req) > state.config.limits.max_request_header_bytes {
+            Err(Refusal::HeadersTooLarge)
+        } else {
+            check_framing(&req).map_err(Refusal::Malformed)
+        };
+        if let Err(refusal) = framing {
             return (
                 respond(&refusal, state.challenge()),
                 Answered {
@@ -242,7 +248,7 @@ impl Proxy {
         // 8. Forward, with the path that was authorized.
         let path = answered.path.as_deref().unwrap_or("/");
         match self
-            .forward(state, peer, req, path, claims.as_deref())
+            .forward(state, &peer, req, path, claims.as_deref())
             .await
         {
             Ok(response) => (response, answered),
@@ -260,7 +266,7 @@ impl Proxy {
     async fn forward(
         &self,
         state: &State,
-        peer: Peer,
+        peer: &Peer,
         req: Request<Incoming>,
         path: &str,
         claims: Option<&Claims>,
@@ -340,22 +346,29 @@ impl Proxy {
         };
         headers::set_host(h, host);
 
-        let (body, cut) = upstream::limited(body, max_body);
+        let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
         let request = Request::from_parts(parts, body);
 
         let response = client
             .send(request, upstream.request_timeout)
             .await
             .map_err(|e| {
-                let (kind, refusal) = match e {
-                    // The upload went past the limit: the upstream request was aborted.
-                    _ if cut.is_exceeded() => {
+                // The client's body failed first: the upstream request was
+                // aborted, and the fault is the client's.
+                let (kind, refusal) = match (watch.fault(), e) {
+                    (Some(BodyFault::TooLarge), _) => {
                         (UpstreamErrorKind::BodyTooLarge, Refusal::PayloadTooLarge)
                     }
-                    UpstreamError::Unavailable => {
+                    (Some(BodyFault::TimedOut), _) => {
+                        (UpstreamErrorKind::BodyTimeout, Refusal::BodyTimeout)
+                    }
+                    (Some(BodyFault::Broken), _) => {
+                        return Refusal::Malformed("malformed request body");
+                    }
+                    (None, UpstreamError::Unavailable) => {
                         (UpstreamErrorKind::Unavailable, Refusal::UpstreamUnavailable)
                     }
-                    UpstreamError::Timeout => {
+                    (None, UpstreamError::Timeout) => {
                         (UpstreamErrorKind::Timeout, Refusal::UpstreamTimeout)
                     }
                 };
@@ -363,7 +376,7 @@ impl Proxy {
                 refusal
             })?;
         if let Some(client_side) = upgrade {
-            return Ok(tunnel(client_side, response));
+            return Ok(tunnel(client_side, response, &peer.tunnels));
         }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
@@ -376,10 +389,13 @@ impl Proxy {
 
 /// Answers a WebSocket handshake: when the upstream switched protocols,
 /// both upgraded connections are joined and bytes copied both ways until
-/// either side closes. Any other answer goes back as it is.
+/// either side closes; the connection that carried the handshake runs the
+/// copy (its permit, idle timeout and drain apply). Any other answer goes
+/// back as it is.
 fn tunnel(
     client_side: hyper::upgrade::OnUpgrade,
     mut response: Response<Incoming>,
+    tunnels: &super::Tunnels,
 ) -> Response<Body> {
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
@@ -387,7 +403,7 @@ fn tunnel(
         return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
     }
     let upstream_side = hyper::upgrade::on(&mut response);
-    tokio::spawn(async move {
+    tunnels.open(Box::pin(async move {
         let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
             Ok(pair) => pair,
             Err(e) => {
@@ -400,7 +416,7 @@ fn tunnel(
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             tracing::debug!("WebSocket tunnel ended: {e}");
         }
-    });
+    }));
     let (mut parts, _) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::restore_websocket_upgrade(&mut parts.headers);

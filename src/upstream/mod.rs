@@ -15,9 +15,10 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -26,13 +27,40 @@ use tokio::sync::oneshot;
 
 use crate::{Body, BoxError};
 
-/// Whether a request body was cut at its limit.
+/// What became of a client's request body while it streamed to the
+/// upstream, for the answer the client gets when forwarding fails.
 #[derive(Debug, Clone, Default)]
-pub struct Cut(Arc<AtomicBool>);
+pub struct BodyWatch(Arc<AtomicU8>);
 
-impl Cut {
-    pub fn is_exceeded(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+/// Why a client body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Past `max_request_body_bytes`: 413.
+    TooLarge,
+    /// No chunk for `body_timeout`: 408.
+    TimedOut,
+    /// The client's own framing broke (a chunk size that overflows, a
+    /// connection reset mid-body): 400, the client's fault, not a 502.
+    Broken,
+}
+
+impl BodyWatch {
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::TimedOut),
+            3 => Some(BodyFault::Broken),
+            _ => None,
+        }
+    }
+
+    fn set(&self, fault: BodyFault) {
+        let code = match fault {
+            BodyFault::TooLarge => 1,
+            BodyFault::TimedOut => 2,
+            BodyFault::Broken => 3,
+        };
+        self.0.store(code, Ordering::Release);
     }
 }
 
@@ -41,27 +69,42 @@ impl Cut {
 #[error("request body larger than {0} bytes")]
 pub struct TooLarge(u64);
 
-/// A client body counted while it streams: past `limit` bytes it fails,
-/// which aborts the upstream request, and [`Cut`] says why.
-pub fn limited(body: hyper::body::Incoming, limit: u64) -> (Body, Cut) {
-    let cut = Cut::default();
-    let body = Limit {
+/// No request-body chunk came within `limits.body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body chunk for {0:?}")]
+pub struct BodyTimeout(Duration);
+
+/// A client body as it streams: past `limit` bytes, or after `timeout`
+/// without a chunk, it fails, which aborts the upstream request; the
+/// [`BodyWatch`] says why.
+pub fn guarded(body: hyper::body::Incoming, limit: u64, timeout: Duration) -> (Body, BodyWatch) {
+    let watch = BodyWatch::default();
+    let body = Guard {
         inner: body,
         remaining: limit,
         limit,
-        cut: cut.clone(),
+        timeout,
+        timer: None,
+        waiting: false,
+        watch: watch.clone(),
     };
-    (http_body_util::BodyExt::boxed(body), cut)
+    (http_body_util::BodyExt::boxed(body), watch)
 }
 
-struct Limit {
+struct Guard {
     inner: hyper::body::Incoming,
     remaining: u64,
     limit: u64,
-    cut: Cut,
+    timeout: Duration,
+    /// Armed when the client is waited for; made on the first wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer runs for the current wait (it is re-armed per chunk, so
+    /// that an upstream slow to read never counts against the client).
+    waiting: bool,
+    watch: BodyWatch,
 }
 
-impl http_body::Body for Limit {
+impl http_body::Body for Guard {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -69,16 +112,37 @@ impl http_body::Body for Limit {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let Poll::Ready(Some(Ok(frame))) = polled else {
-            return polled.map_err(BoxError::from);
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                this.watch.set(BodyFault::Broken);
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                    this.waiting = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.watch.set(BodyFault::TimedOut);
+                    return Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))));
+                }
+                return Poll::Pending;
+            }
         };
+        this.waiting = false;
         let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-        if len > self.remaining {
-            self.cut.0.store(true, Ordering::Release);
-            return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+        if len > this.remaining {
+            this.watch.set(BodyFault::TooLarge);
+            return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
         }
-        self.remaining -= len;
+        this.remaining -= len;
         Poll::Ready(Some(Ok(frame)))
     }
 

@@ -82,7 +82,7 @@ fn errors_name_file_line_column_and_field() {
         ),
         (
             "upstream:\n  url: http://127.0.0.1:3000\nlimits:\n  max_request_header_bytes: 100\n",
-            "conf/gateway.yaml:4:29: limits.max_request_header_bytes: must be at least 8192",
+            "conf/gateway.yaml:4:29: limits.max_request_header_bytes: must be at least 1024",
         ),
         (
             "upstream:\n  url: http://127.0.0.1:3000\ntokens:\n  from: [header, \"cookie\"]\n",

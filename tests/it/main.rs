@@ -14,6 +14,7 @@ mod peers;
 mod properties;
 mod proxy;
 mod reload;
+mod slow_clients;
 mod smuggling;
 mod support;
 mod tls;

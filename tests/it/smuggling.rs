@@ -96,14 +96,15 @@ async fn framing_attacks_never_smuggle_a_request() {
             format!(
                 "POST /assets/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{SMUGGLED}"
             ),
-            &[200, 400, 502, 0],
+            // The client's framing broke: its fault, never a 502.
+            &[400],
         ),
         (
             "chunk size overflow",
             format!(
                 "POST /assets/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n{SMUGGLED}"
             ),
-            &[200, 400, 502, 0],
+            &[400],
         ),
         (
             "header name with a space",

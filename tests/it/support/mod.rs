@@ -107,9 +107,24 @@ fn drip_body() -> TestBody {
     Drip(rx).boxed()
 }
 
+/// How long a `/pause` response stops between its two halves.
+pub const PAUSE: Duration = Duration::from_millis(2500);
+
+/// `12345`, a pause of [`PAUSE`] (an SSE or long-poll upstream), `67890`.
+fn paused_body() -> TestBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let _ = tx.send(Bytes::from_static(b"12345")).await;
+        tokio::time::sleep(PAUSE).await;
+        let _ = tx.send(Bytes::from_static(b"67890")).await;
+    });
+    Drip(rx).boxed()
+}
+
 /// An upstream that records every request it receives. Paths with `/slow` answer
-/// after 5 s, `/drip` stream their body, `/cors` add CORS headers of their
-/// own; every other path answers 200 at once with `upstream-ok`.
+/// after 5 s, `/drip` stream their body, `/pause` send half of it, pause,
+/// then the rest, `/cors` add CORS headers of their own; every other path
+/// answers 200 at once with `upstream-ok`.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -153,6 +168,7 @@ impl Upstream {
                 }
                 let slow = target.contains("/slow");
                 let drip = target.contains("/drip");
+                let pause = target.contains("/pause");
                 let cors = target.contains("/cors");
                 record.lock().expect("lock").push(Recorded {
                     method,
@@ -165,6 +181,9 @@ impl Upstream {
                 }
                 if drip {
                     return Response::new(drip_body());
+                }
+                if pause {
+                    return Response::new(paused_body());
                 }
                 let mut resp = Response::new(full(format!("upstream-ok {body_len}")));
                 resp.headers_mut()
