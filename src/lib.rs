@@ -2,23 +2,31 @@
 //!
 //! # The life of a request
 //!
-//! [`server`] accepts a connection and hands each request to
-//! [`server::proxy`], which loads the current [`state::State`] once, refuses
-//! malformed framing, and asks [`decision::decide`] — the SPEC's decision
-//! order as one function: [`route::normalize`] the path, look it up in the
-//! [`route::Table`] (404 / 405), find the token ([`token::extract`]), verify
+//! [`server`] accepts a connection (bounded by `max_connections`) and hands
+//! each request to [`server::proxy`] or [`server::forward_auth`], which load
+//! the current [`state::State`] once, refuse malformed framing, and ask
+//! [`decision::decide`] — the SPEC's decision order as one function:
+//! normalize the path by the config's `paths:` rules ([`route::normalize_with`]),
+//! look it up in the [`route::Table`] (404 / 405) under the request's method
+//! and any `_method` override, find the token ([`token::extract`]), verify
 //! it ([`token::Verifier`] with keys from [`jwks`]), check the route's
-//! [`policy`]. A refusal becomes a response in [`reject`] only; an allowed
-//! request is rewritten by [`upstream::headers`] and forwarded by
-//! [`upstream::Client`] with the normalized path.
+//! [`policy`]. The forward-auth listener first reads the question from its
+//! one configured ingress convention. A refusal becomes a response in
+//! [`reject`] only; an allowed request is rewritten by [`upstream::headers`]
+//! and forwarded by [`upstream::Client`] with the normalized path, its body
+//! guarded (size, stalls, the client's own framing errors). A WebSocket
+//! tunnel is run by the connection that carried its handshake.
 //!
 //! # Dependency rules
 //!
-//! The pure core — [`config`], [`route`], [`policy`], [`token`],
-//! [`jwks::keys`], [`decision`], [`reject`], [`upstream::headers`] — knows
-//! nothing of sockets or the runtime. Adapters — [`jwks::fetch`],
-//! [`upstream`], [`server`], [`telemetry`], [`app`] — depend on the core,
-//! never the reverse. [`cli`] only parses and dispatches.
+//! The pure core — [`config`] (one module per section), [`route`],
+//! [`policy`], [`token`], [`jwks::keys`], [`decision`], [`reject`],
+//! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
+//! runtime. Adapters — [`jwks::fetch`], [`upstream`], [`server`],
+//! [`admin`], [`reload`], [`telemetry`] — depend on the core, never the
+//! reverse, and never on [`app`]: the composition root hands [`admin`] an
+//! [`admin::Admin`] (state and metrics) and [`reload`] a [`reload::Reload`]
+//! handle. [`cli`] only parses and dispatches.
 
 #![forbid(unsafe_code)]
 
