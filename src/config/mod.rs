@@ -4,9 +4,9 @@
 //! Every error names the file, line, column and field.
 //!
 //! This file reads the document and assembles the sections; each section
-//! is validated in its own module: [`upstream`], [`forward_auth`],
-//! [`limits`], [`paths`], [`issuers`], [`identity`], [`routes`] and
-//! [`surface`] (CORS, RFC 9728 metadata).
+//! is validated in its own module: `upstream`, [`forward_auth`], `limits`,
+//! [`paths`], `issuers`, `identity`, `routes` and `surface` (CORS, RFC 9728
+//! metadata).
 //!
 //! Pure core: depends on `serde-saphyr`, [`crate::route`], [`crate::policy`],
 //! [`crate::token`] and [`crate::jwks::keys`]. It reads files and environment
