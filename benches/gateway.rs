@@ -211,7 +211,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let state = State::new(cfg, Arc::new(CacheStats::default()));
+    let state = State::new(cfg, Arc::new(CacheStats::default()), Vec::new());
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
@@ -222,6 +222,7 @@ fn benches(c: &mut Criterion) {
         path: "/api/private-scoped",
         query: None,
         headers: &headers,
+        host: None,
         header_overrides: false,
     };
     rt.block_on(decide(&state, &question, scopegate::now()));

@@ -72,8 +72,14 @@ fn routes(admin: &Admin) -> Value {
     let mut out = Vec::new();
     for route in state.config.routes.routes() {
         for rule in &route.rules {
+            let upstream = rule
+                .upstream
+                .and_then(|i| state.config.upstreams.get(i))
+                .map(|u| &*u.name);
             out.push(json!({
                 "path": route.template.as_str(),
+                "host": route.host,
+                "upstream": upstream,
                 "methods": rule.methods.names(),
                 "auth": if rule.auth == Auth::None { "none" } else { "required" },
                 "scopes": rule.policy.scopes(),

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
 
-use crate::config::{self, Config, ConfigError, RemoteSource};
+use crate::config::{self, Config, ConfigError, Credential, RemoteSource};
+use crate::credentials::{Injector, TokenSource};
 use crate::jwks::fetch::Remote;
 use crate::server::forward_auth::ForwardAuth;
 use crate::server::{self, Proxy};
@@ -30,6 +31,9 @@ pub struct Runtime {
     /// reload, whatever else of it changed; and the IdP client, built when
     /// the first remote issuer appears (at start or by a reload).
     remotes: Mutex<Remotes>,
+    /// Every running client-credentials token source, by upstream name,
+    /// kept across reloads while its grant is unchanged.
+    tokens: Mutex<HashMap<Arc<str>, Weak<TokenSource>>>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
     reloading: Mutex<()>,
 }
@@ -55,11 +59,18 @@ impl Runtime {
         let metrics = Arc::new(Metrics::default());
         let remotes = Mutex::new(Remotes::default());
         adopt_remotes(&remotes, &metrics, &mut config);
+        let tokens = Mutex::new(HashMap::new());
+        let credentials = token_sources(&tokens, &metrics, &config);
         Arc::new(Runtime {
             path: config.path.clone(),
-            shared: Arc::new(Shared::new(State::new(config, metrics.cache.clone()))),
+            shared: Arc::new(Shared::new(State::new(
+                config,
+                metrics.cache.clone(),
+                credentials,
+            ))),
             metrics,
             remotes,
+            tokens,
             reloading: Mutex::new(()),
         })
     }
@@ -94,9 +105,10 @@ impl Runtime {
             );
         }
         adopt_remotes(&self.remotes, &self.metrics, &mut config);
+        let credentials = token_sources(&self.tokens, &self.metrics, &config);
         let routes = config.routes.routes().len();
         self.shared
-            .swap(State::new(config, self.metrics.cache.clone()));
+            .swap(State::new(config, self.metrics.cache.clone(), credentials));
         self.metrics.reload(ReloadResult::Applied);
         tracing::info!(routes, "config reloaded");
         Ok(Reloaded::Applied)
@@ -188,6 +200,56 @@ fn adopt_remotes(remotes: &Mutex<Remotes>, metrics: &Arc<Metrics>, config: &mut 
     }
 }
 
+/// The client-credentials token source of every upstream that has one:
+/// the running source when the grant is unchanged (its token kept), a new
+/// one otherwise — seeded with the old token when only the secret changed,
+/// so that a rotation never interrupts traffic.
+fn token_sources(
+    tokens: &Mutex<HashMap<Arc<str>, Weak<TokenSource>>>,
+    metrics: &Arc<Metrics>,
+    config: &Config,
+) -> Vec<Option<Injector>> {
+    let Ok(mut running) = tokens.lock() else {
+        return Vec::new();
+    };
+    running.retain(|_, source| source.strong_count() > 0);
+    let mut client = None;
+    config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            let Some(Credential::ClientCredentials { grant, inject }) = &upstream.credential else {
+                return None;
+            };
+            let previous = running.get(&upstream.name).and_then(Weak::upgrade);
+            let source = match previous {
+                Some(source) if source.grant() == grant => source,
+                previous => {
+                    if client.is_none() {
+                        client = crate::credentials::client_credentials::http_client()
+                            .map_err(|e| tracing::error!("cannot build the token client: {e}"))
+                            .ok();
+                    }
+                    let seed = previous.as_deref().filter(|p| p.grant().same_grant(grant));
+                    let source = TokenSource::start(
+                        upstream.name.clone(),
+                        grant.clone(),
+                        client.clone()?,
+                        metrics.clone(),
+                        seed,
+                    );
+                    running.insert(upstream.name.clone(), Arc::downgrade(&source));
+                    source
+                }
+            };
+            Some(Injector::Token {
+                source,
+                inject: inject.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The sockets a gateway serves, bound by the caller (tests bind
 /// `127.0.0.1:0`).
 #[derive(Debug)]
@@ -209,7 +271,7 @@ impl Listeners {
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
         }
         Ok(Listeners {
-            proxy: bind(config.upstream.as_ref().map(|_| config.listen)).await?,
+            proxy: bind((!config.upstreams.is_empty()).then_some(config.listen)).await?,
             forward_auth: bind(config.forward_auth.as_ref().map(|f| f.listen)).await?,
             admin: bind(config.admin_listen).await?,
         })

@@ -182,7 +182,8 @@ fn check(path: &Path) -> ExitCode {
     match crate::config::check(path) {
         Ok(config) => {
             println!("{}: valid", path.display());
-            print!("{}", crate::route::describe(&config.routes));
+            let names: Vec<&str> = config.upstreams.iter().map(|u| &*u.name).collect();
+            print!("{}", crate::route::describe(&config.routes, &names));
             for warning in &config.warnings {
                 println!("warning: {warning}");
             }

@@ -21,6 +21,9 @@ pub struct Question<'r> {
     pub path: &'r str,
     pub query: Option<&'r str>,
     pub headers: &'r HeaderMap,
+    /// The host the request was for (absolute-form authority, `Host` or
+    /// `:authority`; the convention's on forward-auth), for `host:` routes.
+    pub host: Option<&'r str>,
     /// Method-override headers are decided like `_method` (forward-auth:
     /// the ingress forwards the client's request, headers included). The
     /// proxy removes them instead, so they decide nothing there.
@@ -36,6 +39,9 @@ pub struct Decision<'s> {
     /// The token's claims once it verified, even when the policy then
     /// refused it (the access log names who was refused).
     pub verified: Option<Arc<Claims>>,
+    /// Where an allowed request goes: the request's own method's rule's
+    /// upstream (an index into `config.upstreams`).
+    pub upstream: Option<usize>,
     /// `Ok(None)`: allowed without a token (`auth: none`).
     pub verdict: Result<Option<Arc<Claims>>, Refusal>,
 }
@@ -53,6 +59,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         path: None,
         route: None,
         verified: None,
+        upstream: None,
         verdict: Err(Refusal::NotFound),
     };
     let config = &state.config;
@@ -79,9 +86,12 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
                 return decision;
             }
         };
-        match config.routes.lookup(&method, &path) {
+        match config.routes.lookup_on(q.host, &method, &path) {
             Lookup::Matched { route, rule } => {
                 decision.route = Some(route);
+                if rules.is_empty() {
+                    decision.upstream = rule.upstream;
+                }
                 rules.push(rule);
             }
             Lookup::NotFound => {
@@ -237,6 +247,7 @@ mod tests {
             path: "/",
             query,
             headers,
+            host: None,
             header_overrides: fa,
         }
     }

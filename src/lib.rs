@@ -35,6 +35,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod cors;
+pub mod credentials;
 pub mod decision;
 pub mod devtools;
 pub mod jwks;

@@ -48,6 +48,12 @@ pub enum Refusal {
     HeadersTooLarge,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// No valid token toward the upstream yet (503, `Retry-After` seconds).
+    CredentialUnavailable {
+        retry_after: u64,
+    },
+    /// The upstream refused the gateway's own credential (502).
+    UpstreamUnauthorized,
 }
 
 impl Refusal {
@@ -61,7 +67,10 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::NoToken | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Refusal::InsufficientScope { .. } | Refusal::UntrustedSource => StatusCode::FORBIDDEN,
-            Refusal::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::KeysUnavailable | Refusal::CredentialUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::UpstreamUnauthorized => StatusCode::BAD_GATEWAY,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -82,7 +91,10 @@ impl Refusal {
             Refusal::NoToken => "unauthorized",
             Refusal::InvalidToken(_) => "invalid_token",
             Refusal::InsufficientScope { .. } => "insufficient_scope",
-            Refusal::KeysUnavailable => "temporarily_unavailable",
+            Refusal::KeysUnavailable | Refusal::CredentialUnavailable { .. } => {
+                "temporarily_unavailable"
+            }
+            Refusal::UpstreamUnauthorized => "upstream_unauthorized",
             Refusal::UntrustedSource => "forbidden",
             Refusal::PayloadTooLarge => "payload_too_large",
             Refusal::BodyTimeout => "request_timeout",
@@ -103,6 +115,10 @@ impl Refusal {
             Refusal::InvalidToken(e) => e.describe(),
             Refusal::InsufficientScope { denied, .. } => denied.describe(),
             Refusal::KeysUnavailable => TokenError::KeysUnavailable.describe(),
+            Refusal::CredentialUnavailable { .. } => {
+                "the gateway has no valid credential for the upstream yet"
+            }
+            Refusal::UpstreamUnauthorized => "the upstream refused the gateway's credential",
             Refusal::UntrustedSource => "not a trusted forward-auth source",
             Refusal::PayloadTooLarge => "request body too large",
             Refusal::BodyTimeout => "the request body stalled",
@@ -174,6 +190,9 @@ pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
         }
         Refusal::KeysUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        Refusal::CredentialUnavailable { retry_after } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         // After a framing error the rest of the connection cannot be
         // trusted; after a stalled body it is not worth keeping.

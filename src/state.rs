@@ -18,21 +18,49 @@ pub struct State {
     /// Verified claims; a new, empty cache comes with every config
     /// (`None` with `tokens.cache_size: 0`).
     pub cache: Option<Cache>,
-    /// The pooled client for this config's upstream (its address, timeouts
-    /// and TLS roots); connections drain with the state they belong to.
-    pub client: Option<crate::upstream::Client>,
+    /// One per `config.upstreams`, in order: the pooled client (its
+    /// address, timeouts and TLS roots; connections drain with the state
+    /// they belong to) and the gateway's own credential toward it.
+    pub upstreams: Vec<UpstreamState>,
+}
+
+/// What forwarding to one upstream needs.
+#[derive(Debug)]
+pub struct UpstreamState {
+    pub client: crate::upstream::Client,
+    pub credential: Option<crate::credentials::Injector>,
 }
 
 impl State {
-    /// A state for `config`; its cache counts into `stats`.
-    pub fn new(config: Config, stats: Arc<CacheStats>) -> Self {
-        let client = config.upstream.as_ref().map(crate::upstream::Client::new);
+    /// A state for `config`; its cache counts into `stats`. `credentials`
+    /// holds, per upstream, the token source the composition root keeps
+    /// across reloads (static credentials are made here).
+    pub fn new(
+        config: Config,
+        stats: Arc<CacheStats>,
+        mut credentials: Vec<Option<crate::credentials::Injector>>,
+    ) -> Self {
+        credentials.resize(config.upstreams.len(), None);
+        let upstreams = config
+            .upstreams
+            .iter()
+            .zip(credentials)
+            .map(|(upstream, token)| UpstreamState {
+                client: crate::upstream::Client::new(upstream),
+                credential: token.or_else(|| {
+                    upstream
+                        .credential
+                        .as_ref()
+                        .and_then(crate::credentials::Injector::from_static)
+                }),
+            })
+            .collect();
         let cache =
             (config.token_cache_size > 0).then(|| Cache::new(config.token_cache_size, stats));
         State {
             config,
             cache,
-            client,
+            upstreams,
         }
     }
 

@@ -23,7 +23,7 @@ pub struct Identity {
 }
 
 /// Headers a token must never be able to set.
-fn reserved_header(name: &HeaderName) -> bool {
+pub(super) fn reserved_header(name: &HeaderName) -> bool {
     use http::header::*;
     [
         HOST,

@@ -20,7 +20,7 @@ pub mod paths;
 pub mod raw;
 mod routes;
 mod surface;
-mod upstream;
+pub mod upstream;
 
 use serde_saphyr::Location;
 use std::fmt;
@@ -84,7 +84,9 @@ pub use identity::{Identity, IdentityValue};
 pub use issuers::{RemoteJwks, RemoteSource, RemoteSpec};
 pub use limits::Limits;
 pub use surface::ResourceMetadata;
-pub use upstream::Upstream;
+pub use upstream::{
+    AuthMethod, ClientCredentials, Credential, Inject, Secret, TokenEndpoint, Upstream,
+};
 
 /// The validated configuration.
 #[derive(Debug)]
@@ -95,9 +97,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// TLS on `listen` (certificates are read again on every reload).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Where allowed requests go; `None` when only forward-auth is served
-    /// (then the proxy listener is not started).
-    pub upstream: Option<Upstream>,
+    /// Where allowed requests go: `upstream:` (named `default`) first when
+    /// set, then `upstreams:` by name; empty when only forward-auth is
+    /// served (then the proxy listener is not started).
+    pub upstreams: Vec<Upstream>,
     pub forward_auth: Option<ForwardAuth>,
     pub trusted_proxies: Vec<raw::Cidr>,
     pub limits: Limits,
@@ -306,14 +309,34 @@ fn clean_message(message: &str) -> String {
 
 fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let doc = Location::UNKNOWN;
-    if raw.upstream.is_none() && raw.forward_auth.is_none() {
+    if raw.upstream.is_none() && raw.upstreams.is_empty() && raw.forward_auth.is_none() {
         return Err(ctx.err(
             doc,
             "upstream",
             "missing: where should allowed requests go? (or configure forward_auth)",
         ));
     }
-    let upstream = raw.upstream.map(|u| upstream::build(ctx, u)).transpose()?;
+    let mut upstreams = Vec::new();
+    let has_default = raw.upstream.is_some();
+    if let Some(u) = raw.upstream {
+        upstreams.push(upstream::build(ctx, upstream::DEFAULT_NAME, "upstream", u)?);
+    }
+    for (name, u) in raw.upstreams {
+        let field = format!("upstreams.{name}");
+        if name.is_empty()
+            || name == upstream::DEFAULT_NAME
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ctx.err(
+                u.referenced,
+                field,
+                "a name of letters, digits, '-' and '_' (and not \"default\", which is `upstream:`)",
+            ));
+        }
+        upstreams.push(upstream::build(ctx, &name, &field, u)?);
+    }
     let forward_auth = raw
         .forward_auth
         .map(|f| forward_auth::build(ctx, f))
@@ -384,11 +407,12 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("can never match: {why}"),
             );
         }
-        let (template, rule) = routes::build(ctx, &field, spanned.value)?;
+        let (template, host, rule) =
+            routes::build(ctx, &field, spanned.value, &upstreams, has_default)?;
         needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
         routes
-            .insert(template, rule)
+            .insert_for(host, template, rule)
             .map_err(|e| ctx.err(at, format!("{field}.path"), e.to_string()))?;
     }
     if routes.routes().is_empty() {
@@ -435,7 +459,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         admin_listen: raw.admin_listen,
         tls,
         forward_auth,
-        upstream,
+        upstreams,
         trusted_proxies: raw.trusted_proxies,
         limits,
         challenge: crate::reject::Challenge {

@@ -268,6 +268,10 @@ pub struct RawConfig {
     pub tls: Option<Spanned<RawTls>>,
     #[schemars(with = "Option<RawUpstream>")]
     pub upstream: Option<Spanned<RawUpstream>>,
+    /// Named upstreams, chosen by a route's `upstream:`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawUpstream>")]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[schemars(with = "Option<super::forward_auth::RawForwardAuth>")]
     pub forward_auth: Option<Spanned<super::forward_auth::RawForwardAuth>>,
     #[serde(default)]
@@ -376,6 +380,13 @@ pub struct RawUpstream {
     pub request_timeout: Dur,
     #[serde(default = "default_true")]
     pub preserve_host: bool,
+    /// The gateway's own credential toward this upstream.
+    #[schemars(with = "Option<super::upstream::RawCredentials>")]
+    pub credentials: Option<Spanned<super::upstream::RawCredentials>>,
+    /// Where a client-credentials token goes: `authorization` (default:
+    /// `Bearer`, replacing the caller's) or `header:NAME` (the bare token).
+    #[schemars(with = "Option<String>")]
+    pub inject_as: Option<Spanned<String>>,
 }
 
 impl RawUpstream {
@@ -512,6 +523,12 @@ pub enum RawAuth {
 pub struct RawRoute {
     #[schemars(with = "String")]
     pub path: Spanned<String>,
+    /// A name from `upstreams:`; default: `upstream:`.
+    #[schemars(with = "Option<String>")]
+    pub upstream: Option<Spanned<String>>,
+    /// Only requests for this host (case-insensitive, port ignored).
+    #[schemars(with = "Option<String>")]
+    pub host: Option<Spanned<String>>,
     #[schemars(with = "Option<Vec<Method>>")]
     pub methods: Option<Spanned<Vec<Method>>>,
     #[serde(default)]

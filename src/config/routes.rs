@@ -36,13 +36,63 @@ fn is_scalar(v: &serde_json::Value) -> bool {
     )
 }
 
+/// A route: its template, the host it is bound to, its rule.
 pub(super) fn build(
     ctx: &Ctx<'_>,
     field: &str,
     raw: RawRoute,
-) -> Result<(Template, route::Rule), ConfigError> {
+    upstreams: &[super::Upstream],
+    has_default: bool,
+) -> Result<(Template, Option<String>, route::Rule), ConfigError> {
     let template = Template::parse(&raw.path.value)
         .map_err(|e| ctx.err(raw.path.referenced, format!("{field}.path"), e.to_string()))?;
+    let upstream = match &raw.upstream {
+        Some(name) => Some(
+            upstreams
+                .iter()
+                .position(|u| *u.name == *name.value)
+                .filter(|_| name.value != super::upstream::DEFAULT_NAME || has_default)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = upstreams.iter().map(|u| &*u.name).collect();
+                    ctx.err(
+                        name.referenced,
+                        format!("{field}.upstream"),
+                        format!(
+                            "no upstream named {:?} (upstreams: {})",
+                            name.value,
+                            known.join(", ")
+                        ),
+                    )
+                })?,
+        ),
+        // The default upstream, `upstream:`, is first when set.
+        None if has_default => Some(0),
+        None if upstreams.is_empty() => None,
+        None => {
+            return Err(ctx.err(
+                raw.path.referenced,
+                format!("{field}.upstream"),
+                "missing: there is no default `upstream:`, so every route names one of `upstreams:`",
+            ));
+        }
+    };
+    let host = match &raw.host {
+        None => None,
+        Some(h) => {
+            let valid = !h.value.is_empty()
+                && h.value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+            if !valid {
+                return Err(ctx.err(
+                    h.referenced,
+                    format!("{field}.host"),
+                    "must be a host name like api.example.com (no port, no scheme)",
+                ));
+            }
+            Some(h.value.to_ascii_lowercase())
+        }
+    };
     let methods = match &raw.methods {
         None => Methods::ALL,
         Some(list) if list.value.is_empty() => {
@@ -126,10 +176,12 @@ pub(super) fn build(
     };
     Ok((
         template,
+        host,
         route::Rule {
             methods,
             auth,
             policy: Policy::new(scopes, any_scope, claims),
+            upstream,
         },
     ))
 }

@@ -134,6 +134,7 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
         path: target.path(),
         query: query.as_deref(),
         headers: &headers,
+        host: None,
         header_overrides: false,
     };
     let now = crate::now();
@@ -195,6 +196,26 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
         }
     }
     let allowed = decision.is_allowed();
+    if let Some(upstream) = decision
+        .upstream
+        .and_then(|i| state.config.upstreams.get(i))
+    {
+        let credential = match &upstream.credential {
+            None => "the caller's own headers",
+            Some(crate::config::Credential::Header { .. }) => "a static credential header",
+            Some(crate::config::Credential::ClientCredentials { .. }) => {
+                "the gateway's client-credentials token"
+            }
+        };
+        line(
+            &mut out,
+            "upstream:",
+            &format!(
+                "{} ({}://{}{}), with {credential}",
+                upstream.name, upstream.scheme, upstream.authority, upstream.path_prefix
+            ),
+        );
+    }
     let verdict = match &decision.verdict {
         Ok(_) => "ALLOW: forwarded to the upstream".to_owned(),
         Err(refusal) => format!(

@@ -60,6 +60,12 @@ pub enum FetchError {
 /// environment variables). Redirects are followed (at most 5), never from
 /// https down to http: keys fetched over TLS stay fetched over TLS.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    client_with_timeout(FETCH_TIMEOUT)
+}
+
+/// The same client (proxy variables, redirect rules) with another timeout:
+/// token endpoints get 5 s.
+pub fn client_with_timeout(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
         let from = attempt.previous().last().map(|u| u.scheme() == "https");
         if attempt.previous().len() > 5 {
@@ -71,8 +77,8 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         }
     });
     reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(FETCH_TIMEOUT)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         .redirect(redirects)
         .user_agent(concat!("scopegate/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -93,19 +93,25 @@ pub enum Auth {
     Required,
 }
 
-/// One rule of a template: for these methods, this authorization.
+/// One rule of a template: for these methods, this authorization, to this
+/// upstream.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub methods: Methods,
     pub auth: Auth,
     pub policy: Policy,
+    /// Index into the config's upstreams (`None`: forward-auth only).
+    pub upstream: Option<usize>,
 }
 
-/// All rules that share one template.
+/// All rules that share one template (and host).
 #[derive(Debug, Clone)]
 pub struct Route {
     pub template: Template,
-    /// The template's text, shared by logs and metric labels.
+    /// The host the route is bound to (lower-case, no port), if any.
+    pub host: Option<String>,
+    /// The template's text (`host` + template when bound), shared by logs
+    /// and metric labels.
     pub label: std::sync::Arc<str>,
     pub rules: Vec<Rule>,
     /// Precomputed `Allow` header value for a 405.
@@ -179,6 +185,8 @@ impl PathRules {
 pub struct Table {
     routes: Vec<Route>,
     root: Node,
+    /// Host-bound routes, by host: tried first for a request to that host.
+    hosts: HashMap<String, Node>,
     rules: PathRules,
 }
 
@@ -207,7 +215,22 @@ impl Table {
     /// `case: insensitive` or `trailing_slash: either`, templates equal once
     /// folded are the same template.
     pub fn insert(&mut self, template: Template, rule: Rule) -> Result<(), OverlapError> {
-        let mut node = &mut self.root;
+        self.insert_for(None, template, rule)
+    }
+
+    /// Adds a rule bound to `host` (lower-case, without a port), or to
+    /// every host. A bound and an unbound route may share a template: the
+    /// bound one wins for its host.
+    pub fn insert_for(
+        &mut self,
+        host: Option<String>,
+        template: Template,
+        rule: Rule,
+    ) -> Result<(), OverlapError> {
+        let mut node = match &host {
+            Some(h) => self.hosts.entry(h.clone()).or_default(),
+            None => &mut self.root,
+        };
         let mut slot = None;
         let mut segments = template.segments();
         if self.rules.trailing_slash_either
@@ -237,9 +260,13 @@ impl Table {
         let index = match *slot {
             Some(index) => index,
             None => {
-                let label = template.as_str().into();
+                let label = match &host {
+                    Some(h) => format!("{h}{}", template.as_str()).into(),
+                    None => template.as_str().into(),
+                };
                 self.routes.push(Route {
                     template,
+                    host,
                     label,
                     rules: Vec::new(),
                     allow: String::new(),
@@ -256,7 +283,7 @@ impl Table {
         {
             let shared = Methods(existing.methods.0 & rule.methods.0);
             return Err(OverlapError {
-                existing: route.template.as_str().to_owned(),
+                existing: route.label.to_string(),
                 methods: shared.names().join(", "),
             });
         }
@@ -269,10 +296,20 @@ impl Table {
         Ok(())
     }
 
-    /// Finds the rule for a normalized path.
+    /// Finds the rule for a normalized path (on any host).
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+        self.lookup_on(None, method, path)
+    }
+
+    /// Finds the rule for a normalized path requested of `host` (a `Host`
+    /// value: compared case-insensitively, without its port).
+    pub fn lookup_on(&self, host: Option<&str>, method: &Method, path: &str) -> Lookup<'_> {
         let segments = self.rules.segments(path);
-        let Some(index) = self.root.find(&segments) else {
+        let bound = host
+            .filter(|_| !self.hosts.is_empty())
+            .and_then(|h| self.hosts.get(&*host_key(h)))
+            .and_then(|node| node.find(&segments));
+        let Some(index) = bound.or_else(|| self.root.find(&segments)) else {
             return Lookup::NotFound;
         };
         let route = &self.routes[index];
@@ -284,6 +321,24 @@ impl Table {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+/// A `Host` value as the table keys it: without the port, lower-cased
+/// (`[::1]:8080` → `[::1]`, `API.example.com:443` → `api.example.com`).
+pub fn host_key(host: &str) -> std::borrow::Cow<'_, str> {
+    let bare = match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    };
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        bare.to_ascii_lowercase().into()
+    } else {
+        bare.into()
     }
 }
 
@@ -315,14 +370,15 @@ impl Node {
     }
 }
 
-/// The route table as text, for `scopegate check`.
-pub fn describe(table: &Table) -> String {
+/// The route table as text, for `scopegate check`; `upstreams` names the
+/// config's upstreams by index.
+pub fn describe(table: &Table, upstreams: &[&str]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<28} {:<9} REQUIRES",
-        "ROUTE", "METHODS", "AUTH"
+        "{:<40} {:<28} {:<9} {:<14} REQUIRES",
+        "ROUTE", "METHODS", "AUTH", "UPSTREAM"
     );
     for route in table.routes() {
         for rule in &route.rules {
@@ -345,12 +401,18 @@ pub fn describe(table: &Table) -> String {
             } else {
                 needs.join("; ")
             };
+            let upstream = rule
+                .upstream
+                .and_then(|i| upstreams.get(i))
+                .copied()
+                .unwrap_or("-");
             let _ = writeln!(
                 out,
-                "{:<40} {:<28} {:<9} {}",
-                route.template.as_str(),
+                "{:<40} {:<28} {:<9} {:<14} {}",
+                &*route.label,
                 rule.methods.names().join(","),
                 auth,
+                upstream,
                 needs
             );
         }
@@ -372,7 +434,46 @@ mod tests {
             methods,
             auth: Auth::Required,
             policy: Policy::default(),
+            upstream: None,
         }
+    }
+
+    #[test]
+    fn host_bound_routes_win_for_their_host() {
+        let mut t = Table::default();
+        t.insert(Template::parse("/api/{x}").expect("valid"), rule(&[]))
+            .expect("insert");
+        let mut bound = rule(&[Method::GET]);
+        bound.upstream = Some(1);
+        t.insert_for(
+            Some("api.example.com".into()),
+            Template::parse("/api/{x}").expect("valid"),
+            bound,
+        )
+        .expect("a bound twin of an unbound template");
+        let upstream =
+            |host: Option<&str>, method: Method| match t.lookup_on(host, &method, "/api/a") {
+                Lookup::Matched { rule, .. } => Some(rule.upstream),
+                Lookup::MethodNotAllowed { .. } => Some(Some(99)),
+                Lookup::NotFound => None,
+            };
+        assert_eq!(
+            upstream(Some("api.example.com"), Method::GET),
+            Some(Some(1))
+        );
+        assert_eq!(
+            upstream(Some("API.Example.com:8443"), Method::GET),
+            Some(Some(1))
+        );
+        assert_eq!(
+            upstream(Some("api.example.com"), Method::POST),
+            Some(Some(99)),
+            "the bound route wins: 405"
+        );
+        assert_eq!(upstream(Some("other.example.com"), Method::GET), Some(None));
+        assert_eq!(upstream(None, Method::GET), Some(None));
+        assert_eq!(host_key("[::1]:8080"), "[::1]");
+        assert_eq!(host_key("[::1]"), "[::1]");
     }
 
     fn table(templates: &[(&str, &[Method])]) -> Table {

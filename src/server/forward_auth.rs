@@ -35,6 +35,16 @@ const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The original request, as the convention tells it.
+struct Original {
+    method: Method,
+    target: PathAndQuery,
+    /// For `host:` routes: the `X-Original-URL` authority (ingress-nginx),
+    /// `X-Forwarded-Host` (traefik, caddy), `Host` (nginx, envoy).
+    host: Option<String>,
+}
 
 /// What the forward-auth listener shares.
 #[derive(Debug)]
@@ -81,11 +91,14 @@ fn original(
     req: &Request<Incoming>,
     convention: Convention,
     path_prefix: &str,
-) -> Result<(Method, PathAndQuery), &'static str> {
+) -> Result<Original, &'static str> {
     let h = req.headers();
+    let header_host = |name: &HeaderName| -> Result<Option<String>, &'static str> {
+        Ok(single(h, name)?.map(str::to_owned))
+    };
     let bad_uri = "the original URI is not a valid request target";
     let required = |name: &HeaderName, missing: &'static str| single(h, name)?.ok_or(missing);
-    let (method, target) = match convention {
+    let (method, target, host) = match convention {
         Convention::Envoy => {
             let target = req.uri().path_and_query().ok_or(bad_uri)?;
             let path = strip_prefix(target.path(), path_prefix)
@@ -94,13 +107,18 @@ fn original(
                 Some(q) => format!("{path}?{q}").parse(),
                 None => path.parse(),
             };
-            return Ok((req.method().clone(), target.map_err(|_| bad_uri)?));
+            return Ok(Original {
+                method: req.method().clone(),
+                target: target.map_err(|_| bad_uri)?,
+                host: header_host(&http::header::HOST)?,
+            });
         }
         Convention::Nginx => (
             required(&X_ORIGINAL_METHOD, "X-Original-Method is missing")?,
             required(&X_ORIGINAL_URI, "X-Original-URI is missing")?
                 .parse::<PathAndQuery>()
                 .map_err(|_| bad_uri)?,
+            header_host(&http::header::HOST)?,
         ),
         Convention::IngressNginx => {
             let url: Uri = required(&X_ORIGINAL_URL, "X-Original-URL is missing")?
@@ -112,6 +130,7 @@ fn original(
             (
                 required(&X_ORIGINAL_METHOD, "X-Original-Method is missing")?,
                 url.path_and_query().cloned().ok_or(bad_uri)?,
+                url.authority().map(|a| a.as_str().to_owned()),
             )
         }
         Convention::Traefik | Convention::Caddy => (
@@ -119,12 +138,17 @@ fn original(
             required(&X_FORWARDED_URI, "X-Forwarded-Uri is missing")?
                 .parse::<PathAndQuery>()
                 .map_err(|_| bad_uri)?,
+            header_host(&X_FORWARDED_HOST)?,
         ),
     };
     // RFC 9110 §9.1: a method is a token, compared case-sensitively.
     let method =
         Method::from_bytes(method.as_bytes()).map_err(|_| "the original method is not a method")?;
-    Ok((method, target))
+    Ok(Original {
+        method,
+        target,
+        host,
+    })
 }
 
 /// The path less `prefix` (whole segments of the raw path); `None` when
@@ -177,14 +201,14 @@ impl ForwardAuth {
             if super::head_size(&req) > state.config.limits.max_request_header_bytes {
                 return Err(Refusal::HeadersTooLarge);
             }
-            let (method, target) =
-                original(&req, forward_auth.convention, &forward_auth.path_prefix)
-                    .map_err(Refusal::BadRequest)?;
+            let original = original(&req, forward_auth.convention, &forward_auth.path_prefix)
+                .map_err(Refusal::BadRequest)?;
             let question = Question {
-                method: &method,
-                path: target.path(),
-                query: target.query(),
+                method: &original.method,
+                path: original.target.path(),
+                query: original.target.query(),
                 headers: req.headers(),
+                host: original.host.as_deref(),
                 header_overrides: true,
             };
             let decision = decide(&state, &question, crate::now()).await;

@@ -87,6 +87,15 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The host a request is for: the absolute-form authority, else `Host`
+/// (HTTP/2 `:authority` arrives as either).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
 /// `host [ ":" port ]` (RFC 9110 §7.2): a reg-name, IPv4 or bracketed IP
 /// literal, no userinfo, a port of digits. What is forwarded as `Host` and
 /// `X-Forwarded-Host` is then something every upstream parses alike.
@@ -221,6 +230,7 @@ impl Proxy {
                 path: req.uri().path(),
                 query: req.uri().query(),
                 headers: req.headers(),
+                host: request_host(&req),
                 header_overrides: false,
             };
             decide(state, &question, crate::now()).await
@@ -248,7 +258,14 @@ impl Proxy {
         // 8. Forward, with the path that was authorized.
         let path = answered.path.as_deref().unwrap_or("/");
         match self
-            .forward(state, &peer, req, path, claims.as_deref())
+            .forward(
+                state,
+                &peer,
+                req,
+                path,
+                decision.upstream,
+                claims.as_deref(),
+            )
             .await
         {
             Ok(response) => (response, answered),
@@ -269,13 +286,20 @@ impl Proxy {
         peer: &Peer,
         req: Request<Incoming>,
         path: &str,
+        upstream: Option<usize>,
         claims: Option<&Claims>,
     ) -> Result<Response<Body>, Refusal> {
         let config = &state.config;
         // A reload may have removed the upstream under a running listener.
-        let (Some(upstream), Some(client)) = (&config.upstream, &state.client) else {
+        let Some(index) = upstream else {
             return Err(Refusal::UpstreamUnavailable);
         };
+        let (Some(upstream), Some(target_state)) =
+            (config.upstreams.get(index), state.upstreams.get(index))
+        else {
+            return Err(Refusal::UpstreamUnavailable);
+        };
+        let client = &target_state.client;
         let mut req = req;
         // A WebSocket handshake keeps its upgrade; every other `Upgrade`
         // (h2c above all) is dropped below as hop-by-hop.
@@ -345,6 +369,18 @@ impl Proxy {
             _ => upstream.host.clone(),
         };
         headers::set_host(h, host);
+        // The gateway's own credential, last: it replaces whatever the
+        // client sent in that header. None valid: 503, nothing forwarded.
+        let sent = match &target_state.credential {
+            Some(credential) => {
+                credential
+                    .apply(h)
+                    .map_err(|e| Refusal::CredentialUnavailable {
+                        retry_after: e.retry_after.as_secs().max(1),
+                    })?
+            }
+            None => None,
+        };
 
         let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
         let request = Request::from_parts(parts, body);
@@ -375,6 +411,16 @@ impl Proxy {
                 self.metrics.upstream_error(kind);
                 refusal
             })?;
+        // The upstream refused the gateway's own credential: drop the token
+        // (once), and tell the client it is the gateway's fault, without
+        // the upstream's challenge.
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let Some(credential) = &target_state.credential
+        {
+            credential.rejected(sent);
+            tracing::warn!(upstream = %upstream.name, "the upstream answered 401 to the gateway's credential");
+            return Err(Refusal::UpstreamUnauthorized);
+        }
         if let Some(client_side) = upgrade {
             return Ok(tunnel(client_side, response, &peer.tunnels));
         }

@@ -91,6 +91,66 @@ struct ReloadLabels {
     result: ReloadResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamResultLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+/// Something that knows how long the current upstream token has left.
+pub trait TokenProbe: Send + Sync {
+    /// Seconds until the current token expires (`None`: no valid token).
+    fn seconds_left(&self) -> Option<f64>;
+}
+
+/// The live token sources, by upstream, read at scrape time.
+type Probes = Arc<std::sync::Mutex<Vec<(Arc<str>, std::sync::Weak<dyn TokenProbe>)>>>;
+
+/// Exports `scopegate_upstream_token_expiry_seconds{upstream}`.
+struct TokenCollector(Probes);
+
+impl std::fmt::Debug for TokenCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCollector")
+    }
+}
+
+impl Collector for TokenCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let live: Vec<(String, f64)> = match self.0.lock() {
+            Ok(probes) => probes
+                .iter()
+                .filter_map(|(name, probe)| {
+                    let left = probe.upgrade()?.seconds_left().unwrap_or(0.0);
+                    Some((name.to_string(), left))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if live.is_empty() {
+            return Ok(());
+        }
+        let gauge = ConstGauge::new(0.0f64);
+        let mut family = encoder.encode_descriptor(
+            "scopegate_upstream_token_expiry_seconds",
+            "Seconds until the gateway's current token toward an upstream expires (0: none)",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (upstream, left) in live {
+            let labels = UpstreamLabels { upstream };
+            ConstGauge::new(left).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,6 +160,8 @@ pub struct Metrics {
     upstream_errors: Family<KindLabels, Counter>,
     jwks_fetches: Family<JwksLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    token_fetches: Family<UpstreamResultLabels, Counter>,
+    token_probes: Probes,
     /// Shared with every state's verified-token cache, so that the counts
     /// survive reloads (a new cache comes with each config).
     pub cache: Arc<CacheStats>,
@@ -181,6 +243,14 @@ impl Default for Metrics {
         ] {
             drop(upstream_errors.get_or_create(&KindLabels { kind }));
         }
+        let token_fetches = Family::<UpstreamResultLabels, Counter>::default();
+        registry.register(
+            "scopegate_upstream_token_fetches",
+            "Client-credentials token requests by upstream and result",
+            token_fetches.clone(),
+        );
+        let token_probes: Probes = Arc::default();
+        registry.register_collector(Box::new(TokenCollector(token_probes.clone())));
         let cache = Arc::new(CacheStats::default());
         registry.register_collector(Box::new(CacheCollector(cache.clone())));
         Metrics {
@@ -190,6 +260,8 @@ impl Default for Metrics {
             upstream_errors,
             jwks_fetches,
             reloads,
+            token_fetches,
+            token_probes,
             cache,
         }
     }
@@ -259,6 +331,41 @@ impl Metrics {
                 result: ok_or_error(ok),
             })
             .get()
+    }
+
+    /// Counts one token request toward `upstream`'s token endpoint.
+    pub fn upstream_token_fetch(&self, upstream: &str, ok: bool) {
+        self.token_fetches
+            .get_or_create(&UpstreamResultLabels {
+                upstream: upstream.to_owned(),
+                result: ok_or_error(ok),
+            })
+            .inc();
+    }
+
+    /// Token requests toward `upstream` with this result.
+    pub fn upstream_token_fetches(&self, upstream: &str, ok: bool) -> u64 {
+        self.token_fetches
+            .get_or_create(&UpstreamResultLabels {
+                upstream: upstream.to_owned(),
+                result: ok_or_error(ok),
+            })
+            .get()
+    }
+
+    /// Starts `upstream`'s token series (fetches at zero, the expiry gauge
+    /// read from `probe` at every scrape).
+    pub fn watch_upstream_token(&self, upstream: Arc<str>, probe: std::sync::Weak<dyn TokenProbe>) {
+        for ok in [true, false] {
+            drop(self.token_fetches.get_or_create(&UpstreamResultLabels {
+                upstream: upstream.to_string(),
+                result: ok_or_error(ok),
+            }));
+        }
+        if let Ok(mut probes) = self.token_probes.lock() {
+            probes.retain(|(name, p)| p.strong_count() > 0 && *name != upstream);
+            probes.push((upstream, probe));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -6,7 +6,7 @@
 
 mod metrics;
 
-pub use metrics::{Metrics, ReloadResult, UpstreamErrorKind};
+pub use metrics::{Metrics, ReloadResult, TokenProbe, UpstreamErrorKind};
 
 use tracing_subscriber::EnvFilter;
 

@@ -220,6 +220,11 @@ pub fn is_method_override(name: &str) -> bool {
     )
 }
 
+/// Removes `name` in any spelling (an injected credential's header).
+pub fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+    remove_any_spelling(headers, |n| n == name.as_str());
+}
+
 /// Removes method-override, rewrite and `Proxy` headers in any spelling.
 pub fn remove_overrides(headers: &mut HeaderMap) {
     remove_any_spelling(headers, |name| is_method_override(name) || is_rewrite(name));

@@ -95,6 +95,7 @@ fn table() -> Table {
             methods: Methods::ALL,
             auth: Auth::Required,
             policy: Default::default(),
+            upstream: None,
         };
         t.insert(Template::parse(path).expect("template"), rule)
             .expect("insert");
