@@ -41,6 +41,10 @@ const SEMANTIC: &[&str] = &[
     "34-path-prefix-without-envoy",
     "35-cors-credentials-with-wildcard",
     "37-jwks-empty-rsa-modulus",
+    "38-route-unknown-upstream",
+    "39-audience-and-resource",
+    "40-client-secret-env-unset",
+    "41-route-without-upstream",
 ];
 
 fn validator() -> jsonschema::Validator {

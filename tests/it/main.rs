@@ -5,6 +5,7 @@ mod bypass;
 mod cli;
 mod config_corpus;
 mod config_errors;
+mod credentials;
 mod demo;
 mod deploy;
 mod forward_auth;

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod idp;
 pub mod keys;
 
 use std::convert::Infallible;
@@ -123,8 +124,9 @@ fn paused_body() -> TestBody {
 
 /// An upstream that records every request it receives. Paths with `/slow` answer
 /// after 5 s, `/drip` stream their body, `/pause` send half of it, pause,
-/// then the rest, `/cors` add CORS headers of their own; every other path
-/// answers 200 at once with `upstream-ok`.
+/// then the rest, `/cors` add CORS headers of their own, `/unauthorized`
+/// answer 401 with a challenge; every other path answers 200 at once with
+/// `upstream-ok`.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -170,6 +172,7 @@ impl Upstream {
                 let drip = target.contains("/drip");
                 let pause = target.contains("/pause");
                 let cors = target.contains("/cors");
+                let unauthorized = target.contains("/unauthorized");
                 record.lock().expect("lock").push(Recorded {
                     method,
                     target,
@@ -181,6 +184,15 @@ impl Upstream {
                 }
                 if drip {
                     return Response::new(drip_body());
+                }
+                if unauthorized {
+                    let mut resp = Response::new(full("who are you".into()));
+                    *resp.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                    resp.headers_mut().insert(
+                        "www-authenticate",
+                        "Bearer realm=\"upstream\"".parse().expect("value"),
+                    );
+                    return resp;
                 }
                 if pause {
                     return Response::new(paused_body());
