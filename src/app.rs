@@ -138,6 +138,29 @@ impl Runtime {
     pub fn config_path(&self) -> &Path {
         &self.path
     }
+
+    /// Waits (at most `limit`) until every upstream token has been fetched.
+    pub async fn wait_for_credentials(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ready = self
+                .shared
+                .load()
+                .upstreams
+                .iter()
+                .all(|u| match &u.credential {
+                    Some(Injector::Token { source, .. }) => source.current().is_ok(),
+                    _ => true,
+                });
+            if ready {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl crate::reload::Reload for Runtime {

@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,9 @@ use super::token::{Mint, mint};
 use crate::app::{Listeners, Runtime};
 
 const AUDIENCE: &str = "https://api.scopegate.demo";
+/// The API the gateway calls with its own token (client credentials).
+const ECHO_AUDIENCE: &str = "https://echo.scopegate.demo";
+const DEMO_CLIENT: &str = "demo-gateway";
 
 /// A fresh signing key: its private PEM (for minting) and public JWKS.
 fn signing_key() -> Result<(String, String), String> {
@@ -83,7 +85,8 @@ fn json(body: String) -> Response<crate::Body> {
     response
 }
 
-/// The upstream: echoes what it received, identity headers included.
+/// The upstream: echoes what it received, identity headers included, and
+/// whose token it was given (the caller's, or the gateway's own).
 fn echo(req: &Request<Incoming>) -> Response<crate::Body> {
     let header = |name: &str| {
         req.headers()
@@ -91,6 +94,13 @@ fn echo(req: &Request<Incoming>) -> Response<crate::Body> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
+    // The claims of the bearer token it got (not verified: an echo).
+    let token = header("authorization")
+        .strip_prefix("Bearer ")
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .unwrap_or_default();
     json(
         serde_json::json!({
             "upstream": "echo",
@@ -98,6 +108,8 @@ fn echo(req: &Request<Incoming>) -> Response<crate::Body> {
             "path": req.uri().path(),
             "x-auth-subject": header("x-auth-subject"),
             "x-auth-scopes": header("x-auth-scopes"),
+            "bearer_token_sub": token["sub"],
+            "bearer_token_aud": token["aud"],
         })
         .to_string(),
     )
@@ -108,6 +120,17 @@ fn demo_config(gateway: SocketAddr, upstream: SocketAddr, issuer: &str) -> Strin
         r#"listen: "{gateway}"
 upstream:
   url: "http://{upstream}"
+upstreams:
+  # The same echo API, called with the gateway's own token.
+  echo-with-token:
+    url: "http://{upstream}"
+    credentials:
+      client_credentials:
+        issuer: "{issuer}"
+        client_id: {DEMO_CLIENT}
+        client_secret_file: client-secret.txt
+        audience: "{ECHO_AUDIENCE}"
+        scope: "read:reports"
 issuers:
   - issuer: "{issuer}"
     audiences: ["{AUDIENCE}"]
@@ -128,6 +151,10 @@ routes:
   - path: /api/messages/{{id}}
     methods: [PUT, DELETE]
     any_scope: [write:messages, admin]
+  - path: /api/reports
+    methods: [GET]
+    scopes: [read:messages]
+    upstream: echo-with-token
 "#
     )
 }
@@ -150,7 +177,7 @@ fn instructions(gateway: SocketAddr, tokens: &[(&str, String)]) -> String {
         let _ = writeln!(out, "export {name}={token}");
     }
     let _ = writeln!(out);
-    let commands: [(u16, &str, String); 9] = [
+    let commands: [(u16, &str, String); 10] = [
         (
             200,
             "a public route, no token needed",
@@ -197,6 +224,11 @@ fn instructions(gateway: SocketAddr, tokens: &[(&str, String)]) -> String {
             405,
             "{{id}} route: GET is not allowed there",
             format!("curl -i -H \"Authorization: Bearer $WRITER\" {base}/api/messages/42"),
+        ),
+        (
+            200,
+            "the upstream gets the gateway's own token (bearer_token_sub: demo-gateway), not alice's",
+            format!("curl -i -H \"Authorization: Bearer $READER\" {base}/api/reports"),
         ),
     ];
     for (status, why, command) in commands {
@@ -247,21 +279,66 @@ pub async fn run(port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let discovery =
-        serde_json::json!({"issuer": issuer, "jwks_uri": format!("http://{issuer_addr}/.well-known/jwks.json")}).to_string();
-    serve_fn(issuer_listener, move |req| match req.uri().path() {
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("http://{issuer_addr}/.well-known/jwks.json"),
+        "token_endpoint": format!("http://{issuer_addr}/oauth/token"),
+    })
+    .to_string();
+    // The gateway's own client: a secret made now, in a file the config names.
+    let secret = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        pem.as_bytes(),
+    ));
+    let dir = std::env::temp_dir().join(format!("scopegate-demo-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("client-secret.txt"), &secret))
+    {
+        eprintln!("cannot write the demo's client secret: {e}");
+        return ExitCode::from(1);
+    }
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{DEMO_CLIENT}:{secret}"))
+    );
+    let client_token = {
+        let m = Mint {
+            kid: Some("demo-1".into()),
+            iss: Some(issuer.clone()),
+            aud: Some(ECHO_AUDIENCE.into()),
+            sub: Some(DEMO_CLIENT.into()),
+            scope: Some("read:reports".into()),
+            ttl: 3600,
+            ..Mint::default()
+        };
+        mint(pem.as_bytes(), &m).unwrap_or_default()
+    };
+    serve_fn(issuer_listener, move |req| {
+        match req.uri().path() {
         "/.well-known/openid-configuration" => json(discovery.clone()),
         "/.well-known/jwks.json" => json(jwks.clone()),
+        // Client credentials for the gateway itself (Basic authentication).
+        "/oauth/token"
+            if req.method() == http::Method::POST
+                && req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes())
+                    == Some(basic.as_bytes()) =>
+        {
+            json(
+                serde_json::json!({"access_token": client_token, "token_type": "Bearer", "expires_in": 3600})
+                    .to_string(),
+            )
+        }
         _ => {
             let mut r = json("{}".into());
             *r.status_mut() = http::StatusCode::NOT_FOUND;
             r
         }
+    }
     });
     serve_fn(upstream_listener, echo);
 
     let config = match crate::config::parse(
-        Path::new("<demo>"),
+        &dir.join("demo.yaml"),
         demo_config(gateway, upstream, &issuer).as_bytes(),
     ) {
         Ok(c) => c,
@@ -271,8 +348,9 @@ pub async fn run(port: u16) -> ExitCode {
         }
     };
     let runtime = Runtime::new(config);
-    // The issuer is local: its keys arrive at once.
+    // The issuer is local: its keys and the gateway's token arrive at once.
     runtime.wait_for_keys(Duration::from_secs(2)).await;
+    runtime.wait_for_credentials(Duration::from_secs(2)).await;
 
     let token = |sub: &str, scope: &str, ttl: i64| {
         let m = Mint {
@@ -312,5 +390,6 @@ pub async fn run(port: u16) -> ExitCode {
         crate::app::shutdown_signal(),
     )
     .await;
+    let _ = std::fs::remove_dir_all(&dir);
     ExitCode::SUCCESS
 }

@@ -285,3 +285,41 @@ fn check_warns_about_structural_problems_and_schema_prints_json() {
     assert_eq!(doc["title"], "scopegate gateway.yaml");
     assert_eq!(doc["additionalProperties"], false);
 }
+
+/// `check` and `explain` name the upstream a route goes to, and never the
+/// credential itself (issue 13).
+#[test]
+fn check_and_explain_show_the_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("key.txt"), "very-secret-api-key\n").expect("write");
+    let cfg = "upstream:\n  url: http://127.0.0.1:9\nupstreams:\n  legacy:\n    url: https://legacy.internal:8443/v1\n    credentials:\n      header: { name: X-Api-Key, value_file: key.txt }\nroutes:\n  - path: /api/public\n    auth: none\n  - path: /api/legacy/{*rest}\n    upstream: legacy\n    auth: none\n  - path: /api/legacy/{*rest}\n    host: admin.example.com\n    auth: none\n";
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, cfg).expect("write");
+    let out = scopegate()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("UPSTREAM"), "{table}");
+    let row = |needle: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no row {needle}: {table}"))
+            .to_owned()
+    };
+    assert!(row("/api/public ").contains("default"));
+    assert!(row("/api/legacy/{*rest} ").contains("legacy"));
+    assert!(row("admin.example.com/api/legacy/{*rest}").contains("default"));
+    let (code, text) = explain(&path, &["GET", "/api/legacy/x"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("legacy (https://legacy.internal:8443/v1), with a static credential header"),
+        "{text}"
+    );
+    for output in [&*table, &text] {
+        assert!(!output.contains("very-secret-api-key"));
+    }
+}

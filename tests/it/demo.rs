@@ -152,7 +152,24 @@ async fn the_demo_does_what_it_prints() {
             "{}: {} {}",
             check.why, check.method, target
         );
+        if target == "/api/reports" {
+            // The echo saw the gateway's own client-credentials token.
+            assert_eq!(
+                resp.json()["bearer_token_sub"],
+                "demo-gateway",
+                "{}",
+                resp.text()
+            );
+            assert_eq!(
+                resp.json()["bearer_token_aud"],
+                "https://echo.scopegate.demo"
+            );
+        }
     }
+    assert!(
+        checks.iter().any(|c| c.url.ends_with("/api/reports")),
+        "the demo shows an injected credential"
+    );
     crate::support::signal(&child, "-INT");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await

@@ -421,8 +421,8 @@ async fn logs_never_carry_tokens_or_secrets() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("jwks.json"), jwks(&[&k.rsa])).expect("write");
         let cfg = format!(
-            "listen: 127.0.0.1:{port}\nupstream:\n  url: \"http://{}\"\ntokens:\n  from: [header, \"cookie:at\", \"query:access_token\"]\nidentity:\n  headers:\n    X-Auth-Subject: sub\nissuers:\n  - issuer: \"{ISS_A}\"\n    audiences: [\"{AUD}\"]\n    jwks_file: jwks.json\n  - issuer: https://hs.test/\n    audiences: [\"{AUD}\"]\n    hs256_secret_env: SG_LOG_TEST_SECRET\n    algorithms: [HS256]\nroutes:\n  - path: /api/private\n  - path: /api/scoped\n    scopes: [nope]\n",
-            upstream.addr
+            "listen: 127.0.0.1:{port}\nupstream:\n  url: \"http://{}\"\ntokens:\n  from: [header, \"cookie:at\", \"query:access_token\"]\nidentity:\n  headers:\n    X-Auth-Subject: sub\nissuers:\n  - issuer: \"{ISS_A}\"\n    audiences: [\"{AUD}\"]\n    jwks_file: jwks.json\n  - issuer: https://hs.test/\n    audiences: [\"{AUD}\"]\n    hs256_secret_env: SG_LOG_TEST_SECRET\n    algorithms: [HS256]\nupstreams:\n  legacy:\n    url: \"http://{}\"\n    credentials:\n      header: {{ name: X-Api-Key, value_env: SG_LOG_TEST_SECRET }}\nroutes:\n  - path: /api/private\n  - path: /api/scoped\n    scopes: [nope]\n  - path: /api/legacy\n    upstream: legacy\n",
+            upstream.addr, upstream.addr
         );
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, cfg).expect("write");
@@ -447,6 +447,8 @@ async fn logs_never_carry_tokens_or_secrets() {
             let auth = bearer(t);
             get(addr, "/api/private", &[("Authorization", &auth)]).await;
             get(addr, "/api/scoped", &[("Authorization", &auth)]).await;
+            // The gateway's own static credential goes upstream, never to the log.
+            get(addr, "/api/legacy", &[("Authorization", &auth)]).await;
             get(addr, &format!("/api/private?access_token={t}"), &[]).await;
             get(addr, "/api/private", &[("Cookie", &format!("at={t}"))]).await;
             get(
