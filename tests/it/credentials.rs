@@ -22,7 +22,8 @@ const RESOURCE: &str = "https://users.internal/";
 /// gateway's own credential.
 fn config(upstreams: &str, routes: &str) -> String {
     format!(
-        r#"upstreams:
+        r#"admin_listen: "127.0.0.1:0"
+upstreams:
 {upstreams}issuers:
   - issuer: "{ISS_A}"
     audiences: ["{AUD}"]
@@ -240,8 +241,25 @@ async fn client_credentials_tokens_static_keys_and_host_routes() {
         .and_then(|v| v.parse::<f64>().ok())
         .expect("an expiry gauge");
     assert!(gauge > 200.0 && gauge <= 295.0, "{gauge}");
+    let table = get(gw.admin.expect("admin"), "/routes", &[]).await.text();
+    let routes: Value = serde_json::from_str(&table).expect("JSON");
+    let legacy_routes: Vec<(&Value, &Value)> = routes
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["path"] == "/api/legacy")
+        .map(|r| (&r["host"], &r["upstream"]))
+        .collect();
+    assert_eq!(
+        legacy_routes,
+        [
+            (&Value::Null, &json!("legacy")),
+            (&json!("admin.example.com"), &json!("users-api"))
+        ]
+    );
     for secret in [SECRET, "legacy-key-42", &token, &billing_token] {
         assert!(!metrics.contains(secret), "a secret in the metrics");
+        assert!(!table.contains(secret), "a secret in /routes");
     }
     gw.stop().await;
 }
