@@ -371,15 +371,18 @@ impl Proxy {
         headers::set_host(h, host);
         // The gateway's own credential, last: it replaces whatever the
         // client sent in that header. None valid: 503, nothing forwarded.
-        let sent = match &target_state.credential {
-            Some(credential) => {
+        let sent = match (&target_state.credential, &upstream.credential) {
+            (Some(credential), _) => {
                 credential
                     .apply(h)
                     .map_err(|e| Refusal::CredentialUnavailable {
                         retry_after: e.retry_after.as_secs().max(1),
                     })?
             }
-            None => None,
+            // A credential is configured but could not be set up (no
+            // client for its token endpoint): never forward without it.
+            (None, Some(_)) => return Err(Refusal::CredentialUnavailable { retry_after: 5 }),
+            (None, None) => None,
         };
 
         let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
