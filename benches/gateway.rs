@@ -211,7 +211,11 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let state = State::new(cfg, Arc::new(CacheStats::default()), Vec::new());
+    let limiter = Arc::new(scopegate::quota::Limiter::new(
+        None,
+        Arc::new(scopegate::telemetry::Metrics::default()),
+    ));
+    let state = State::new(cfg, Arc::new(CacheStats::default()), Vec::new(), limiter);
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
@@ -223,6 +227,7 @@ fn benches(c: &mut Criterion) {
         query: None,
         headers: &headers,
         host: None,
+        client_ip: None,
         header_overrides: false,
     };
     rt.block_on(decide(&state, &question, scopegate::now()));

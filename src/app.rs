@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
 
+use crate::config::QuotaStore;
 use crate::config::{self, Config, ConfigError, Credential, RemoteSource};
 use crate::credentials::{Injector, TokenSource};
 use crate::jwks::fetch::Remote;
+use crate::quota::Limiter;
 use crate::server::forward_auth::ForwardAuth;
 use crate::server::{self, Proxy};
 use crate::state::{Shared, State};
@@ -34,6 +36,8 @@ pub struct Runtime {
     /// Every running client-credentials token source, by upstream name,
     /// kept across reloads while its grant is unchanged.
     tokens: Mutex<HashMap<Arc<str>, Weak<TokenSource>>>,
+    /// The quota store, kept while `rate_limits.store` is unchanged.
+    limiter: Mutex<Option<(QuotaStore, Arc<Limiter>)>>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
     reloading: Mutex<()>,
 }
@@ -61,16 +65,20 @@ impl Runtime {
         adopt_remotes(&remotes, &metrics, &mut config);
         let tokens = Mutex::new(HashMap::new());
         let credentials = token_sources(&tokens, &metrics, &config);
+        let limiter = Mutex::new(None);
+        let quotas = limiter_for(&limiter, &metrics, &config);
         Arc::new(Runtime {
             path: config.path.clone(),
             shared: Arc::new(Shared::new(State::new(
                 config,
                 metrics.cache.clone(),
                 credentials,
+                quotas,
             ))),
             metrics,
             remotes,
             tokens,
+            limiter,
             reloading: Mutex::new(()),
         })
     }
@@ -106,9 +114,14 @@ impl Runtime {
         }
         adopt_remotes(&self.remotes, &self.metrics, &mut config);
         let credentials = token_sources(&self.tokens, &self.metrics, &config);
+        let quotas = limiter_for(&self.limiter, &self.metrics, &config);
         let routes = config.routes.routes().len();
-        self.shared
-            .swap(State::new(config, self.metrics.cache.clone(), credentials));
+        self.shared.swap(State::new(
+            config,
+            self.metrics.cache.clone(),
+            credentials,
+            quotas,
+        ));
         self.metrics.reload(ReloadResult::Applied);
         tracing::info!(routes, "config reloaded");
         Ok(Reloaded::Applied)
@@ -271,6 +284,45 @@ fn token_sources(
             })
         })
         .collect()
+}
+
+/// The quota store for `config`: the running one while `rate_limits.store`
+/// is unchanged (buckets of unchanged policies survive the reload), a new
+/// one otherwise.
+fn limiter_for(
+    current: &Mutex<Option<(QuotaStore, Arc<Limiter>)>>,
+    metrics: &Arc<Metrics>,
+    config: &Config,
+) -> Arc<Limiter> {
+    let store = config.quotas.store.clone().unwrap_or(QuotaStore::Local);
+    for policy in &config.quotas.policies {
+        metrics.rate_limit_policy(&policy.name);
+    }
+    let Ok(mut current) = current.lock() else {
+        return Arc::new(Limiter::new(None, metrics.clone()));
+    };
+    if let Some((running, limiter)) = &*current
+        && *running == store
+    {
+        return limiter.clone();
+    }
+    let shared = match &store {
+        QuotaStore::Local => None,
+        QuotaStore::Redis {
+            url,
+            timeout,
+            on_error,
+        } => match crate::quota::redis::Store::new(url.expose(), *timeout, metrics.clone()) {
+            Ok(redis) => Some((Arc::new(redis) as Arc<dyn crate::quota::Shared>, *on_error)),
+            Err(e) => {
+                tracing::error!("rate_limits.redis: {e}; quotas are kept per process");
+                None
+            }
+        },
+    };
+    let limiter = Arc::new(Limiter::new(shared, metrics.clone()));
+    *current = Some((store, limiter.clone()));
+    limiter
 }
 
 /// The sockets a gateway serves, bound by the caller (tests bind

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
+use crate::config::{QuotaKey, QuotaPolicy};
+use crate::quota::Verdict;
 use crate::reject::Refusal;
 use crate::route::{Auth, Lookup, Route, Rule, normalize_with};
 use crate::state::State;
@@ -24,6 +26,11 @@ pub struct Question<'r> {
     /// The host the request was for (absolute-form authority, `Host` or
     /// `:authority`; the convention's on forward-auth), for `host:` routes.
     pub host: Option<&'r str>,
+    /// The client's address for `ip`-keyed quotas (the peer, or the
+    /// rightmost untrusted `X-Forwarded-For` address behind trusted
+    /// proxies). `None`: not a live request (`explain`): quotas are not
+    /// consumed.
+    pub client_ip: Option<std::net::IpAddr>,
     /// Method-override headers are decided like `_method` (forward-auth:
     /// the ingress forwards the client's request, headers included). The
     /// proxy removes them instead, so they decide nothing there.
@@ -42,6 +49,9 @@ pub struct Decision<'s> {
     /// Where an allowed request goes: the request's own method's rule's
     /// upstream (an index into `config.upstreams`).
     pub upstream: Option<usize>,
+    /// The quota an allowed request was counted against, for its
+    /// `RateLimit` headers.
+    pub quota: Option<QuotaNote<'s>>,
     /// `Ok(None)`: allowed without a token (`auth: none`).
     pub verdict: Result<Option<Arc<Claims>>, Refusal>,
 }
@@ -52,6 +62,14 @@ impl Decision<'_> {
     }
 }
 
+/// What an allowed request's quota says, for its response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaNote<'s> {
+    pub policy: &'s QuotaPolicy,
+    pub remaining: u64,
+    pub reset: u64,
+}
+
 /// Decides a request under one state, at time `now` (Unix seconds).
 /// Asynchronous only because an unknown `kid` may wait for a key refetch.
 pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decision<'s> {
@@ -60,6 +78,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         route: None,
         verified: None,
         upstream: None,
+        quota: None,
         verdict: Err(Refusal::NotFound),
     };
     let config = &state.config;
@@ -110,9 +129,16 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     }
     decision.path = Some(path);
 
-    // 4. `auth: none` forwards without looking at tokens.
+    // 4. `auth: none` forwards without looking at tokens (an `ip` quota
+    // still counts).
     if rules.iter().all(|rule| rule.auth == Auth::None) {
-        decision.verdict = Ok(None);
+        decision.verdict = match quota(state, rules[0], None, q).await {
+            Ok(note) => {
+                decision.quota = note;
+                Ok(None)
+            }
+            Err(refusal) => Err(refusal),
+        };
         return decision;
     }
 
@@ -139,8 +165,59 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
                     denied,
                 })
         })
-        .map(|()| Some(claims));
+        .map(|()| Some(claims.clone()));
+    if decision.verdict.is_err() {
+        return decision;
+    }
+
+    // 8. The quota of the request's own rule: after the policy, so that a
+    // caller without the scope gets 403, not 429, and refusals consume
+    // nothing.
+    match quota(state, rules[0], Some(&claims), q).await {
+        Ok(note) => decision.quota = note,
+        Err(refusal) => decision.verdict = Err(refusal),
+    }
     decision
+}
+
+/// Takes one request from the rule's quota, if it has one.
+async fn quota<'s>(
+    state: &'s State,
+    rule: &Rule,
+    claims: Option<&Claims>,
+    q: &Question<'_>,
+) -> Result<Option<QuotaNote<'s>>, Refusal> {
+    let (Some(index), Some(ip)) = (rule.rate_limit, q.client_ip) else {
+        return Ok(None);
+    };
+    let Some(policy) = state.config.quotas.policies.get(index) else {
+        return Ok(None);
+    };
+    // Keys of the two kinds can never meet.
+    let key = match &policy.key {
+        QuotaKey::Ip => format!("ip:{ip}"),
+        QuotaKey::Claim(name) => match claims.and_then(|c| c.get(name)) {
+            Some(serde_json::Value::String(s)) => format!("claim:{s}"),
+            Some(serde_json::Value::Number(n)) => format!("claim:{n}"),
+            _ if policy.missing_ip => format!("ip:{ip}"),
+            _ => return Err(Refusal::MissingQuotaKey),
+        },
+    };
+    match state.limiter.take(policy, &key).await {
+        Ok(Verdict::Allowed { remaining, reset }) => Ok(Some(QuotaNote {
+            policy,
+            remaining,
+            reset,
+        })),
+        Ok(Verdict::Limited { retry_after, reset }) => Err(Refusal::RateLimited {
+            policy: policy.name.clone(),
+            burst: policy.burst,
+            window: policy.window_secs(),
+            retry_after,
+            reset,
+        }),
+        Err(crate::quota::Unavailable) => Err(Refusal::QuotaUnavailable),
+    }
 }
 
 /// The query parameter a method override is read from (names form-decoded).
@@ -248,6 +325,7 @@ mod tests {
             query,
             headers,
             host: None,
+            client_ip: None,
             header_overrides: fa,
         }
     }

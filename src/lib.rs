@@ -40,6 +40,7 @@ pub mod decision;
 pub mod devtools;
 pub mod jwks;
 pub mod policy;
+pub mod quota;
 pub mod reject;
 pub mod reload;
 pub mod route;

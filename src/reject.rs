@@ -54,6 +54,19 @@ pub enum Refusal {
     },
     /// The upstream refused the gateway's own credential (502).
     UpstreamUnauthorized,
+    /// Over the route's quota (429 with `Retry-After` and the draft's
+    /// `RateLimit-Policy` / `RateLimit` headers).
+    RateLimited {
+        policy: Arc<str>,
+        burst: u32,
+        window: u64,
+        retry_after: u64,
+        reset: u64,
+    },
+    /// The quota store failed with `on_error: deny` (503).
+    QuotaUnavailable,
+    /// The token lacks the claim the route's quota is keyed on (403).
+    MissingQuotaKey,
 }
 
 impl Refusal {
@@ -71,6 +84,9 @@ impl Refusal {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Refusal::UpstreamUnauthorized => StatusCode::BAD_GATEWAY,
+            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::MissingQuotaKey => StatusCode::FORBIDDEN,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -95,6 +111,9 @@ impl Refusal {
                 "temporarily_unavailable"
             }
             Refusal::UpstreamUnauthorized => "upstream_unauthorized",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::QuotaUnavailable => "temporarily_unavailable",
+            Refusal::MissingQuotaKey => "insufficient_claims",
             Refusal::UntrustedSource => "forbidden",
             Refusal::PayloadTooLarge => "payload_too_large",
             Refusal::BodyTimeout => "request_timeout",
@@ -119,6 +138,9 @@ impl Refusal {
                 "the gateway has no valid credential for the upstream yet"
             }
             Refusal::UpstreamUnauthorized => "the upstream refused the gateway's credential",
+            Refusal::RateLimited { .. } => "rate limit exceeded",
+            Refusal::QuotaUnavailable => "the quota store is unavailable",
+            Refusal::MissingQuotaKey => "the token lacks the claim this route's quota is keyed on",
             Refusal::UntrustedSource => "not a trusted forward-auth source",
             Refusal::PayloadTooLarge => "request body too large",
             Refusal::BodyTimeout => "the request body stalled",
@@ -157,6 +179,28 @@ impl Refusal {
     }
 }
 
+/// draft-ietf-httpapi-ratelimit-headers-09: `RateLimit-Policy:
+/// "NAME";q=BURST;w=SECONDS` and `RateLimit: "NAME";r=REMAINING;t=SECONDS`,
+/// replacing any the upstream sent. Policy names are validated tokens.
+pub fn rate_limit_headers(
+    headers: &mut http::HeaderMap,
+    policy: &str,
+    burst: u32,
+    window: u64,
+    remaining: u64,
+    reset: u64,
+) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{policy}\";q={burst};w={window}")) {
+        headers.insert(RATELIMIT_POLICY, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{policy}\";r={remaining};t={reset}")) {
+        headers.insert(RATELIMIT, v);
+    }
+}
+
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
 /// What every challenge says about this gateway, fixed at config load.
 #[derive(Debug, Clone, Default)]
 pub struct Challenge {
@@ -193,6 +237,19 @@ pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
         }
         Refusal::CredentialUnavailable { retry_after } => {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        Refusal::RateLimited {
+            policy,
+            burst,
+            window,
+            retry_after,
+            reset,
+        } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+            rate_limit_headers(headers, policy, *burst, *window, 0, *reset);
+        }
+        Refusal::QuotaUnavailable => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // After a framing error the rest of the connection cannot be
         // trusted; after a stalled body it is not worth keeping.

@@ -22,6 +22,8 @@ pub struct State {
     /// address, timeouts and TLS roots; connections drain with the state
     /// they belong to) and the gateway's own credential toward it.
     pub upstreams: Vec<UpstreamState>,
+    /// Quota buckets, kept by the composition root across reloads.
+    pub limiter: Arc<crate::quota::Limiter>,
 }
 
 /// What forwarding to one upstream needs.
@@ -39,6 +41,7 @@ impl State {
         config: Config,
         stats: Arc<CacheStats>,
         mut credentials: Vec<Option<crate::credentials::Injector>>,
+        limiter: Arc<crate::quota::Limiter>,
     ) -> Self {
         credentials.resize(config.upstreams.len(), None);
         let upstreams = config
@@ -61,6 +64,7 @@ impl State {
             config,
             cache,
             upstreams,
+            limiter,
         }
     }
 

@@ -17,6 +17,7 @@ mod identity;
 mod issuers;
 mod limits;
 pub mod paths;
+pub mod quotas;
 pub mod raw;
 mod routes;
 mod surface;
@@ -83,6 +84,7 @@ pub use forward_auth::{Convention, ForwardAuth};
 pub use identity::{Identity, IdentityValue};
 pub use issuers::{RemoteJwks, RemoteSource, RemoteSpec};
 pub use limits::Limits;
+pub use quotas::{OnError, QuotaKey, QuotaPolicy, Quotas, Store as QuotaStore};
 pub use surface::ResourceMetadata;
 pub use upstream::{
     AuthMethod, ClientCredentials, Credential, Inject, Secret, TokenEndpoint, Upstream,
@@ -101,6 +103,8 @@ pub struct Config {
     /// set, then `upstreams:` by name; empty when only forward-auth is
     /// served (then the proxy listener is not started).
     pub upstreams: Vec<Upstream>,
+    /// Quota policies (routes refer to them by index) and their store.
+    pub quotas: Quotas,
     pub forward_auth: Option<ForwardAuth>,
     pub trusted_proxies: Vec<raw::Cidr>,
     pub limits: Limits,
@@ -396,6 +400,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let identity = identity::build(ctx, raw.identity)?;
 
+    let quotas = quotas::build(ctx, raw.rate_limits)?;
     let mut routes = route::Table::new(raw.paths.build());
     let mut needs_tokens = false;
     for (i, spanned) in raw.routes.into_iter().enumerate() {
@@ -408,7 +413,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             );
         }
         let (template, host, rule) =
-            routes::build(ctx, &field, spanned.value, &upstreams, has_default)?;
+            routes::build(ctx, &field, spanned.value, &upstreams, has_default, &quotas)?;
         needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
         routes
@@ -460,6 +465,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         tls,
         forward_auth,
         upstreams,
+        quotas,
         trusted_proxies: raw.trusted_proxies,
         limits,
         challenge: crate::reject::Challenge {

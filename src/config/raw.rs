@@ -299,6 +299,9 @@ pub struct RawConfig {
     pub cors: Option<Spanned<RawCors>>,
     #[schemars(with = "Option<RawResourceMetadata>")]
     pub resource_metadata: Option<Spanned<RawResourceMetadata>>,
+    /// Quotas keyed on the verified caller.
+    #[schemars(with = "Option<super::quotas::RawRateLimits>")]
+    pub rate_limits: Option<Spanned<super::quotas::RawRateLimits>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -529,6 +532,9 @@ pub struct RawRoute {
     /// Only requests for this host (case-insensitive, port ignored).
     #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
+    /// A policy from `rate_limits.policies`.
+    #[schemars(with = "Option<String>")]
+    pub rate_limit: Option<Spanned<String>>,
     #[schemars(with = "Option<Vec<Method>>")]
     pub methods: Option<Spanned<Vec<Method>>>,
     #[serde(default)]

@@ -43,7 +43,34 @@ pub(super) fn build(
     raw: RawRoute,
     upstreams: &[super::Upstream],
     has_default: bool,
+    quotas: &super::Quotas,
 ) -> Result<(Template, Option<String>, route::Rule), ConfigError> {
+    let rate_limit = match &raw.rate_limit {
+        None => None,
+        Some(name) => {
+            let index = quotas
+                .policies
+                .iter()
+                .position(|p| *p.name == *name.value)
+                .ok_or_else(|| {
+                    ctx.err(
+                        name.referenced,
+                        format!("{field}.rate_limit"),
+                        format!("no policy named {:?} in rate_limits.policies", name.value),
+                    )
+                })?;
+            // A claim-keyed quota on a route that reads no token would key
+            // every caller on nothing.
+            if raw.auth == raw::RawAuth::None && quotas.policies[index].key != super::QuotaKey::Ip {
+                return Err(ctx.err(
+                    name.referenced,
+                    format!("{field}.rate_limit"),
+                    "a claim-keyed policy needs a token: this route has auth: none (key the policy on ip)",
+                ));
+            }
+            Some(index)
+        }
+    };
     let template = Template::parse(&raw.path.value)
         .map_err(|e| ctx.err(raw.path.referenced, format!("{field}.path"), e.to_string()))?;
     let upstream = match &raw.upstream {
@@ -182,6 +209,7 @@ pub(super) fn build(
             auth,
             policy: Policy::new(scopes, any_scope, claims),
             upstream,
+            rate_limit,
         },
     ))
 }

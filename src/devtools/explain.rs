@@ -135,6 +135,7 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
         query: query.as_deref(),
         headers: &headers,
         host: None,
+        client_ip: None,
         header_overrides: false,
     };
     let now = crate::now();

@@ -102,6 +102,8 @@ pub struct Rule {
     pub policy: Policy,
     /// Index into the config's upstreams (`None`: forward-auth only).
     pub upstream: Option<usize>,
+    /// Index into the config's quota policies.
+    pub rate_limit: Option<usize>,
 }
 
 /// All rules that share one template (and host).
@@ -435,6 +437,7 @@ mod tests {
             auth: Auth::Required,
             policy: Policy::default(),
             upstream: None,
+            rate_limit: None,
         }
     }
 

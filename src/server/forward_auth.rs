@@ -209,6 +209,11 @@ impl ForwardAuth {
                 query: original.target.query(),
                 headers: req.headers(),
                 host: original.host.as_deref(),
+                client_ip: Some(crate::upstream::headers::client_ip(
+                    req.headers(),
+                    peer.addr.ip(),
+                    &state.config.trusted_proxies,
+                )),
                 header_overrides: true,
             };
             let decision = decide(&state, &question, crate::now()).await;
@@ -220,7 +225,12 @@ impl ForwardAuth {
                 .and_then(Claims::subject)
                 .map(str::to_owned);
             let claims = decision.verdict?;
-            Ok(identity_headers(&state.config.identity, claims.as_deref()))
+            let quota = decision.quota;
+            let mut headers = identity_headers(&state.config.identity, claims.as_deref());
+            if let Some(quota) = quota {
+                super::proxy::quota_headers(&mut headers, &quota);
+            }
+            Ok(headers)
         }
         .await;
         let (response, refused) = match result {

@@ -87,6 +87,19 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// `RateLimit-Policy` and `RateLimit` on an allowed response, replacing
+/// any the upstream sent.
+pub(super) fn quota_headers(headers: &mut http::HeaderMap, quota: &crate::decision::QuotaNote<'_>) {
+    crate::reject::rate_limit_headers(
+        headers,
+        &quota.policy.name,
+        quota.policy.burst,
+        quota.policy.window_secs(),
+        quota.remaining,
+        quota.reset,
+    );
+}
+
 /// The host a request is for: the absolute-form authority, else `Host`
 /// (HTTP/2 `:authority` arrives as either).
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
@@ -231,6 +244,11 @@ impl Proxy {
                 query: req.uri().query(),
                 headers: req.headers(),
                 host: request_host(&req),
+                client_ip: Some(headers::client_ip(
+                    req.headers(),
+                    peer.addr.ip(),
+                    &state.config.trusted_proxies,
+                )),
                 header_overrides: false,
             };
             decide(state, &question, crate::now()).await
@@ -268,7 +286,12 @@ impl Proxy {
             )
             .await
         {
-            Ok(response) => (response, answered),
+            Ok(mut response) => {
+                if let Some(quota) = decision.quota {
+                    quota_headers(response.headers_mut(), &quota);
+                }
+                (response, answered)
+            }
             Err(refusal) => (
                 respond(&refusal, state.challenge()),
                 Answered {

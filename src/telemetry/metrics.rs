@@ -98,6 +98,17 @@ struct UpstreamResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyResultLabels {
+    policy: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    on_error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
 }
@@ -162,6 +173,10 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     token_fetches: Family<UpstreamResultLabels, Counter>,
     token_probes: Probes,
+    quota_decisions: Family<PolicyResultLabels, Counter>,
+    quota_fallbacks: Family<FallbackLabels, Counter>,
+    redis_duration: Histogram,
+    redis_errors: Counter,
     /// Shared with every state's verified-token cache, so that the counts
     /// survive reloads (a new cache comes with each config).
     pub cache: Arc<CacheStats>,
@@ -249,6 +264,30 @@ impl Default for Metrics {
             "Client-credentials token requests by upstream and result",
             token_fetches.clone(),
         );
+        let quota_decisions = Family::<PolicyResultLabels, Counter>::default();
+        registry.register(
+            "scopegate_rate_limit_decisions",
+            "Quota decisions by policy and result (allowed, limited, unavailable)",
+            quota_decisions.clone(),
+        );
+        let quota_fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "scopegate_rate_limit_fallbacks",
+            "Quota decisions Redis could not make, by the on_error that applied",
+            quota_fallbacks.clone(),
+        );
+        let redis_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 14));
+        registry.register(
+            "scopegate_redis_duration_seconds",
+            "Redis quota calls, from send to answer (or timeout)",
+            redis_duration.clone(),
+        );
+        let redis_errors = Counter::default();
+        registry.register(
+            "scopegate_redis_errors",
+            "Redis quota calls that failed or timed out",
+            redis_errors.clone(),
+        );
         let token_probes: Probes = Arc::default();
         registry.register_collector(Box::new(TokenCollector(token_probes.clone())));
         let cache = Arc::new(CacheStats::default());
@@ -262,6 +301,10 @@ impl Default for Metrics {
             reloads,
             token_fetches,
             token_probes,
+            quota_decisions,
+            quota_fallbacks,
+            redis_duration,
+            redis_errors,
             cache,
         }
     }
@@ -331,6 +374,53 @@ impl Metrics {
                 result: ok_or_error(ok),
             })
             .get()
+    }
+
+    pub fn rate_limit_decision(&self, policy: &str, result: &'static str) {
+        self.quota_decisions
+            .get_or_create(&PolicyResultLabels {
+                policy: policy.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Quota decisions of `policy` with this result.
+    pub fn rate_limit_decisions(&self, policy: &str, result: &'static str) -> u64 {
+        self.quota_decisions
+            .get_or_create(&PolicyResultLabels {
+                policy: policy.to_owned(),
+                result,
+            })
+            .get()
+    }
+
+    pub fn rate_limit_fallback(&self, on_error: crate::config::OnError) {
+        let on_error = match on_error {
+            crate::config::OnError::Local => "local",
+            crate::config::OnError::Allow => "allow",
+            crate::config::OnError::Deny => "deny",
+        };
+        self.quota_fallbacks
+            .get_or_create(&FallbackLabels { on_error })
+            .inc();
+    }
+
+    pub fn redis_call(&self, took: Duration, ok: bool) {
+        self.redis_duration.observe(took.as_secs_f64());
+        if !ok {
+            self.redis_errors.inc();
+        }
+    }
+
+    /// Starts a policy's decision counters at zero.
+    pub fn rate_limit_policy(&self, policy: &str) {
+        for result in ["allowed", "limited", "unavailable"] {
+            drop(self.quota_decisions.get_or_create(&PolicyResultLabels {
+                policy: policy.to_owned(),
+                result,
+            }));
+        }
     }
 
     /// Counts one token request toward `upstream`'s token endpoint.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 /// A claim name from the config, looked up as a literal key first (Auth0's
 /// `https://example.com/roles`) and then as a dotted path into nested objects
 /// (Keycloak's `realm_access.roles`). Parsed once at load time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClaimName {
     literal: String,
     path: Vec<String>,

@@ -295,6 +295,38 @@ pub fn apply_forwarded(
     }
 }
 
+/// The client's address: the peer's, or — when the peer is a trusted
+/// proxy — the rightmost `X-Forwarded-For` address that is not itself a
+/// trusted proxy (the leftmost when all are). Addresses that do not parse
+/// end the walk: nothing further left can be trusted.
+pub fn client_ip(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted: &[crate::config::raw::Cidr],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let chain = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in chain.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// The `Host` the upstream gets.
 pub fn set_host(headers: &mut HeaderMap, host: HeaderValue) {
     headers.insert(HOST, host);

@@ -14,6 +14,7 @@ mod operations;
 mod peers;
 mod properties;
 mod proxy;
+mod quotas;
 mod reload;
 mod slow_clients;
 mod smuggling;

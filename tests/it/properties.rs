@@ -96,6 +96,7 @@ fn table() -> Table {
             auth: Auth::Required,
             policy: Default::default(),
             upstream: None,
+            rate_limit: None,
         };
         t.insert(Template::parse(path).expect("template"), rule)
             .expect("insert");

@@ -7,6 +7,7 @@
 
 pub mod idp;
 pub mod keys;
+pub mod redis;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,126 @@
+//! Buckets in Redis, shared by every replica (SPEC §4.5): one round trip
+//! per decision, atomic — a Lua script loaded once and called by
+//! `EVALSHA` (on `NOSCRIPT`, after a `SCRIPT FLUSH` or a restart, it is
+//! loaded again) — with the time taken from Redis `TIME`, so that replicas
+//! with skewed clocks agree, and keys that expire once their bucket has
+//! refilled. Each call waits at most `redis.timeout`; the connection is
+//! made lazily and re-made with backoff (at most 5 s) by redis-rs's
+//! connection manager. Redis Cluster and Sentinel are not supported.
+//!
+//! Adapter: depends on redis-rs and tokio.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Shared, Verdict};
+use crate::config::QuotaPolicy;
+use crate::telemetry::Metrics;
+
+/// GCRA in microseconds on Redis' own clock. Returns {allowed, a, b}:
+/// allowed → a = headroom (µs), b = µs until full; refused → a = µs until
+/// the next allowed request, b = µs until full.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2]) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > limit then
+  return {0, new_tat - limit - now, tat - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, limit - (new_tat - now), new_tat - now}
+";
+
+pub struct Store {
+    connection: ConnectionManager,
+    script: redis::Script,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never printed.
+        f.debug_struct("redis::Store")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store for `url` (connected on first use). Must run in Tokio.
+    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Store, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {:?}", e.kind()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(5))
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(timeout));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("redis connection: {:?}", e.kind()))?;
+        Ok(Store {
+            connection,
+            script: redis::Script::new(SCRIPT),
+            timeout,
+            metrics,
+        })
+    }
+
+    async fn call(&self, bucket: &str, policy: &QuotaPolicy) -> Result<Verdict, ()> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(bucket)
+            .arg(policy.interval_us)
+            .arg(policy.burst);
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<(i64, i64, i64)>(&mut connection),
+        )
+        .await;
+        self.metrics
+            .redis_call(started.elapsed(), answer.as_ref().is_ok_and(Result::is_ok));
+        let (allowed, a, b) = match answer {
+            Ok(Ok(triple)) => triple,
+            Ok(Err(e)) => {
+                tracing::warn!("redis quota call failed: {:?}", e.kind());
+                return Err(());
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "redis quota call timed out");
+                return Err(());
+            }
+        };
+        let micros = |v: i64| u64::try_from(v).unwrap_or(0);
+        let secs = |v: i64| micros(v).div_ceil(1_000_000);
+        Ok(if allowed == 1 {
+            Verdict::Allowed {
+                remaining: micros(a) / policy.interval_us,
+                reset: secs(b),
+            }
+        } else {
+            Verdict::Limited {
+                retry_after: secs(a).max(1),
+                reset: secs(b),
+            }
+        })
+    }
+}
+
+impl Shared for Store {
+    fn take<'a>(
+        &'a self,
+        bucket: &'a str,
+        policy: &'a QuotaPolicy,
+    ) -> Pin<Box<dyn Future<Output = Result<Verdict, ()>> + Send + 'a>> {
+        Box::pin(self.call(bucket, policy))
+    }
+}
