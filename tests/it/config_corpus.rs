@@ -45,6 +45,9 @@ const SEMANTIC: &[&str] = &[
     "39-audience-and-resource",
     "40-client-secret-env-unset",
     "41-route-without-upstream",
+    "42-claim-quota-on-auth-none",
+    "43-unknown-quota-policy",
+    "45-bad-rate",
 ];
 
 fn validator() -> jsonschema::Validator {
