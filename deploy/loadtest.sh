@@ -10,10 +10,13 @@
 #      query string (oha --urls-from-file); the gateway's cache holds 1,000,
 #      so nearly every request verifies a signature
 #   D  scopegate, /api/public (auth: none): the cost of the hop alone
-# oha runs on core 0; the gateway (workers: 1) and nginx on core 1.
+#   E  scopegate, /api/quota (auth: none) with a Redis-backed quota that
+#      never limits: D plus one Redis round trip per request
+# oha runs on core 0; the gateway (workers: 1), nginx and Redis on core 1.
 # Prints req/s (median of rounds), p50/p99, success rate, ratio to A, the
 # gateway's CPU time per request and its peak RSS. Installs oha
-# (`cargo install oha --locked`, ~9 minutes once) and nginx if missing.
+# (`cargo install oha --locked`, ~9 minutes once), nginx and redis-server
+# if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +25,7 @@ ROUNDS=${2:-3}
 CONNS=${3:-64}
 POOL=${POOL:-100000}
 UP_PORT=${UP_PORT:-19080}
+REDIS_PORT=${REDIS_PORT:-19379}
 GW_PORT=${GW_PORT:-19090}
 WORK=target/loadtest
 mkdir -p "$WORK/results"
@@ -31,6 +35,7 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+command -v redis-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 cargo build --release --locked --bin scopegate
 SG=target/release/scopegate
 
@@ -59,6 +64,8 @@ http {
 NGINX
 taskset -c 1 "$NGINX" -p "$PWD/$WORK/nginx" -e "$PWD/$WORK/nginx/error.log" -c "$PWD/$WORK/nginx/nginx.conf" &
 pids+=($!)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+pids+=($!)
 
 # A development key, tokens, and the gateway's config.
 [ -f "$WORK/key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
@@ -85,7 +92,21 @@ issuers:
 tokens:
   from: [header, "query:access_token"]
   cache_size: 1000
+rate_limits:
+  store: redis
+  redis:
+    url: "redis://127.0.0.1:$REDIS_PORT/0"
+    timeout: 50ms
+    on_error: deny
+  policies:
+    never:
+      key: ip
+      rate: 1000000/s
 routes:
+  - path: /api/quota
+    methods: [GET]
+    auth: none
+    rate_limit: never
   - path: /api/public
     methods: [GET]
     auth: none
@@ -110,6 +131,7 @@ check 200 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW_PORT/api/priva
 check 403 -H "Authorization: Bearer $(mint --scope profile)" "http://127.0.0.1:$GW_PORT/api/private-scoped"
 check 200 "$(head -n 1 "$WORK/urls.txt")"
 check 200 "http://127.0.0.1:$GW_PORT/api/public"
+check 200 "http://127.0.0.1:$GW_PORT/api/quota"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -129,6 +151,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run B "$round" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW_PORT/api/private-scoped"
   run C "$round" --urls-from-file "$WORK/urls.txt"
   run D "$round" "http://127.0.0.1:$GW_PORT/api/public"
+  run E "$round" "http://127.0.0.1:$GW_PORT/api/quota"
 done
 grep VmHWM "/proc/$GW_PID/status" | awk '{print $2}' > "$OUT/gateway-peak-rss-kib"
 
@@ -136,9 +159,10 @@ python3 - "$OUT" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, pathlib
 out, hz = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 names = {"A": "upstream directly (nginx)", "B": "scopegate, one token (cached)",
-         "C": "scopegate, 100k distinct tokens", "D": "scopegate, auth: none (hop only)"}
+         "C": "scopegate, 100k distinct tokens", "D": "scopegate, auth: none (hop only)",
+         "E": "scopegate, auth: none + Redis quota (never limits)"}
 rows, base = [], None
-for key in "ABCD":
+for key in "ABCDE":
     runs = sorted(out.glob(f"{key}-*.json"))
     rps, p50, p99, ok, cpu = [], [], [], [], []
     for f in runs:
