@@ -78,10 +78,9 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-/// What RFC 3986 §3.3 allows raw in a path segment (`pchar` less `%`):
-/// unreserved, sub-delims, `:` and `@`. An escape of one of these means
-/// the same to every upstream, so it is decoded before matching.
-fn is_pchar(b: u8) -> bool {
+/// RFC 3986 unreserved and sub-delims: what a path segment and a host's
+/// reg-name both allow raw.
+pub fn is_unreserved_or_sub_delim(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -99,9 +98,14 @@ fn is_pchar(b: u8) -> bool {
                 | b','
                 | b';'
                 | b'='
-                | b':'
-                | b'@'
         )
+}
+
+/// What RFC 3986 §3.3 allows raw in a path segment (`pchar` less `%`):
+/// unreserved, sub-delims, `:` and `@`. An escape of one of these means
+/// the same to every upstream, so it is decoded before matching.
+fn is_pchar(b: u8) -> bool {
+    is_unreserved_or_sub_delim(b) || b == b':' || b == b'@'
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";

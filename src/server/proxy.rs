@@ -126,27 +126,10 @@ fn valid_host(value: &[u8]) -> bool {
         [b'[', inner @ .., b']'] => {
             std::str::from_utf8(inner).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
         }
-        _ => host.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
-        }),
+        // reg-name or IPv4: unreserved, sub-delims, percent-escapes.
+        _ => host
+            .iter()
+            .all(|&b| crate::route::is_unreserved_or_sub_delim(b) || b == b'%'),
     }
 }
 

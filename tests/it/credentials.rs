@@ -51,6 +51,20 @@ fn injected(seen: &crate::support::Recorded, header: &str) -> String {
     value.strip_prefix("Bearer ").unwrap_or(value).to_owned()
 }
 
+/// One upstream `api` with a client-credentials grant for client `gw`;
+/// `endpoint` is its `token_url:` or `issuer:` line.
+fn api_upstream(upstream: &Upstream, endpoint: &str) -> String {
+    format!(
+        "  api:\n    url: \"http://{}\"\n    credentials:\n      client_credentials:\n        {endpoint}\n        client_id: gw\n        client_secret_file: secret.txt\n        resource: \"{RESOURCE}\"\n",
+        upstream.addr
+    )
+}
+
+/// Waits until `path` answers 200 (the first token has arrived).
+async fn served(gw: &Gateway, path: &str) -> Option<Duration> {
+    crate::support::wait_for_status(gw.addr, path, &[], 200, Duration::from_secs(20)).await
+}
+
 async fn until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -277,26 +291,14 @@ async fn renewal_before_expiry_under_load_is_one_fetch() {
     .await;
     let upstream = Upstream::start().await;
     let cfg = config(
-        &format!(
-            "  api:\n    url: \"http://{}\"\n    credentials:\n      client_credentials:\n        token_url: \"{}\"\n        client_id: gw\n        client_secret_file: secret.txt\n        resource: \"{RESOURCE}\"\n",
-            upstream.addr,
-            provider.token_url()
+        &api_upstream(
+            &upstream,
+            &format!("token_url: \"{}\"", provider.token_url()),
         ),
         "  - path: /api/x\n    upstream: api\n    auth: none\n",
     );
     let gw = gateway(&cfg, &[("secret.txt", SECRET)]).await;
-    assert!(
-        until(Duration::from_secs(10), async || get(
-            gw.addr,
-            "/api/x",
-            &[]
-        )
-        .await
-        .status
-            == 200)
-        .await
-        .is_some()
-    );
+    assert!(served(&gw, "/api/x").await.is_some());
     let started = Instant::now();
     // Four clients in a loop for 6 s: across the renewal at 3.5 s.
     let mut loops = Vec::new();
@@ -342,11 +344,7 @@ async fn provider_down_at_start_then_at_renewal() {
     let mut provider = Idp::later(12);
     let upstream = Upstream::start().await;
     let cfg = config(
-        &format!(
-            "  api:\n    url: \"http://{}\"\n    credentials:\n      client_credentials:\n        issuer: \"{}\"\n        client_id: gw\n        client_secret_file: secret.txt\n        resource: \"{RESOURCE}\"\n",
-            upstream.addr,
-            provider.issuer()
-        ),
+        &api_upstream(&upstream, &format!("issuer: \"{}\"", provider.issuer())),
         "  - path: /api/x\n    upstream: api\n    auth: none\n",
     );
     let gw = gateway(&cfg, &[("secret.txt", SECRET)]).await;
@@ -365,10 +363,7 @@ async fn provider_down_at_start_then_at_renewal() {
     provider
         .spawn(&json!([idp::client("gw", SECRET, "client_secret_basic")]))
         .await;
-    let recovered = until(Duration::from_secs(20), async || {
-        get(gw.addr, "/api/x", &[]).await.status == 200
-    })
-    .await;
+    let recovered = served(&gw, "/api/x").await;
     eprintln!("credentials: provider up after a cold start → first 200 after {recovered:?}");
     assert!(recovered.is_some());
     let fetched = Instant::now();
@@ -417,28 +412,16 @@ async fn an_upstream_401_drops_the_token_once_and_a_rotated_secret_follows_a_rel
     )
     .await;
     let upstream = Upstream::start().await;
-    let upstreams = format!(
-        "  api:\n    url: \"http://{}\"\n    credentials:\n      client_credentials:\n        token_url: \"{}\"\n        client_id: gw\n        client_secret_file: secret.txt\n        resource: \"{RESOURCE}\"\n",
-        upstream.addr,
-        provider.token_url()
+    let upstreams = api_upstream(
+        &upstream,
+        &format!("token_url: \"{}\"", provider.token_url()),
     );
     let cfg = config(
         &upstreams,
         "  - path: /api/{*rest}\n    upstream: api\n    auth: none\n",
     );
     let gw = gateway(&cfg, &[("secret.txt", SECRET)]).await;
-    assert!(
-        until(Duration::from_secs(10), async || get(
-            gw.addr,
-            "/api/ok",
-            &[]
-        )
-        .await
-        .status
-            == 200)
-        .await
-        .is_some()
-    );
+    assert!(served(&gw, "/api/ok").await.is_some());
     let first = injected(&upstream.take()[0], "authorization");
     assert_eq!(provider.token_requests().await, 1);
 

@@ -344,11 +344,21 @@ async fn redis_outages_follow_on_error_and_script_flush_is_survived() {
         let metrics = gw.runtime.metrics.encode();
         let fallbacks = metrics
             .lines()
-            .find(|l| l.starts_with(&format!("scopegate_rate_limit_fallbacks_total{{on_error=\"{mode}\"}}")))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "scopegate_rate_limit_fallbacks_total{{on_error=\"{mode}\"}}"
+                ))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok());
-        assert!(fallbacks.is_some_and(|n| n >= 4.0), "{mode}: fallbacks counted: {metrics}");
-        assert!(metrics.contains("scopegate_redis_errors_total"), "{metrics}");
+        assert!(
+            fallbacks.is_some_and(|n| n >= 4.0),
+            "{mode}: fallbacks counted: {metrics}"
+        );
+        assert!(
+            metrics.contains("scopegate_redis_errors_total"),
+            "{metrics}"
+        );
         assert!(metrics.contains("scopegate_redis_duration_seconds_bucket"));
     }
     let deny = &gateways[0].1;
