@@ -10,20 +10,26 @@
 //! look it up in the [`route::Table`] (404 / 405) under the request's method
 //! and any `_method` override, find the token ([`token::extract`]), verify
 //! it ([`token::Verifier`] with keys from [`jwks`]), check the route's
-//! [`policy`]. The forward-auth listener first reads the question from its
-//! one configured ingress convention. A refusal becomes a response in
-//! [`reject`] only; an allowed request is rewritten by [`upstream::headers`]
-//! and forwarded by [`upstream::Client`] with the normalized path, its body
-//! guarded (size, stalls, the client's own framing errors). A WebSocket
-//! tunnel is run by the connection that carried its handshake.
+//! [`policy`], then take one request from the rule's [`quota`] (per
+//! process, or in Redis). The forward-auth listener first reads the
+//! question from its one configured ingress convention. A refusal becomes
+//! a response in [`reject`] only; an allowed request is rewritten by
+//! [`upstream::headers`], given the gateway's own credential toward its
+//! upstream ([`credentials`]: a static header, or a client-credentials
+//! token) and forwarded by that upstream's [`upstream::Client`] with the
+//! normalized path, its body guarded (size, stalls, the client's own
+//! framing errors). A WebSocket tunnel is run by the connection that
+//! carried its handshake.
 //!
 //! # Dependency rules
 //!
 //! The pure core — [`config`] (one module per section), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`decision`], [`reject`],
 //! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
-//! runtime. Adapters — [`jwks::fetch`], [`upstream`], [`server`],
-//! [`admin`], [`reload`], [`telemetry`] — depend on the core, never the
+//! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
+//! — [`jwks::fetch`], [`credentials`], [`quota::redis`], [`upstream`],
+//! [`server`], [`admin`], [`reload`], [`telemetry`] — depend on the core,
+//! never the
 //! reverse, and never on [`app`]: the composition root hands [`admin`] an
 //! [`admin::Admin`] (state and metrics) and [`reload`] a [`reload::Reload`]
 //! handle. [`cli`] only parses and dispatches.
