@@ -183,6 +183,7 @@ fn benches(c: &mut Criterion) {
                     scopegate::jwks::KeySet::from_secret(secret, &[jsonwebtoken::Algorithm::HS256])
                         .expect("secret"),
                 )),
+                introspection: None,
             }],
             8192,
         )

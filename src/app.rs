@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::QuotaStore;
 use crate::config::{self, Config, ConfigError, Credential, RemoteSource};
 use crate::credentials::{Injector, TokenSource};
+use crate::introspect::Introspector;
 use crate::jwks::fetch::Remote;
 use crate::quota::Limiter;
 use crate::server::forward_auth::ForwardAuth;
@@ -36,6 +37,9 @@ pub struct Runtime {
     /// Every running client-credentials token source, by upstream name,
     /// kept across reloads while its grant is unchanged.
     tokens: Mutex<HashMap<Arc<str>, Weak<TokenSource>>>,
+    /// Every running introspection client, by issuer, kept across reloads
+    /// while its settings are unchanged (its answer cache with it).
+    introspectors: Mutex<HashMap<String, Arc<Introspector>>>,
     /// The quota store, kept while `rate_limits.store` is unchanged.
     limiter: Mutex<Option<(QuotaStore, Arc<Limiter>)>>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
@@ -67,6 +71,8 @@ impl Runtime {
         let credentials = token_sources(&tokens, &metrics, &config);
         let limiter = Mutex::new(None);
         let quotas = limiter_for(&limiter, &metrics, &config);
+        let introspectors = Mutex::new(HashMap::new());
+        attach_introspectors(&introspectors, &metrics, &config);
         Arc::new(Runtime {
             path: config.path.clone(),
             shared: Arc::new(Shared::new(State::new(
@@ -78,6 +84,7 @@ impl Runtime {
             metrics,
             remotes,
             tokens,
+            introspectors,
             limiter,
             reloading: Mutex::new(()),
         })
@@ -115,6 +122,7 @@ impl Runtime {
         adopt_remotes(&self.remotes, &self.metrics, &mut config);
         let credentials = token_sources(&self.tokens, &self.metrics, &config);
         let quotas = limiter_for(&self.limiter, &self.metrics, &config);
+        attach_introspectors(&self.introspectors, &self.metrics, &config);
         let routes = config.routes.routes().len();
         self.shared.swap(State::new(
             config,
@@ -284,6 +292,40 @@ fn token_sources(
             })
         })
         .collect()
+}
+
+/// Gives every introspecting issuer of `config` its client: the running
+/// one while its settings are unchanged (answers stay cached), a new one
+/// otherwise.
+fn attach_introspectors(
+    running: &Mutex<HashMap<String, Arc<Introspector>>>,
+    metrics: &Arc<Metrics>,
+    config: &Config,
+) {
+    let Ok(mut running) = running.lock() else {
+        return;
+    };
+    running.retain(|issuer, _| config.introspections.iter().any(|(name, _)| name == issuer));
+    for (issuer, spec) in &config.introspections {
+        let introspector = match running.get(issuer) {
+            Some(current) if current.spec() == spec => current.clone(),
+            _ => {
+                let Ok(client) = crate::jwks::fetch::client_with_timeout(spec.timeout) else {
+                    tracing::error!(%issuer, "cannot build the introspection client: its opaque tokens answer 503");
+                    continue;
+                };
+                let fresh = Arc::new(Introspector::new(
+                    issuer.clone(),
+                    spec.clone(),
+                    client,
+                    metrics.clone(),
+                ));
+                running.insert(issuer.clone(), fresh.clone());
+                fresh
+            }
+        };
+        config.verifier.attach_introspector(issuer, introspector);
+    }
 }
 
 /// The quota store for `config`: the running one while `rate_limits.store`

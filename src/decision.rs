@@ -310,6 +310,7 @@ async fn verify(state: &State, q: &Question<'_>, now: i64) -> Result<Arc<Claims>
         .await
         .map_err(|e| match e {
             TokenError::KeysUnavailable => Refusal::KeysUnavailable,
+            TokenError::IntrospectionUnavailable => Refusal::IntrospectionUnavailable,
             e => Refusal::InvalidToken(e),
         })
 }

@@ -65,6 +65,8 @@ pub enum Refusal {
     },
     /// The quota store failed with `on_error: deny` (503).
     QuotaUnavailable,
+    /// The introspection endpoint is down or slow (503 + `Retry-After`).
+    IntrospectionUnavailable,
     /// The token lacks the claim the route's quota is keyed on (403).
     MissingQuotaKey,
 }
@@ -85,7 +87,9 @@ impl Refusal {
             }
             Refusal::UpstreamUnauthorized => StatusCode::BAD_GATEWAY,
             Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::QuotaUnavailable | Refusal::IntrospectionUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::MissingQuotaKey => StatusCode::FORBIDDEN,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -112,7 +116,9 @@ impl Refusal {
             }
             Refusal::UpstreamUnauthorized => "upstream_unauthorized",
             Refusal::RateLimited { .. } => "rate_limited",
-            Refusal::QuotaUnavailable => "temporarily_unavailable",
+            Refusal::QuotaUnavailable | Refusal::IntrospectionUnavailable => {
+                "temporarily_unavailable"
+            }
             Refusal::MissingQuotaKey => "insufficient_claims",
             Refusal::UntrustedSource => "forbidden",
             Refusal::PayloadTooLarge => "payload_too_large",
@@ -140,6 +146,7 @@ impl Refusal {
             Refusal::UpstreamUnauthorized => "the upstream refused the gateway's credential",
             Refusal::RateLimited { .. } => "rate limit exceeded",
             Refusal::QuotaUnavailable => "the quota store is unavailable",
+            Refusal::IntrospectionUnavailable => TokenError::IntrospectionUnavailable.describe(),
             Refusal::MissingQuotaKey => "the token lacks the claim this route's quota is keyed on",
             Refusal::UntrustedSource => "not a trusted forward-auth source",
             Refusal::PayloadTooLarge => "request body too large",
@@ -250,6 +257,9 @@ pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
         }
         Refusal::QuotaUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Refusal::IntrospectionUnavailable => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         }
         // After a framing error the rest of the connection cannot be
         // trusted; after a stalled body it is not worth keeping.

@@ -13,7 +13,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::RawIssuer;
 use super::{ConfigError, Ctx};
 use crate::jwks::{KeySet, kind_for};
-use crate::token::{ClaimName, Issuer, KeyCell};
+use crate::token::{ClaimName, IntrospectionRule, Issuer, KeyCell};
 
 /// Where a remote key set is found.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,13 +43,21 @@ pub struct RemoteJwks {
     pub keys: Arc<KeyCell>,
 }
 
+/// An issuer, its remote key set if any, and its introspection if any.
+pub(super) type Built = (Issuer, Option<RemoteJwks>, Option<super::Introspection>);
+
 pub(super) fn build(
     ctx: &Ctx<'_>,
     field: &str,
     spanned: Spanned<RawIssuer>,
-) -> Result<(Issuer, Option<RemoteJwks>), ConfigError> {
+) -> Result<Built, ConfigError> {
     let at = spanned.referenced;
-    let raw = spanned.value;
+    let mut raw = spanned.value;
+    let introspection = raw
+        .introspection
+        .take()
+        .map(|i| super::introspection::build(ctx, field, i))
+        .transpose()?;
     let name = raw.issuer.value;
     if name.is_empty() {
         return Err(ctx.err(
@@ -96,6 +104,8 @@ pub(super) fn build(
         given.push(("discovery", d.referenced, ""));
     }
     let (kind, key_at, value) = match given.as_slice() {
+        // Introspection alone: every token is introspected; ready at once.
+        [] if introspection.is_some() => ("introspection", at, ""),
         [] => {
             return Err(ctx.err(
                 at,
@@ -171,6 +181,10 @@ pub(super) fn build(
             keys.store(set);
             None
         }
+        "introspection" => {
+            keys.store(KeySet::default());
+            None
+        }
         "public_key_file" => {
             let bytes = ctx.read(key_at, &key_field, value)?;
             let set =
@@ -230,8 +244,15 @@ pub(super) fn build(
         require_typ: raw.require_typ.as_deref().map(crate::token::canonical_typ),
         scope_claims: scope_claims.iter().map(|c| ClaimName::new(c)).collect(),
         keys,
+        introspection: introspection.as_ref().map(|i| IntrospectionRule {
+            token_prefix: i.token_prefix.clone(),
+            always: i.always,
+            require_aud: i.require_aud,
+            cache_ttl: secs_i64(i.cache_ttl),
+            introspector: Default::default(),
+        }),
     };
-    Ok((issuer, remote))
+    Ok((issuer, remote, introspection))
 }
 
 fn secs_i64(d: Duration) -> i64 {

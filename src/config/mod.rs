@@ -14,6 +14,7 @@
 
 pub mod forward_auth;
 mod identity;
+pub mod introspection;
 mod issuers;
 mod limits;
 pub mod paths;
@@ -82,6 +83,7 @@ impl std::error::Error for ConfigError {}
 
 pub use forward_auth::{Convention, ForwardAuth};
 pub use identity::{Identity, IdentityValue};
+pub use introspection::Introspection;
 pub use issuers::{RemoteJwks, RemoteSource, RemoteSpec};
 pub use limits::Limits;
 pub use quotas::{OnError, QuotaKey, QuotaPolicy, Quotas, Store as QuotaStore};
@@ -117,6 +119,8 @@ pub struct Config {
     pub workers: usize,
     pub verifier: Verifier,
     pub remote_jwks: Vec<RemoteJwks>,
+    /// Introspecting issuers, by name.
+    pub introspections: Vec<(String, Introspection)>,
     pub token_sources: Vec<Source>,
     /// Verified tokens remembered (0: no cache).
     pub token_cache_size: usize,
@@ -362,11 +366,15 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
 
     let mut issuers = Vec::new();
     let mut remote_jwks = Vec::new();
+    let mut introspections: Vec<(String, Introspection)> = Vec::new();
     let mut issuer_at = Vec::new();
     for (i, spanned) in raw.issuers.into_iter().enumerate() {
         let field = format!("issuers[{i}]");
         issuer_at.push((field.clone(), spanned.referenced));
-        let (issuer, remote) = issuers::build(ctx, &field, spanned)?;
+        let (issuer, remote, introspection) = issuers::build(ctx, &field, spanned)?;
+        if let Some(i) = introspection {
+            introspections.push((issuer.name.clone(), i));
+        }
         if issuers
             .iter()
             .any(|other: &Issuer| other.name == issuer.name)
@@ -381,6 +389,23 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         issuers.push(issuer);
     }
 
+    // SPEC §4.4: an opaque token goes to the one introspecting issuer, or
+    // to the one whose token_prefix it carries.
+    if introspections.len() > 1 {
+        let mut prefixes: Vec<Option<&str>> = introspections
+            .iter()
+            .map(|(_, i)| i.token_prefix.as_deref())
+            .collect();
+        prefixes.sort_unstable();
+        let distinct = prefixes.windows(2).all(|w| w[0] != w[1]);
+        if prefixes.contains(&None) || !distinct {
+            return Err(ctx.err(
+                doc,
+                "issuers",
+                "several issuers introspect: each needs a distinct introspection.token_prefix",
+            ));
+        }
+    }
     if raw.tokens.max_bytes == 0 {
         return Err(ctx.err(doc, "tokens.max_bytes", "must be greater than 0"));
     }
@@ -477,6 +502,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         workers: raw.workers,
         verifier: Verifier::new(issuers, raw.tokens.max_bytes),
         remote_jwks,
+        introspections,
         token_sources,
         token_cache_size: raw.tokens.cache_size,
         identity,

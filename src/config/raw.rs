@@ -465,6 +465,10 @@ pub struct RawIssuer {
     #[serde(default = "RawIssuer::default_scope_claims")]
     #[schemars(with = "Vec<String>")]
     pub scope_claims: Spanned<Vec<String>>,
+    /// RFC 7662 token introspection, for opaque tokens (and all tokens
+    /// with `always: true`).
+    #[schemars(with = "Option<super::introspection::RawIntrospection>")]
+    pub introspection: Option<Spanned<super::introspection::RawIntrospection>>,
 }
 
 impl RawIssuer {

@@ -291,7 +291,7 @@ pub(super) fn build(
 /// A secret from `*_env` or `*_file` (one trailing newline dropped); in
 /// `scopegate check`, an unset variable is a warning and an empty secret
 /// stands in.
-fn secret(
+pub(super) fn secret(
     ctx: &Ctx<'_>,
     field: &str,
     what: &str,

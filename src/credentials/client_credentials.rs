@@ -223,19 +223,8 @@ impl TokenSource {
             form.finish()
         };
         if grant.auth_method == AuthMethod::ClientSecretBasic {
-            use base64::Engine as _;
-            // RFC 6749 §2.3.1: both form-urlencoded before Basic.
-            let encode =
-                |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let pair = format!(
-                "{}:{}",
-                encode(&grant.client_id),
-                encode(grant.client_secret.expose())
-            );
-            let basic = base64::engine::general_purpose::STANDARD.encode(pair);
-            let mut value = HeaderValue::from_str(&format!("Basic {basic}"))
+            let value = basic(&grant.client_id, grant.client_secret.expose())
                 .map_err(|_| FetchError::BadAnswer("credentials cannot form a header"))?;
-            value.set_sensitive(true);
             request = request.header("authorization", value);
         }
         let sent_at = Instant::now();
@@ -288,6 +277,23 @@ impl TokenProbe for TokenSource {
         let left = token.expires_at.checked_duration_since(Instant::now())?;
         Some(left.as_secs_f64())
     }
+}
+
+/// `client_secret_basic` (RFC 6749 §2.3.1): id and secret form-urlencoded,
+/// then HTTP Basic; the header value is marked sensitive.
+pub fn basic(
+    client_id: &str,
+    secret: &str,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    use base64::Engine as _;
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", encode(client_id), encode(secret));
+    let mut value = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// When to renew, from the moment the request was sent: the earlier of

@@ -98,6 +98,11 @@ struct UpstreamResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyResultLabels {
     policy: String,
     result: &'static str,
@@ -174,6 +179,8 @@ pub struct Metrics {
     token_fetches: Family<UpstreamResultLabels, Counter>,
     token_probes: Probes,
     quota_decisions: Family<PolicyResultLabels, Counter>,
+    introspections: Family<JwksLabels, Counter>,
+    introspection_hits: Family<IssuerLabels, Counter>,
     quota_fallbacks: Family<FallbackLabels, Counter>,
     redis_duration: Histogram,
     redis_errors: Counter,
@@ -270,6 +277,18 @@ impl Default for Metrics {
             "Quota decisions by policy and result (allowed, limited, unavailable)",
             quota_decisions.clone(),
         );
+        let introspections = Family::<JwksLabels, Counter>::default();
+        registry.register(
+            "scopegate_introspections",
+            "RFC 7662 introspection calls by issuer and result (active, inactive, unsupported, error)",
+            introspections.clone(),
+        );
+        let introspection_hits = Family::<IssuerLabels, Counter>::default();
+        registry.register(
+            "scopegate_introspection_cache_hits",
+            "Introspection answers served from the cache, by issuer",
+            introspection_hits.clone(),
+        );
         let quota_fallbacks = Family::<FallbackLabels, Counter>::default();
         registry.register(
             "scopegate_rate_limit_fallbacks",
@@ -302,6 +321,8 @@ impl Default for Metrics {
             token_fetches,
             token_probes,
             quota_decisions,
+            introspections,
+            introspection_hits,
             quota_fallbacks,
             redis_duration,
             redis_errors,
@@ -374,6 +395,46 @@ impl Metrics {
                 result: ok_or_error(ok),
             })
             .get()
+    }
+
+    pub fn introspection(&self, issuer: &str, result: &'static str) {
+        self.introspections
+            .get_or_create(&JwksLabels {
+                issuer: issuer.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Introspection calls for `issuer` with this result.
+    pub fn introspections(&self, issuer: &str, result: &'static str) -> u64 {
+        self.introspections
+            .get_or_create(&JwksLabels {
+                issuer: issuer.to_owned(),
+                result,
+            })
+            .get()
+    }
+
+    pub fn introspection_cache_hit(&self, issuer: &str) {
+        self.introspection_hits
+            .get_or_create(&IssuerLabels {
+                issuer: issuer.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Starts an introspecting issuer's counters at zero.
+    pub fn introspection_issuer(&self, issuer: &str) {
+        for result in ["active", "inactive", "unsupported", "error"] {
+            drop(self.introspections.get_or_create(&JwksLabels {
+                issuer: issuer.to_owned(),
+                result,
+            }));
+        }
+        drop(self.introspection_hits.get_or_create(&IssuerLabels {
+            issuer: issuer.to_owned(),
+        }));
     }
 
     pub fn rate_limit_decision(&self, policy: &str, result: &'static str) {

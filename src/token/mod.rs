@@ -14,7 +14,9 @@ mod verify;
 pub use cache::{Cache, CacheStats};
 pub use claims::{ClaimName, Claims};
 pub use extract::{ExtractError, Source};
-pub use verify::{Issuer, KeyCell, Refetch, Verifier, canonical_typ};
+pub use verify::{
+    Introspect, Introspected, IntrospectionRule, Issuer, KeyCell, Refetch, Verifier, canonical_typ,
+};
 
 /// Why a token was refused. A refused token is normal traffic: this is a
 /// plain enum, described with fixed strings that never contain the token.
@@ -49,6 +51,10 @@ pub enum TokenError {
     /// A `cnf` claim: the token is bound to a key or certificate, and
     /// accepting it as a bearer token would drop the binding.
     BoundToken,
+    /// The introspection endpoint said `active: false`.
+    Inactive,
+    /// The introspection endpoint is down, slow or answered badly (503).
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -82,6 +88,8 @@ impl TokenError {
             BoundToken => {
                 "token is bound to a key or certificate (cnf) and cannot be used as a bearer token"
             }
+            Inactive => "token is not active",
+            IntrospectionUnavailable => "the token cannot be introspected right now",
         }
     }
 }

@@ -87,6 +87,43 @@ impl KeyCell {
     }
 }
 
+/// What an introspection endpoint said of a token (RFC 7662).
+#[derive(Debug, Clone)]
+pub enum Introspected {
+    /// `active: true`, with the answer's members.
+    Active(Arc<Map<String, Value>>),
+    /// `active: false`.
+    Inactive,
+    /// `unsupported_token_type`: a JWT stands on local verification alone.
+    Unsupported,
+}
+
+/// Asks an issuer's introspection endpoint about a token. Implemented by
+/// the introspection adapter, which caches answers (by a hash of the
+/// token) and keeps one call in flight per token. `Err`: the endpoint is
+/// down, slow or answered something that is not an answer (503).
+pub trait Introspect: Send + Sync + std::fmt::Debug {
+    fn introspect<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Introspected, ()>> + Send + 'a>>;
+}
+
+/// How an issuer introspects.
+#[derive(Debug, Clone)]
+pub struct IntrospectionRule {
+    /// With several introspecting issuers, the prefix of this one's tokens.
+    pub token_prefix: Option<String>,
+    /// JWTs are introspected too (after local verification).
+    pub always: bool,
+    /// An active answer must carry an allowed `aud`.
+    pub require_aud: bool,
+    /// Upper bound on how long an answer without `exp` is trusted (s).
+    pub cache_ttl: i64,
+    /// Installed by the composition root.
+    pub introspector: OnceLock<Arc<dyn Introspect>>,
+}
+
 /// A trusted issuer, validated at load time.
 #[derive(Debug)]
 pub struct Issuer {
@@ -102,6 +139,8 @@ pub struct Issuer {
     pub require_typ: Option<String>,
     pub scope_claims: Vec<ClaimName>,
     pub keys: Arc<KeyCell>,
+    /// RFC 7662 introspection, for opaque tokens (and JWTs with `always`).
+    pub introspection: Option<IntrospectionRule>,
 }
 
 /// Verifies tokens for a set of issuers.
@@ -142,6 +181,71 @@ impl Verifier {
         self.issuers.values()
     }
 
+    /// Installs an issuer's introspection client.
+    pub fn attach_introspector(&self, issuer: &str, introspector: Arc<dyn Introspect>) {
+        if let Some(rule) = self
+            .issuers
+            .get(issuer)
+            .and_then(|i| i.introspection.as_ref())
+        {
+            let _ = rule.introspector.set(introspector);
+        }
+    }
+
+    /// The issuer an opaque token is introspected by: the one whose
+    /// `token_prefix` it starts with, else the only introspecting issuer.
+    fn introspecting(&self, token: &str) -> Option<&Issuer> {
+        let mut candidates = self.issuers.values().filter(|i| i.introspection.is_some());
+        let by_prefix = candidates.clone().find(|i| {
+            i.introspection
+                .as_ref()
+                .and_then(|r| r.token_prefix.as_deref())
+                .is_some_and(|p| token.starts_with(p))
+        });
+        by_prefix.or_else(|| {
+            let first = candidates.next()?;
+            candidates.next().is_none().then_some(first)
+        })
+    }
+
+    /// Asks `issuer`'s introspection endpoint.
+    async fn ask(&self, issuer: &Issuer, token: &str) -> Result<Introspected, TokenError> {
+        let rule = issuer.introspection.as_ref().ok_or(TokenError::Malformed)?;
+        let introspector = rule
+            .introspector
+            .get()
+            .ok_or(TokenError::IntrospectionUnavailable)?;
+        introspector
+            .introspect(token)
+            .await
+            .map_err(|()| TokenError::IntrospectionUnavailable)
+    }
+
+    /// An opaque token: introspected, then its answer checked as a JWT's
+    /// claims would be.
+    async fn verify_opaque(&self, token: &str, now: i64) -> Result<Arc<Claims>, TokenError> {
+        let issuer = self.introspecting(token).ok_or(TokenError::Malformed)?;
+        let answer = match self.ask(issuer, token).await? {
+            Introspected::Active(answer) => answer,
+            Introspected::Inactive => return Err(TokenError::Inactive),
+            Introspected::Unsupported => return Err(TokenError::Malformed),
+        };
+        if answer
+            .get("iss")
+            .is_some_and(|iss| iss.as_str() != Some(issuer.name.as_str()))
+        {
+            return Err(TokenError::UnknownIssuer);
+        }
+        let rule = issuer.introspection.as_ref().ok_or(TokenError::Malformed)?;
+        let exp = issuer.check_introspected(&answer, now, rule)?;
+        let exp = exp.unwrap_or(now.saturating_add(rule.cache_ttl));
+        Ok(Arc::new(Claims::new(
+            (*answer).clone(),
+            &issuer.scope_claims,
+            exp,
+        )))
+    }
+
     /// Makes an issuer use an existing key cell (keys kept across a reload).
     pub fn adopt_keys(&mut self, issuer: &str, keys: Arc<KeyCell>) {
         if let Some(i) = self.issuers.get_mut(issuer) {
@@ -165,7 +269,16 @@ impl Verifier {
         if let Some(claims) = cache.and_then(|c| c.get(token, now)) {
             return Ok(claims);
         }
-        let jws = jws::split(token)?;
+        let jws = match jws::split(token) {
+            Ok(jws) => jws,
+            // Not a JWS: an opaque token, for an introspecting issuer.
+            Err(TokenError::Malformed)
+                if self.issuers.values().any(|i| i.introspection.is_some()) =>
+            {
+                return self.verify_opaque(token, now).await;
+            }
+            Err(e) => return Err(e),
+        };
         let payload = jws.claims()?;
         let issuer = match payload.get("iss") {
             Some(Value::String(iss)) => self.issuers.get(iss).ok_or(TokenError::UnknownIssuer)?,
@@ -196,6 +309,15 @@ impl Verifier {
         }
         let valid_until = issuer.check_claims(&payload, now)?;
         let claims = Arc::new(Claims::new(payload, &issuer.scope_claims, valid_until.exp));
+        // `always`: a valid JWT must also be active (revocation); its
+        // claims stay the JWT's, and it is not cached here (the
+        // introspection cache bounds how long an answer is trusted).
+        if issuer.introspection.as_ref().is_some_and(|r| r.always) {
+            return match self.ask(issuer, token).await? {
+                Introspected::Active(_) | Introspected::Unsupported => Ok(claims),
+                Introspected::Inactive => Err(TokenError::Inactive),
+            };
+        }
         if let Some(cache) = cache {
             cache.insert(
                 token,
@@ -217,6 +339,40 @@ struct ValidUntil {
 }
 
 impl Issuer {
+    /// The checks of an active introspection answer: its members have
+    /// their JWT types; `exp` (optional here) and `aud` (when
+    /// `require_aud`) are checked as for JWTs; a `cnf` is refused.
+    fn check_introspected(
+        &self,
+        answer: &Map<String, Value>,
+        now: i64,
+        rule: &IntrospectionRule,
+    ) -> Result<Option<i64>, TokenError> {
+        let exp = time_claim(answer, "exp")?;
+        time_claim(answer, "iat")?;
+        time_claim(answer, "nbf")?;
+        if exp.is_some_and(|exp| now >= exp.saturating_add(self.clock_skew)) {
+            return Err(TokenError::Expired);
+        }
+        for name in ["sub", "client_id", "jti", "scope", "username", "token_type"] {
+            if answer.get(name).is_some_and(|v| !v.is_string()) {
+                return Err(TokenError::IdClaimNotString);
+            }
+        }
+        if answer.contains_key("cnf") {
+            return Err(TokenError::BoundToken);
+        }
+        let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
+        match answer.get("aud") {
+            None if !rule.require_aud => {}
+            None => return Err(TokenError::AudienceMissing),
+            Some(Value::String(aud)) if accepted(aud) => {}
+            Some(Value::Array(auds)) if auds.iter().any(|a| a.as_str().is_some_and(accepted)) => {}
+            Some(_) => return Err(TokenError::BadAudience),
+        }
+        Ok(exp)
+    }
+
     /// Registered-claim checks on a payload whose signature is valid.
     fn check_claims(
         &self,

@@ -434,16 +434,22 @@ async fn an_upstream_401_drops_the_token_once_and_a_rotated_secret_follows_a_rel
             get(addr, "/api/unauthorized", &[]).await
         }));
     }
+    let mut refused = 0;
     for t in tasks {
         let resp = t.await.expect("join");
-        assert_eq!(resp.status, 502);
-        assert_eq!(resp.json()["error"], "upstream_unauthorized");
-        assert_eq!(
-            resp.header("www-authenticate"),
-            None,
-            "the upstream's challenge is not passed on"
-        );
+        // A request that started after the drop finds no token yet: 503.
+        assert!(matches!(resp.status, 502 | 503), "{}", resp.status);
+        if resp.status == 502 {
+            refused += 1;
+            assert_eq!(resp.json()["error"], "upstream_unauthorized");
+            assert_eq!(
+                resp.header("www-authenticate"),
+                None,
+                "the upstream's challenge is not passed on"
+            );
+        }
     }
+    assert!(refused >= 1);
     assert!(
         until(Duration::from_secs(5), async || provider
             .token_requests()
