@@ -1,7 +1,9 @@
 // A real OpenID provider for scopegate's integration tests: oidc-provider
 // (panva) on loopback, with the client-credentials grant, RFC 8707 resource
-// indicators, Auth0's `audience` parameter mapped to the resource, JWT
-// access tokens, and a /_stats endpoint counting token requests.
+// indicators (JWT access tokens), Auth0's `audience` parameter mapped to the
+// resource, opaque tokens without one, RFC 7662 introspection, RFC 7009
+// revocation, and a /_stats endpoint counting token and introspection
+// requests.
 //
 //   IDP_PORT=…  IDP_KEYS=keys.json (created if missing; reused across restarts)
 //   IDP_CLIENTS='[{"client_id":…,"client_secret":…,"token_endpoint_auth_method":…}]'
@@ -34,6 +36,8 @@ const clients = JSON.parse(process.env.IDP_CLIENTS).map((c) => ({
 
 const provider = new Provider(issuer, {
   clients,
+  // Scopes a client may ask for without a resource (opaque tokens).
+  scopes: ['openid', 'offline_access', ...scopes.split(' ')],
   jwks: keys,
   extraParams: ['audience'],
   features: {
@@ -58,12 +62,14 @@ const provider = new Provider(issuer, {
 });
 
 let tokenRequests = 0;
+let introspectionRequests = 0;
 provider.use(async (ctx, next) => {
   if (ctx.path === '/_stats') {
-    ctx.body = { token_requests: tokenRequests };
+    ctx.body = { token_requests: tokenRequests, introspection_requests: introspectionRequests };
     return;
   }
   if (ctx.path === '/token' && ctx.method === 'POST') tokenRequests += 1;
+  if (ctx.path === '/token/introspection' && ctx.method === 'POST') introspectionRequests += 1;
   await next();
 });
 

@@ -48,6 +48,7 @@ const SEMANTIC: &[&str] = &[
     "42-claim-quota-on-auth-none",
     "43-unknown-quota-policy",
     "45-bad-rate",
+    "46-two-introspecting-issuers-without-prefixes",
 ];
 
 fn validator() -> jsonschema::Validator {

@@ -123,6 +123,44 @@ impl Idp {
             .expect("a count")
     }
 
+    /// Introspection requests the provider received since it started.
+    pub async fn introspection_requests(&self) -> u64 {
+        get(self.addr(), "/_stats", &[]).await.json()["introspection_requests"]
+            .as_u64()
+            .expect("a count")
+    }
+
+    /// A client-credentials token for `client` (opaque without `resource`).
+    pub async fn token(&self, client: &str, secret: &str, scope: &str) -> String {
+        let body = format!("grant_type=client_credentials&scope={scope}");
+        self.post_form("/token", client, secret, &body).await["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// Revokes a token (RFC 7009) as `client`.
+    pub async fn revoke(&self, client: &str, secret: &str, token: &str) {
+        let _ = self
+            .post_form(
+                "/token/revocation",
+                client,
+                secret,
+                &format!("token={token}"),
+            )
+            .await;
+    }
+
+    async fn post_form(&self, path: &str, client: &str, secret: &str, body: &str) -> Value {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}"));
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = super::raw(self.addr(), request.as_bytes()).await;
+        serde_json::from_slice(&resp.body).unwrap_or(Value::Null)
+    }
+
     /// The provider's JWKS (public keys).
     pub async fn jwks(&self) -> Value {
         get(self.addr(), "/jwks", &[]).await.json()
