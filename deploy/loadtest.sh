@@ -12,6 +12,8 @@
 #   D  scopegate, /api/public (auth: none): the cost of the hop alone
 #   E  scopegate, /api/quota (auth: none) with a Redis-backed quota that
 #      never limits: D plus one Redis round trip per request
+#   F  scopegate, /api/opaque, one opaque token introspected by a real
+#      provider (oidc-provider, tests/idp) once, then cache hits: beside B
 # oha runs on core 0; the gateway (workers: 1), nginx and Redis on core 1.
 # Prints req/s (median of rounds), p50/p99, success rate, ratio to A, the
 # gateway's CPU time per request and its peak RSS. Installs oha
@@ -26,6 +28,7 @@ CONNS=${3:-64}
 POOL=${POOL:-100000}
 UP_PORT=${UP_PORT:-19080}
 REDIS_PORT=${REDIS_PORT:-19379}
+IDP_PORT=${IDP_PORT:-19555}
 GW_PORT=${GW_PORT:-19090}
 WORK=target/loadtest
 mkdir -p "$WORK/results"
@@ -66,6 +69,12 @@ taskset -c 1 "$NGINX" -p "$PWD/$WORK/nginx" -e "$PWD/$WORK/nginx/error.log" -c "
 pids+=($!)
 taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
+# A real introspecting provider (scenario F).
+[ -d tests/idp/node_modules/oidc-provider ] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
+CLIENTS='[{"client_id":"app","client_secret":"app-secret-0123456789abcdef","token_endpoint_auth_method":"client_secret_basic","scope":"read:users"},{"client_id":"gw","client_secret":"gw-secret-0123456789abcdef","token_endpoint_auth_method":"client_secret_basic"}]'
+IDP_PORT=$IDP_PORT IDP_KEYS="$PWD/$WORK/idp-keys.json" IDP_CLIENTS="$CLIENTS" taskset -c 1 node tests/idp/server.mjs >/dev/null 2>&1 &
+pids+=($!)
+printf 'gw-secret-0123456789abcdef' > "$WORK/gw-secret.txt"
 
 # A development key, tokens, and the gateway's config.
 [ -f "$WORK/key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
@@ -89,6 +98,13 @@ issuers:
     audiences: ["$AUD"]
     public_key_file: pub.pem
     algorithms: [RS256]
+  - issuer: "http://127.0.0.1:$IDP_PORT"
+    audiences: ["$AUD"]
+    introspection:
+      client_id: gw
+      client_secret_file: gw-secret.txt
+      require_aud: false
+      cache_ttl: 10m
 tokens:
   from: [header, "query:access_token"]
   cache_size: 1000
@@ -107,6 +123,9 @@ routes:
     methods: [GET]
     auth: none
     rate_limit: never
+  - path: /api/opaque
+    methods: [GET]
+    scopes: [read:users]
   - path: /api/public
     methods: [GET]
     auth: none
@@ -124,6 +143,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$IDP_PORT/_stats" && break; sleep 0.1; done
+OPAQUE=$(curl -s -u app:app-secret-0123456789abcdef -d grant_type=client_credentials -d scope=read:users "http://127.0.0.1:$IDP_PORT/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
 # Correctness first: the runs below mean nothing if these fail.
 check() { local want=$1; shift; local got; got=$(curl -s -o /dev/null -w '%{http_code}' "$@"); [ "$got" = "$want" ] || { echo "check failed: $* -> $got, want $want"; exit 1; }; }
 check 401 "http://127.0.0.1:$GW_PORT/api/private-scoped"
@@ -132,6 +154,8 @@ check 403 -H "Authorization: Bearer $(mint --scope profile)" "http://127.0.0.1:$
 check 200 "$(head -n 1 "$WORK/urls.txt")"
 check 200 "http://127.0.0.1:$GW_PORT/api/public"
 check 200 "http://127.0.0.1:$GW_PORT/api/quota"
+check 200 -H "Authorization: Bearer $OPAQUE" "http://127.0.0.1:$GW_PORT/api/opaque"
+check 401 -H "Authorization: Bearer not-an-active-token-0123" "http://127.0.0.1:$GW_PORT/api/opaque"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -152,6 +176,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run C "$round" --urls-from-file "$WORK/urls.txt"
   run D "$round" "http://127.0.0.1:$GW_PORT/api/public"
   run E "$round" "http://127.0.0.1:$GW_PORT/api/quota"
+  run F "$round" -H "Authorization: Bearer $OPAQUE" "http://127.0.0.1:$GW_PORT/api/opaque"
 done
 grep VmHWM "/proc/$GW_PID/status" | awk '{print $2}' > "$OUT/gateway-peak-rss-kib"
 
@@ -160,9 +185,10 @@ import json, statistics, sys, pathlib
 out, hz = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 names = {"A": "upstream directly (nginx)", "B": "scopegate, one token (cached)",
          "C": "scopegate, 100k distinct tokens", "D": "scopegate, auth: none (hop only)",
-         "E": "scopegate, auth: none + Redis quota (never limits)"}
+         "E": "scopegate, auth: none + Redis quota (never limits)",
+         "F": "scopegate, one opaque token (introspected once, cached)"}
 rows, base = [], None
-for key in "ABCDE":
+for key in "ABCDEF":
     runs = sorted(out.glob(f"{key}-*.json"))
     rps, p50, p99, ok, cpu = [], [], [], [], []
     for f in runs:
