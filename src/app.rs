@@ -374,6 +374,8 @@ pub struct Listeners {
     /// The data plane; absent when only forward-auth is configured.
     pub proxy: Option<TcpListener>,
     pub forward_auth: Option<TcpListener>,
+    /// Envoy's gRPC ext_authz.
+    pub grpc: Option<TcpListener>,
     pub admin: Option<TcpListener>,
 }
 
@@ -389,7 +391,8 @@ impl Listeners {
         }
         Ok(Listeners {
             proxy: bind((!config.upstreams.is_empty()).then_some(config.listen)).await?,
-            forward_auth: bind(config.forward_auth.as_ref().map(|f| f.listen)).await?,
+            forward_auth: bind(config.forward_auth.as_ref().and_then(|f| f.listen)).await?,
+            grpc: bind(config.forward_auth.as_ref().and_then(|f| f.grpc_listen)).await?,
             admin: bind(config.admin_listen).await?,
         })
     }
@@ -425,6 +428,13 @@ pub async fn serve(
             metrics: runtime.metrics.clone(),
         });
         tasks.spawn(server::serve(listener, handler, stopped()));
+    }
+    if let Some(listener) = listeners.grpc {
+        let check = crate::grpc::Check {
+            shared: runtime.shared.clone(),
+            metrics: runtime.metrics.clone(),
+        };
+        tasks.spawn(crate::grpc::serve(listener, check, stopped()));
     }
     if let Some(listener) = listeners.admin {
         let admin = Arc::new(crate::admin::Admin {

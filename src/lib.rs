@@ -44,6 +44,7 @@ pub mod cors;
 pub mod credentials;
 pub mod decision;
 pub mod devtools;
+pub mod grpc;
 pub mod introspect;
 pub mod jwks;
 pub mod policy;

@@ -218,13 +218,23 @@ pub struct Challenge {
 
 /// Turns a refusal into the response the client gets.
 pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
+    let (status, headers, body) = parts(refusal, challenge);
+    let mut response = Response::new(crate::full(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The refusal's status, headers and JSON body: what [`respond`] sends,
+/// and what the gRPC listener puts in a `denied_response`.
+pub fn parts(refusal: &Refusal, challenge: &Challenge) -> (StatusCode, http::HeaderMap, String) {
     let body = serde_json::json!({
         "error": refusal.code(),
         "error_description": refusal.description(),
-    });
-    let mut response = Response::new(crate::full(body.to_string()));
-    *response.status_mut() = refusal.status();
-    let headers = response.headers_mut();
+    })
+    .to_string();
+    let mut map = http::HeaderMap::new();
+    let headers = &mut map;
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The realm and descriptions are validated ASCII, scopes NQCHAR.
@@ -268,5 +278,5 @@ pub fn respond(refusal: &Refusal, challenge: &Challenge) -> Response<Body> {
         }
         _ => {}
     }
-    response
+    (refusal.status(), map, body)
 }

@@ -38,9 +38,15 @@ impl Convention {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawForwardAuth {
-    pub listen: SocketAddr,
-    /// Required: the ingress that asks (nginx, ingress-nginx, traefik, caddy, envoy).
-    #[schemars(with = "Convention")]
+    /// The HTTP decision endpoint (nginx, ingress-nginx, Traefik, Caddy,
+    /// Envoy HTTP ext_authz).
+    pub listen: Option<SocketAddr>,
+    /// Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`):
+    /// Istio, Envoy Gateway, Gateway API `ExternalAuth` with GRPC.
+    pub grpc_listen: Option<SocketAddr>,
+    /// Required with `listen`: the ingress that asks (nginx,
+    /// ingress-nginx, traefik, caddy, envoy).
+    #[schemars(with = "Option<Convention>")]
     pub convention: Option<Spanned<Convention>>,
     /// `envoy` only: a prefix Envoy prepends to the path (`path_prefix` of
     /// its `http_service`), stripped before the question is decided.
@@ -50,10 +56,13 @@ pub struct RawForwardAuth {
     pub trusted_sources: Option<Vec<Cidr>>,
 }
 
-/// The decision endpoint for ingress controllers.
+/// The decision endpoints for ingress controllers.
 #[derive(Debug, Clone)]
 pub struct ForwardAuth {
-    pub listen: SocketAddr,
+    /// The HTTP endpoint, if any.
+    pub listen: Option<SocketAddr>,
+    /// The gRPC ext_authz endpoint, if any.
+    pub grpc_listen: Option<SocketAddr>,
     pub convention: Convention,
     /// `envoy` only; empty, or `/authz` (whole segments, no trailing `/`).
     pub path_prefix: String,
@@ -67,15 +76,32 @@ pub(super) fn build(
 ) -> Result<ForwardAuth, ConfigError> {
     let at = raw.referenced;
     let raw = raw.value;
-    let Some(convention) = raw.convention else {
+    if raw.listen.is_none() && raw.grpc_listen.is_none() {
         return Err(ctx.err(
             at,
-            "forward_auth.convention",
-            format!(
-                "missing: name the ingress that asks ({}); only its headers are read",
-                Convention::CHOICES
-            ),
+            "forward_auth",
+            "needs listen (HTTP), grpc_listen (Envoy gRPC ext_authz) or both",
         ));
+    }
+    // The convention says how the HTTP endpoint reads its question; the
+    // gRPC one reads Envoy's attributes.
+    let convention = match raw.convention {
+        Some(c) => c,
+        None if raw.listen.is_none() => Spanned {
+            value: Convention::Envoy,
+            referenced: at,
+            defined: at,
+        },
+        None => {
+            return Err(ctx.err(
+                at,
+                "forward_auth.convention",
+                format!(
+                    "missing: name the ingress that asks ({}); only its headers are read",
+                    Convention::CHOICES
+                ),
+            ));
+        }
     };
     let path_prefix = match raw.path_prefix {
         None => String::new(),
@@ -106,6 +132,7 @@ pub(super) fn build(
         .collect();
     Ok(ForwardAuth {
         listen: raw.listen,
+        grpc_listen: raw.grpc_listen,
         convention: convention.value,
         path_prefix,
         trusted_sources: raw.trusted_sources.unwrap_or(loopback),

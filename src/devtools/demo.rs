@@ -382,6 +382,7 @@ pub async fn run(port: u16) -> ExitCode {
     let listeners = Listeners {
         proxy: Some(gateway_listener),
         forward_auth: None,
+        grpc: None,
         admin: None,
     };
     crate::app::serve(

@@ -9,6 +9,7 @@ mod credentials;
 mod demo;
 mod deploy;
 mod forward_auth;
+mod grpc;
 mod introspection;
 mod lifecycle;
 mod operations;

@@ -341,8 +341,10 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener, when the config has `admin_listen`.
     pub admin: Option<SocketAddr>,
-    /// The forward-auth listener, when the config has `forward_auth`.
+    /// The forward-auth listener, when the config has `forward_auth.listen`.
     pub forward_auth: Option<SocketAddr>,
+    /// The gRPC ext_authz listener, when the config has `forward_auth.grpc_listen`.
+    pub grpc: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub runtime: Arc<scopegate::app::Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -376,7 +378,7 @@ impl Gateway {
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("addr"));
-        let forward_auth = match config.forward_auth {
+        let forward_auth = match config.forward_auth.as_ref().and_then(|f| f.listen) {
             Some(_) => Some(
                 TcpListener::bind("127.0.0.1:0")
                     .await
@@ -385,11 +387,17 @@ impl Gateway {
             None => None,
         };
         let forward_auth_addr = forward_auth.as_ref().map(|l| l.local_addr().expect("addr"));
+        let grpc = match config.forward_auth.as_ref().and_then(|f| f.grpc_listen) {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC")),
+            None => None,
+        };
+        let grpc_addr = grpc.as_ref().map(|l| l.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let runtime = scopegate::app::Runtime::new(config);
         let listeners = scopegate::app::Listeners {
             proxy: Some(proxy),
             forward_auth,
+            grpc,
             admin,
         };
         let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listeners, async {
@@ -399,6 +407,7 @@ impl Gateway {
             addr,
             admin: admin_addr,
             forward_auth: forward_auth_addr,
+            grpc: grpc_addr,
             dir,
             runtime,
             shutdown: Some(tx),
