@@ -38,6 +38,7 @@ const SEMANTIC: &[&str] = &[
     "27-auth-none-with-scopes",
     "30-bad-cors-origin",
     "32-identity-header-reserved",
+    "33-forward-auth-without-convention",
     "34-path-prefix-without-envoy",
     "35-cors-credentials-with-wildcard",
     "37-jwks-empty-rsa-modulus",
