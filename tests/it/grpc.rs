@@ -315,3 +315,68 @@ async fn the_three_listeners_decide_alike() {
     assert_eq!(compared, 50);
     gw.stop().await;
 }
+
+/// The virtualenv `.ci/run` makes for the independent client.
+fn python() -> Option<std::path::PathBuf> {
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/grpc-client-venv/bin/python");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    crate::support::skip_unless_ci(
+        "the grpcio client is not installed (python3 -m venv target/grpc-client-venv && target/grpc-client-venv/bin/pip install grpcio xds-protos)",
+    );
+    None
+}
+
+/// An independent client nobody here wrote the protos for: Python grpcio
+/// with Envoy's own protos (xds-protos).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_grpcio_client_gets_envoys_answers() {
+    let Some(python) = python() else {
+        return;
+    };
+    let gw = start(None).await;
+    let grpc = gw.grpc.expect("gRPC listener");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc-client/check.py");
+    let scoped = bearer(&keys().rsa.token(&claims(json!({"scope": "read:messages"}))));
+    let run = |path: &'static str, auth: Option<String>| {
+        let (python, script) = (python.clone(), script.clone());
+        async move {
+            let mut cmd = std::process::Command::new(python);
+            cmd.arg(script).arg(grpc.to_string()).arg("GET").arg(path);
+            if let Some(auth) = auth {
+                cmd.arg(format!("authorization={auth}"));
+            }
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("run python"))
+                .await
+                .expect("join");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+        }
+    };
+    let ok = run("/api/private-scoped?page=2", Some(scoped)).await;
+    assert_eq!(ok["code"], 0, "{ok}");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["headers"]["x-auth-subject"], "user-1");
+    assert_eq!(
+        ok["append"],
+        json!([false, false]),
+        "append: false on every header"
+    );
+    assert_eq!(ok["headers_to_remove"], json!(["x-auth-org"]));
+    let denied = run("/api/private-scoped", None).await;
+    assert_eq!(denied["code"], 16, "{denied}");
+    assert_eq!(denied["status"], 401);
+    assert_eq!(
+        denied["headers"]["www-authenticate"],
+        r#"Bearer realm="api""#
+    );
+    assert_eq!(denied["body"]["error"], "unauthorized");
+    gw.stop().await;
+}
