@@ -54,6 +54,23 @@ pub struct RawForwardAuth {
     pub path_prefix: Option<Spanned<String>>,
     /// Peers allowed to ask; default loopback only.
     pub trusted_sources: Option<Vec<Cidr>>,
+    /// TLS on `grpc_listen` (PEM chain and key).
+    #[schemars(with = "Option<super::raw::RawTls>")]
+    pub tls: Option<Spanned<super::raw::RawTls>>,
+}
+
+/// The certificate chain and key of the gRPC listener (PEM).
+#[derive(Clone)]
+pub struct GrpcTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for GrpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret.
+        f.write_str("GrpcTls(…)")
+    }
 }
 
 /// The decision endpoints for ingress controllers.
@@ -63,6 +80,8 @@ pub struct ForwardAuth {
     pub listen: Option<SocketAddr>,
     /// The gRPC ext_authz endpoint, if any.
     pub grpc_listen: Option<SocketAddr>,
+    /// TLS on the gRPC endpoint: the PEM chain and key, checked at load.
+    pub grpc_tls: Option<GrpcTls>,
     pub convention: Convention,
     /// `envoy` only; empty, or `/authz` (whole segments, no trailing `/`).
     pub path_prefix: String,
@@ -130,9 +149,40 @@ pub(super) fn build(
         .iter()
         .filter_map(|c| c.parse().ok())
         .collect();
+    let grpc_tls = match raw.tls {
+        None => None,
+        Some(t) => {
+            let t_at = t.referenced;
+            let t = t.value;
+            if raw.grpc_listen.is_none() {
+                return Err(ctx.err(
+                    t_at,
+                    "forward_auth.tls",
+                    "applies to grpc_listen, which is not set",
+                ));
+            }
+            let cert = ctx.read(
+                t.cert_file.referenced,
+                "forward_auth.tls.cert_file",
+                &t.cert_file.value,
+            )?;
+            let key = ctx.read(
+                t.key_file.referenced,
+                "forward_auth.tls.key_file",
+                &t.key_file.value,
+            )?;
+            crate::tls::server_config(&cert, &key)
+                .map_err(|e| ctx.err(t_at, "forward_auth.tls", e.to_string()))?;
+            Some(GrpcTls {
+                cert_pem: cert,
+                key_pem: key,
+            })
+        }
+    };
     Ok(ForwardAuth {
         listen: raw.listen,
         grpc_listen: raw.grpc_listen,
+        grpc_tls,
         convention: convention.value,
         path_prefix,
         trusted_sources: raw.trusted_sources.unwrap_or(loopback),

@@ -322,14 +322,35 @@ impl Authorization for Check {
     }
 }
 
-/// Serves Check on `listener` until `shutdown` resolves.
+/// Serves Check on `listener` until `shutdown` resolves, over TLS when
+/// `forward_auth.tls` is set (read at start: a new certificate needs a
+/// restart on this listener).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     check: Check,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let tls = check
+        .shared
+        .load()
+        .config
+        .forward_auth
+        .as_ref()
+        .and_then(|f| f.grpc_tls.clone());
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder =
+            match builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("gRPC ext_authz TLS: {e}");
+                    return;
+                }
+            };
+    }
+    let result = builder
         .add_service(AuthorizationServer::new(check))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

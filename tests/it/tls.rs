@@ -269,3 +269,57 @@ async fn https_upstream_verified_against_ca_file() {
     gw.stop().await;
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// `forward_auth.tls`: the gRPC ext_authz listener speaks TLS (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_ext_authz_over_tls() {
+    use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let p = pki();
+    let cfg = format!(
+        "forward_auth:\n  grpc_listen: \"127.0.0.1:0\"\n  tls:\n    cert_file: cert.pem\n    key_file: key.pem\nissuers:\n  - issuer: \"{}\"\n    audiences: [\"{}\"]\n    jwks_file: jwks.json\nroutes:\n  - path: /api/private\n",
+        crate::proxy::ISS_A,
+        crate::proxy::AUD
+    );
+    let gw = Gateway::start(
+        &cfg,
+        &[
+            ("cert.pem", &p.cert_pem),
+            ("key.pem", &p.key_pem),
+            (
+                "jwks.json",
+                &crate::support::keys::jwks(&[&crate::support::keys::keys().rsa]),
+            ),
+        ],
+    )
+    .await;
+    let addr = gw.grpc.expect("gRPC listener");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&p.ca_pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let answer = AuthorizationClient::new(channel)
+        .check(CheckRequest::default())
+        .await
+        .expect("a CheckResponse over TLS")
+        .into_inner();
+    assert_eq!(
+        answer.status.map(|s| s.code),
+        Some(7),
+        "no http attributes: PERMISSION_DENIED (400)"
+    );
+    // Plain text is refused by the TLS listener.
+    let plain = AuthorizationClient::connect(format!("http://{addr}")).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut client) => client.check(CheckRequest::default()).await.is_err(),
+    };
+    assert!(refused, "a plaintext client must not get an answer");
+    gw.stop().await;
+}
