@@ -16,6 +16,9 @@ fi
 crds=(
   deploy/kubernetes/forward-auth/traefik-middleware.yaml
   deploy/kubernetes/forward-auth/envoy-gateway.yaml
+  deploy/kubernetes/forward-auth/envoy-gateway-grpc.yaml
+  deploy/kubernetes/forward-auth/istio-authorization-policy.yaml
+  deploy/kubernetes/forward-auth/gateway-api-external-auth.yaml
 )
 
 passed=0
