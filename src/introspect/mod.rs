@@ -6,7 +6,9 @@
 //! is never cached. Answers are cached by a SHA-256 of the token (never
 //! the token), bounded in entries, an active one for at most `cache_ttl`
 //! and never past its `exp`, an inactive one for `negative_cache_ttl`; one
-//! call is in flight per token (concurrent first requests share it).
+//! call is in flight per token (concurrent first requests share it). After
+//! a failed call, calls fail at once for a second, so that requests queued
+//! behind a down endpoint each wait at most one timeout, not one each.
 //!
 //! Adapter: depends on reqwest, quick_cache, aws-lc-rs (the digest) and
 //! the core ([`crate::token::Introspect`]).
@@ -39,8 +41,15 @@ pub struct Introspector {
     client: reqwest::Client,
     endpoint: tokio::sync::OnceCell<String>,
     cache: quick_cache::sync::Cache<[u8; 32], Cached>,
+    /// When the last call failed: for a moment after, calls fail at once,
+    /// so that requests queued behind a down endpoint are not each held
+    /// for a full timeout in turn.
+    failed_at: std::sync::Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
+
+/// How long after a failed call the endpoint is taken as still down.
+const FAILURE_HOLD: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Introspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +73,7 @@ impl Introspector {
             spec,
             client,
             endpoint: tokio::sync::OnceCell::new(),
+            failed_at: std::sync::Mutex::new(None),
             metrics,
         }
     }
@@ -199,9 +209,24 @@ impl Introspector {
                 }
                 Err(guard) => guard,
             };
+            // The endpoint failed a moment ago: do not queue behind it.
+            let recently_failed = self
+                .failed_at
+                .lock()
+                .ok()
+                .and_then(|t| *t)
+                .is_some_and(|t| t.elapsed() < FAILURE_HOLD);
+            if recently_failed {
+                drop(guard);
+                self.metrics.introspection(&self.issuer, "error");
+                return Err(());
+            }
             // This caller makes the one call; concurrent callers wait on
             // the guard and find its answer.
             let result = self.call(token).await;
+            if let Ok(mut failed_at) = self.failed_at.lock() {
+                *failed_at = result.is_err().then(Instant::now);
+            }
             let outcome = match &result {
                 Ok(Introspected::Active(_)) => "active",
                 Ok(Introspected::Inactive) => "inactive",

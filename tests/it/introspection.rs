@@ -186,3 +186,50 @@ async fn a_revoked_token_is_refused_once_its_answer_expires() {
     assert!(revoked.elapsed() <= Duration::from_millis(1600));
     gw.stop().await;
 }
+
+/// A slow endpoint (it accepts and never answers): concurrent requests
+/// for one token wait about one `timeout`, not one each in turn, and get
+/// 503 — never an allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_costs_one_timeout() {
+    let upstream = Upstream::start().await;
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = hanging.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            held.push(stream);
+        }
+    });
+    let cfg = format!(
+        "upstream:\n  url: \"http://{}\"\nissuers:\n  - issuer: \"https://slow.example.com/\"\n    audiences: [\"api\"]\n    introspection:\n      endpoint: \"http://{endpoint}/introspect\"\n      client_id: gw\n      client_secret_file: gw-secret.txt\n      timeout: 1s\nroutes:\n  - path: /api/users\n",
+        upstream.addr
+    );
+    let gw = Gateway::start(&cfg, &[("gw-secret.txt", GW_SECRET)]).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let addr = gw.addr;
+        tasks.push(tokio::spawn(async move {
+            get(
+                addr,
+                "/api/users",
+                &[("Authorization", &bearer("opaque-token-0123456789"))],
+            )
+            .await
+            .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 503);
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "introspection: 8 concurrent requests against a hanging endpoint answered 503 within {took:?} (timeout 1s)"
+    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert!(upstream.take().is_empty());
+    gw.stop().await;
+}
