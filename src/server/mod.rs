@@ -114,9 +114,11 @@ pub async fn serve<H: Handler>(
 /// cannot go under 8 KiB, so a lower `max_request_header_bytes` is
 /// enforced by this count (431).
 pub fn head_size<B>(req: &Request<B>) -> usize {
+    // `METHOD SP target SP HTTP/1.1 CRLF`
     let line = req.method().as_str().len()
+        + 1
         + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + " HTTP/1.1\r\n ".len();
+        + " HTTP/1.1\r\n".len();
     req.headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
