@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the request path's parts: path normalization, route
 //! matching on a 200-route table, token verification per algorithm (a cache
 //! miss: the signature is checked), a verified-token cache hit, and the
-//! whole decision for an allowed request.
+//! whole decision for an allowed request, and one whole proxied request
+//! over loopback (client → gateway → in-process upstream).
 //!
 //! `cargo bench --bench gateway` (figures in the README).
 
@@ -239,6 +240,83 @@ fn benches(c: &mut Criterion) {
                     .is_allowed()
             )
         })
+    });
+
+    proxied(c, &rt, &all_jwks, &rs256);
+}
+
+/// One whole proxied request over loopback: a keep-alive client, the real
+/// gateway (`app::serve`), an in-process upstream, all on one
+/// current-thread runtime (a regression guard for the hop; figures in the
+/// README, never asserted).
+fn proxied(c: &mut Criterion, rt: &tokio::runtime::Runtime, jwks: &serde_json::Value, token: &str) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, _gateway) = rt.block_on(async {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream_addr = upstream.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok\n"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).expect("write");
+        let yaml = format!(
+            "upstream:\n  url: \"http://{upstream_addr}\"\nissuers:\n  - issuer: \"{ISSUER}\"\n    audiences: [\"{AUDIENCE}\"]\n    jwks_file: jwks.json\n    algorithms: [RS256, PS256, ES256, EdDSA]\nroutes:\n  - path: /api/private-scoped\n    methods: [GET]\n    scopes: [read:messages]\n  - path: /api/public\n    auth: none\n"
+        );
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        let config = scopegate::config::load(&path).expect("config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let runtime = scopegate::app::Runtime::new(config);
+        let listeners = scopegate::app::Listeners {
+            proxy: Some(listener),
+            forward_auth: None,
+            grpc: None,
+            admin: None,
+        };
+        let gateway = tokio::spawn(scopegate::app::serve(runtime, listeners, std::future::pending()));
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        (sender, gateway)
+    });
+    let client = std::cell::RefCell::new(client);
+    let auth = format!("Bearer {token}");
+    let send = |path: &str, auth: Option<&str>| {
+        let mut request = http::Request::get(path).header("host", "bench.example.com");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let request = request.body(Empty::<bytes::Bytes>::new()).expect("request");
+        let mut borrowed = client.borrow_mut();
+        let client = &mut *borrowed;
+        rt.block_on(async {
+            client.ready().await.expect("ready");
+            let response = client.send_request(request).await.expect("response");
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.expect("body");
+        })
+    };
+    send("/api/private-scoped", Some(&auth));
+    c.bench_function("proxied request over loopback, RS256, cached", |b| {
+        b.iter(|| send("/api/private-scoped", Some(&auth)))
+    });
+    c.bench_function("proxied request over loopback, auth: none", |b| {
+        b.iter(|| send("/api/public", None))
     });
 }
 
