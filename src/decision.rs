@@ -95,7 +95,10 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     // 3. Match the route, under the request's method and under every
     // method it asks the upstream to use instead (SPEC §4.2).
     let overrides = method_overrides(q);
-    let mut rules: Vec<&Rule> = Vec::with_capacity(1);
+    // The request's own rule, then any override's (no allocation unless a
+    // request asks for an override).
+    let mut own: Option<&Rule> = None;
+    let mut overridden: Vec<&Rule> = Vec::new();
     for method in std::iter::once(Ok(q.method.clone())).chain(overrides) {
         let method = match method {
             Ok(method) => method,
@@ -108,10 +111,12 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         match config.routes.lookup_on(q.host, &method, &path) {
             Lookup::Matched { route, rule } => {
                 decision.route = Some(route);
-                if rules.is_empty() {
+                if own.is_none() {
                     decision.upstream = rule.upstream;
+                    own = Some(rule);
+                } else {
+                    overridden.push(rule);
                 }
-                rules.push(rule);
             }
             Lookup::NotFound => {
                 decision.path = Some(path);
@@ -127,12 +132,17 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
             }
         }
     }
+    let Some(own) = own else {
+        decision.path = Some(path);
+        return decision;
+    };
+    let rules = || std::iter::once(own).chain(overridden.iter().copied());
     decision.path = Some(path);
 
     // 4. `auth: none` forwards without looking at tokens (an `ip` quota
     // still counts).
-    if rules.iter().all(|rule| rule.auth == Auth::None) {
-        decision.verdict = match quota(state, rules[0], None, q).await {
+    if rules().all(|rule| rule.auth == Auth::None) {
+        decision.verdict = match quota(state, own, None, q).await {
             Ok(note) => {
                 decision.quota = note;
                 Ok(None)
@@ -154,8 +164,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
 
     // 7. The policy of every rule the request falls under (one, or more
     // with a method override).
-    decision.verdict = rules
-        .iter()
+    decision.verdict = rules()
         .filter(|rule| rule.auth == Auth::Required)
         .try_for_each(|rule| {
             rule.policy
@@ -173,7 +182,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     // 8. The quota of the request's own rule: after the policy, so that a
     // caller without the scope gets 403, not 429, and refusals consume
     // nothing.
-    match quota(state, rules[0], Some(&claims), q).await {
+    match quota(state, own, Some(&claims), q).await {
         Ok(note) => decision.quota = note,
         Err(refusal) => decision.verdict = Err(refusal),
     }
