@@ -79,6 +79,7 @@ fn routes(admin: &Admin) -> Value {
             out.push(json!({
                 "path": route.template.as_str(),
                 "host": route.host,
+                "mode": if rule.shadow { "shadow" } else { "enforce" },
                 "upstream": upstream,
                 "methods": rule.methods.names(),
                 "auth": if rule.auth == Auth::None { "none" } else { "required" },
@@ -116,6 +117,8 @@ fn handle(admin: &Admin, req: &Request<Incoming>) -> Response<Body> {
             response
         }
         "/routes" => json_response(StatusCode::OK, &routes(admin)),
+        // Shadow mode: what would break if enforced, per route, since start.
+        "/shadow" => json_response(StatusCode::OK, &admin.metrics.shadow_report()),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
     }
 }

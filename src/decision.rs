@@ -52,6 +52,12 @@ pub struct Decision<'s> {
     /// The quota an allowed request was counted against, for its
     /// `RateLimit` headers.
     pub quota: Option<QuotaNote<'s>>,
+    /// `mode: shadow`: the refusal (401 or 403) that was reported instead
+    /// of enforced; the verdict is then the verified token, or none.
+    pub shadowed: Option<Refusal>,
+    /// The request's rule is in shadow mode (counted as `would="allow"`
+    /// when nothing was refused).
+    pub shadow_mode: bool,
     /// `Ok(None)`: allowed without a token (`auth: none`).
     pub verdict: Result<Option<Arc<Claims>>, Refusal>,
 }
@@ -79,6 +85,8 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         verified: None,
         upstream: None,
         quota: None,
+        shadowed: None,
+        shadow_mode: false,
         verdict: Err(Refusal::NotFound),
     };
     let config = &state.config;
@@ -137,6 +145,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         return decision;
     };
     let rules = || std::iter::once(own).chain(overridden.iter().copied());
+    decision.shadow_mode = own.shadow;
     decision.path = Some(path);
 
     // 4. `auth: none` forwards without looking at tokens (an `ip` quota
@@ -157,6 +166,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         Ok(claims) => claims,
         Err(refusal) => {
             decision.verdict = Err(refusal);
+            shadow(&mut decision);
             return decision;
         }
     };
@@ -176,6 +186,7 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         })
         .map(|()| Some(claims.clone()));
     if decision.verdict.is_err() {
+        shadow(&mut decision);
         return decision;
     }
 
@@ -186,7 +197,30 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         Ok(note) => decision.quota = note,
         Err(refusal) => decision.verdict = Err(refusal),
     }
+    shadow(&mut decision);
     decision
+}
+
+/// `mode: shadow` (SPEC §4.7): a 401 or 403 is reported instead of
+/// enforced, and the request goes on with the verified token, if any.
+/// Malformed requests (400), 404, 405, 429 and 503 are answered as always.
+fn shadow(decision: &mut Decision<'_>) {
+    if !decision.shadow_mode {
+        return;
+    }
+    let shadowable = matches!(
+        &decision.verdict,
+        Err(Refusal::NoToken
+            | Refusal::InvalidToken(_)
+            | Refusal::InsufficientScope { .. }
+            | Refusal::MissingQuotaKey)
+    );
+    if shadowable {
+        let verified = decision.verified.clone();
+        if let Err(refusal) = std::mem::replace(&mut decision.verdict, Ok(verified)) {
+            decision.shadowed = Some(refusal);
+        }
+    }
 }
 
 /// Takes one request from the rule's quota, if it has one.

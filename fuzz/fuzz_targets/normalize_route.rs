@@ -14,7 +14,7 @@ fn table() -> &'static Table {
     TABLE.get_or_init(|| {
         let mut t = Table::default();
         for path in ["/api/public", "/api/private", "/api/items/{id}", "/api/items/{id}/parts", "/static/{*rest}", "/"] {
-            let rule = Rule { methods: Methods::ALL, auth: Auth::Required, policy: Default::default(), upstream: None, rate_limit: None };
+            let rule = Rule { methods: Methods::ALL, auth: Auth::Required, policy: Default::default(), upstream: None, rate_limit: None, shadow: false };
             t.insert(Template::parse(path).expect("template"), rule).expect("insert");
         }
         t

@@ -437,8 +437,15 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("can never match: {why}"),
             );
         }
-        let (template, host, rule) =
-            routes::build(ctx, &field, spanned.value, &upstreams, has_default, &quotas)?;
+        let (template, host, rule) = routes::build(
+            ctx,
+            &field,
+            spanned.value,
+            &upstreams,
+            has_default,
+            &quotas,
+            raw.mode,
+        )?;
         needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
         routes

@@ -302,6 +302,10 @@ pub struct RawConfig {
     /// Quotas keyed on the verified caller.
     #[schemars(with = "Option<super::quotas::RawRateLimits>")]
     pub rate_limits: Option<Spanned<super::quotas::RawRateLimits>>,
+    /// `enforce` (default) or `shadow`: refusals (401, 403) are logged and
+    /// counted, and the request forwarded as if allowed.
+    #[serde(default)]
+    pub mode: RawMode,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -517,6 +521,15 @@ pub struct RawIdentity {
     pub headers: BTreeMap<String, Spanned<String>>,
 }
 
+/// Whether refusals are enforced or only reported (SPEC §4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawAuth {
@@ -539,6 +552,8 @@ pub struct RawRoute {
     /// A policy from `rate_limits.policies`.
     #[schemars(with = "Option<String>")]
     pub rate_limit: Option<Spanned<String>>,
+    /// Overrides the top-level `mode` for this route.
+    pub mode: Option<RawMode>,
     #[schemars(with = "Option<Vec<Method>>")]
     pub methods: Option<Spanned<Vec<Method>>>,
     #[serde(default)]

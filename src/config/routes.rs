@@ -44,7 +44,9 @@ pub(super) fn build(
     upstreams: &[super::Upstream],
     has_default: bool,
     quotas: &super::Quotas,
+    default_mode: raw::RawMode,
 ) -> Result<(Template, Option<String>, route::Rule), ConfigError> {
+    let shadow = raw.mode.unwrap_or(default_mode) == raw::RawMode::Shadow;
     let rate_limit = match &raw.rate_limit {
         None => None,
         Some(name) => {
@@ -210,6 +212,7 @@ pub(super) fn build(
             policy: Policy::new(scopes, any_scope, claims),
             upstream,
             rate_limit,
+            shadow,
         },
     ))
 }

@@ -217,9 +217,22 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
             ),
         );
     }
-    let verdict = match &decision.verdict {
-        Ok(_) => "ALLOW: forwarded to the upstream".to_owned(),
-        Err(refusal) => format!(
+    if decision.shadow_mode {
+        line(
+            &mut out,
+            "mode:",
+            "shadow (a 401 or 403 is reported, and the request forwarded)",
+        );
+    }
+    let verdict = match (&decision.verdict, &decision.shadowed) {
+        (Ok(_), Some(would)) => format!(
+            "ALLOW (shadow): forwarded; enforced, it would be {} {}: {}",
+            would.status().as_u16(),
+            would.code(),
+            would.description()
+        ),
+        (Ok(_), None) => "ALLOW: forwarded to the upstream".to_owned(),
+        (Err(refusal), _) => format!(
             "DENY {} {}: {}",
             refusal.status().as_u16(),
             refusal.code(),

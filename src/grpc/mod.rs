@@ -179,6 +179,11 @@ impl Check {
                 .as_deref()
                 .and_then(Claims::subject)
                 .map(str::to_owned);
+            if decision.shadow_mode && decision.verdict.is_ok() {
+                let would = decision.shadowed.as_ref().map(|r| r.status().as_u16());
+                let label = route.as_deref().unwrap_or("none");
+                self.metrics.shadow(label, would);
+            }
             let claims = decision.verdict?;
             let mut set = HeaderMap::new();
             crate::upstream::headers::apply_identity(

@@ -104,6 +104,8 @@ pub struct Rule {
     pub upstream: Option<usize>,
     /// Index into the config's quota policies.
     pub rate_limit: Option<usize>,
+    /// `mode: shadow`: a 401 or 403 is reported, and the request forwarded.
+    pub shadow: bool,
 }
 
 /// All rules that share one template (and host).
@@ -438,6 +440,7 @@ mod tests {
             policy: Policy::default(),
             upstream: None,
             rate_limit: None,
+            shadow: false,
         }
     }
 

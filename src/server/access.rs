@@ -17,6 +17,9 @@ pub(super) struct Outcome<'a> {
     pub refused: Option<&'a Refusal>,
     /// The verified token's subject, allowed or refused.
     pub subject: Option<&'a str>,
+    /// In shadow mode: what was not enforced (`None` for an allowed
+    /// request of a shadow route, which still counts as `would="allow"`).
+    pub shadow: Option<Option<&'a Refusal>>,
 }
 
 /// Counts the request and logs it.
@@ -28,6 +31,10 @@ pub(super) fn record(
     started: Instant,
 ) {
     let decision = outcome.refused.map_or("allow", Refusal::code);
+    if let Some(would) = outcome.shadow {
+        let route = outcome.route.map_or("none", |r| &**r);
+        metrics.shadow(route, would.map(|r| r.status().as_u16()));
+    }
     metrics.request(
         outcome.route,
         decision,
@@ -37,6 +44,15 @@ pub(super) fn record(
     log(method, outcome, response, started);
 }
 
+/// `shadow:401` or `shadow:403`: what an enforced route would have answered.
+fn shadow_label(status: u16) -> &'static str {
+    if status == 401 {
+        "shadow:401"
+    } else {
+        "shadow:403"
+    }
+}
+
 /// One structured line per request. Never the token, never a query string.
 fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, started: Instant) {
     tracing::info!(
@@ -44,9 +60,13 @@ fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, starte
         method = %method,
         path = outcome.path.unwrap_or("-"),
         route = outcome.route.map_or("-", |r| &**r),
-        decision = if outcome.refused.is_some() { "deny" } else { "allow" },
-        reason = outcome.refused.map_or("-", Refusal::code),
-        description = outcome.refused.map_or("-", Refusal::description),
+        decision = match (outcome.refused, outcome.shadow) {
+            (Some(_), _) => "deny",
+            (None, Some(Some(would))) => shadow_label(would.status().as_u16()),
+            _ => "allow",
+        },
+        reason = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::code),
+        description = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::description),
         status = response.status().as_u16(),
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         subject = outcome.subject.unwrap_or("-"),

@@ -186,6 +186,7 @@ impl ForwardAuth {
         let mut outcome_path = None;
         let mut route = None;
         let mut subject = None;
+        let mut shadow = None;
         let result: Result<HeaderMap, Refusal> = async {
             let Some(forward_auth) = &state.config.forward_auth else {
                 // Removed by a reload while the listener runs.
@@ -219,6 +220,8 @@ impl ForwardAuth {
             let decision = decide(&state, &question, crate::now()).await;
             outcome_path = decision.path;
             route = decision.route.map(|r| &r.label);
+            shadow = (decision.shadow_mode && decision.verdict.is_ok())
+                .then(|| decision.shadowed.clone());
             subject = decision
                 .verified
                 .as_deref()
@@ -247,6 +250,7 @@ impl ForwardAuth {
             route,
             refused: refused.as_ref(),
             subject: subject.as_deref(),
+            shadow: shadow.as_ref().map(Option::as_ref),
         };
         access::record(&self.metrics, &method, &outcome, &response, started);
         response

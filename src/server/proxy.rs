@@ -169,6 +169,7 @@ impl Proxy {
             route: outcome.route,
             refused: outcome.refused.as_ref(),
             subject: outcome.subject.as_deref(),
+            shadow: outcome.shadow.as_ref().map(Option::as_ref),
         };
         access::record(&self.metrics, &method, &outcome, &response, started);
         response
@@ -238,6 +239,10 @@ impl Proxy {
         };
         answered.route = decision.route.map(|r| &r.label);
         answered.path = decision.path;
+        // Counted when forwarded; a refusal that is never shadowed (a 400)
+        // is just a refusal.
+        answered.shadow =
+            (decision.shadow_mode && decision.verdict.is_ok()).then(|| decision.shadowed.clone());
         answered.subject = decision
             .verified
             .as_deref()
@@ -487,6 +492,8 @@ struct Answered<'s> {
     subject: Option<String>,
     /// A CORS preflight, which carries its own CORS headers.
     preflight: bool,
+    /// A shadow-mode route: the refusal it did not enforce, if any.
+    shadow: Option<Option<Refusal>>,
 }
 
 #[cfg(test)]

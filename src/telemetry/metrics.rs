@@ -98,6 +98,12 @@ struct UpstreamResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: String,
+    would: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -179,6 +185,9 @@ pub struct Metrics {
     token_fetches: Family<UpstreamResultLabels, Counter>,
     token_probes: Probes,
     quota_decisions: Family<PolicyResultLabels, Counter>,
+    shadow_decisions: Family<ShadowLabels, Counter>,
+    /// The same counts, readable for the `/shadow` report.
+    shadow_report: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
     introspections: Family<JwksLabels, Counter>,
     introspection_hits: Family<IssuerLabels, Counter>,
     quota_fallbacks: Family<FallbackLabels, Counter>,
@@ -277,6 +286,12 @@ impl Default for Metrics {
             "Quota decisions by policy and result (allowed, limited, unavailable)",
             quota_decisions.clone(),
         );
+        let shadow_decisions = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "scopegate_shadow_decisions",
+            "Requests of shadow-mode routes by what enforcement would have answered (401, 403, allow)",
+            shadow_decisions.clone(),
+        );
         let introspections = Family::<JwksLabels, Counter>::default();
         registry.register(
             "scopegate_introspections",
@@ -321,6 +336,8 @@ impl Default for Metrics {
             token_fetches,
             token_probes,
             quota_decisions,
+            shadow_decisions,
+            shadow_report: Default::default(),
             introspections,
             introspection_hits,
             quota_fallbacks,
@@ -395,6 +412,39 @@ impl Metrics {
                 result: ok_or_error(ok),
             })
             .get()
+    }
+
+    /// Counts a request of a shadow-mode route: `would` is the refused
+    /// status (401, 403), `None` when it would have been allowed.
+    pub fn shadow(&self, route: &str, would: Option<u16>) {
+        let would = match would {
+            None => "allow",
+            Some(401) => "401",
+            Some(_) => "403",
+        };
+        self.shadow_decisions
+            .get_or_create(&ShadowLabels {
+                route: route.to_owned(),
+                would,
+            })
+            .inc();
+        if let Ok(mut report) = self.shadow_report.lock() {
+            *report.entry((route.to_owned(), would)).or_default() += 1;
+        }
+    }
+
+    /// What shadow mode saw since start, per route: `{route: {would: n}}`.
+    pub fn shadow_report(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        if let Ok(report) = self.shadow_report.lock() {
+            for ((route, would), n) in report.iter() {
+                let entry = out
+                    .entry(route.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                entry[*would] = (*n).into();
+            }
+        }
+        serde_json::Value::Object(out)
     }
 
     pub fn introspection(&self, issuer: &str, result: &'static str) {

@@ -18,6 +18,7 @@ mod properties;
 mod proxy;
 mod quotas;
 mod reload;
+mod shadow;
 mod slow_clients;
 mod smuggling;
 mod support;

@@ -97,6 +97,7 @@ fn table() -> Table {
             policy: Default::default(),
             upstream: None,
             rate_limit: None,
+            shadow: false,
         };
         t.insert(Template::parse(path).expect("template"), rule)
             .expect("insert");
