@@ -3,7 +3,8 @@
 //! # The life of a request
 //!
 //! [`server`] accepts a connection (bounded by `max_connections`) and hands
-//! each request to [`server::proxy`] or [`server::forward_auth`], which load
+//! each request to [`server::proxy`] or [`server::forward_auth`] (and
+//! [`grpc`] serves Envoy's ext_authz `Check`); each loads
 //! the current [`state::State`] once, refuse malformed framing, and ask
 //! [`decision::decide`] — the SPEC's decision order as one function:
 //! normalize the path by the config's `paths:` rules ([`route::normalize_with`]),
@@ -11,7 +12,9 @@
 //! and any `_method` override, find the token ([`token::extract`]), verify
 //! it ([`token::Verifier`] with keys from [`jwks`]), check the route's
 //! [`policy`], then take one request from the rule's [`quota`] (per
-//! process, or in Redis). The forward-auth listener first reads the
+//! process, or in Redis); an opaque token is asked of its issuer's
+//! [`introspect`]ion endpoint, and a shadow-mode route reports a 401/403
+//! instead of enforcing it. The forward-auth listener first reads the
 //! question from its one configured ingress convention. A refusal becomes
 //! a response in [`reject`] only; an allowed request is rewritten by
 //! [`upstream::headers`], given the gateway's own credential toward its
@@ -27,7 +30,8 @@
 //! [`policy`], [`token`], [`jwks::keys`], [`decision`], [`reject`],
 //! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
-//! — [`jwks::fetch`], [`credentials`], [`quota::redis`], [`upstream`],
+//! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
+//! [`grpc`], [`upstream`],
 //! [`server`], [`admin`], [`reload`], [`telemetry`] — depend on the core,
 //! never the
 //! reverse, and never on [`app`]: the composition root hands [`admin`] an
