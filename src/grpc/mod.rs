@@ -33,6 +33,7 @@ pub use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 use crate::decision::{Question, decide};
 use crate::reject::Refusal;
+use crate::server::access::{self, Outcome};
 use crate::state::Shared;
 use crate::telemetry::Metrics;
 use crate::token::Claims;
@@ -140,6 +141,10 @@ impl Check {
         let mut route = None;
         let mut subject = None;
         let mut path = None;
+        let mut shadow = None;
+        // The original request's method, for the access line (the RPC's
+        // own until the question is read).
+        let mut method = Method::POST;
         let result: Result<(HeaderMap, Vec<String>), Refusal> = async {
             let Some(forward_auth) = &state.config.forward_auth else {
                 return Err(Refusal::NotFound);
@@ -155,6 +160,7 @@ impl Check {
                 return Err(Refusal::UntrustedSource);
             }
             let described = described(request).map_err(Refusal::BadRequest)?;
+            method = described.method.clone();
             let client_ip = peer.map(|p| {
                 crate::upstream::headers::client_ip(
                     &described.headers,
@@ -179,11 +185,8 @@ impl Check {
                 .as_deref()
                 .and_then(Claims::subject)
                 .map(str::to_owned);
-            if decision.shadow_mode && decision.verdict.is_ok() {
-                let would = decision.shadowed.as_ref().map(|r| r.status().as_u16());
-                let label = route.as_deref().unwrap_or("none");
-                self.metrics.shadow(label, would);
-            }
+            shadow = (decision.shadow_mode && decision.verdict.is_ok())
+                .then(|| decision.shadowed.clone());
             let claims = decision.verdict?;
             let mut set = HeaderMap::new();
             crate::upstream::headers::apply_identity(
@@ -202,7 +205,7 @@ impl Check {
             Ok((set, unset))
         }
         .await;
-        let (response, code) = match result {
+        let (response, status_code, refused) = match result {
             Ok((set, unset)) => {
                 let ok = OkHttpResponse {
                     headers: set
@@ -212,14 +215,12 @@ impl Check {
                     headers_to_remove: unset,
                     ..Default::default()
                 };
-                (
-                    CheckResponse {
-                        status: status(OK),
-                        http_response: Some(HttpResponse::OkResponse(ok)),
-                        ..Default::default()
-                    },
-                    200,
-                )
+                let response = CheckResponse {
+                    status: status(OK),
+                    http_response: Some(HttpResponse::OkResponse(ok)),
+                    ..Default::default()
+                };
+                (response, 200, None)
             }
             Err(refusal) => {
                 let (http_status, mut headers, body) =
@@ -250,67 +251,25 @@ impl Check {
                         .collect(),
                     body,
                 };
-                let logged = http_status.as_u16();
-                self.log(
-                    &refusal,
-                    logged,
-                    route.as_deref(),
-                    path.as_deref(),
-                    subject.as_deref(),
-                    started,
-                );
-                return CheckResponse {
+                let response = CheckResponse {
                     status: status(code),
                     http_response: Some(HttpResponse::DeniedResponse(denied)),
                     ..Default::default()
                 };
+                (response, http_status.as_u16(), Some(refusal))
             }
         };
-        self.metrics
-            .request(route.as_ref(), "allow", code, started.elapsed());
-        tracing::info!(
-            target: "scopegate::access",
-            listener = "grpc",
-            path = path.as_deref().unwrap_or("-"),
-            route = route.as_deref().unwrap_or("-"),
-            decision = "allow",
-            status = code,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            subject = subject.as_deref().unwrap_or("-"),
-            "request"
-        );
+        // The same access line and metrics as the HTTP listeners.
+        let outcome = Outcome {
+            listener: "grpc",
+            path: path.as_deref(),
+            route: route.as_ref(),
+            refused: refused.as_ref(),
+            subject: subject.as_deref(),
+            shadow: shadow.as_ref().map(Option::as_ref),
+        };
+        access::record(&self.metrics, &method, &outcome, status_code, started);
         response
-    }
-
-    fn log(
-        &self,
-        refusal: &Refusal,
-        status: u16,
-        route: Option<&str>,
-        path: Option<&str>,
-        subject: Option<&str>,
-        started: Instant,
-    ) {
-        let route_label: Option<Arc<str>> = route.map(Into::into);
-        self.metrics.request(
-            route_label.as_ref(),
-            refusal.code(),
-            status,
-            started.elapsed(),
-        );
-        tracing::info!(
-            target: "scopegate::access",
-            listener = "grpc",
-            path = path.unwrap_or("-"),
-            route = route.unwrap_or("-"),
-            decision = "deny",
-            reason = refusal.code(),
-            description = refusal.description(),
-            status,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            subject = subject.unwrap_or("-"),
-            "request"
-        );
     }
 }
 

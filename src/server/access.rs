@@ -4,14 +4,15 @@
 
 use std::time::Instant;
 
-use http::{Method, Response};
+use http::Method;
 
-use crate::Body;
 use crate::reject::Refusal;
 use crate::telemetry::Metrics;
 
 /// What the access log says about a request.
-pub(super) struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
+    /// `proxy`, `forward_auth` or `grpc`.
+    pub listener: &'static str,
     pub path: Option<&'a str>,
     pub route: Option<&'a std::sync::Arc<str>>,
     pub refused: Option<&'a Refusal>,
@@ -22,12 +23,13 @@ pub(super) struct Outcome<'a> {
     pub shadow: Option<Option<&'a Refusal>>,
 }
 
-/// Counts the request and logs it.
-pub(super) fn record(
+/// Counts the request and logs it; `status` is what the client (or, on
+/// gRPC, Envoy's `denied_response`) was answered.
+pub(crate) fn record(
     metrics: &Metrics,
     method: &Method,
     outcome: &Outcome<'_>,
-    response: &Response<Body>,
+    status: u16,
     started: Instant,
 ) {
     let decision = outcome.refused.map_or("allow", Refusal::code);
@@ -35,13 +37,8 @@ pub(super) fn record(
         let route = outcome.route.map_or("none", |r| &**r);
         metrics.shadow(route, would.map(|r| r.status().as_u16()));
     }
-    metrics.request(
-        outcome.route,
-        decision,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    log(method, outcome, response, started);
+    metrics.request(outcome.route, decision, status, started.elapsed());
+    log(method, outcome, status, started);
 }
 
 /// `shadow:401` or `shadow:403`: what an enforced route would have answered.
@@ -54,9 +51,10 @@ fn shadow_label(status: u16) -> &'static str {
 }
 
 /// One structured line per request. Never the token, never a query string.
-fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, started: Instant) {
+fn log(method: &Method, outcome: &Outcome<'_>, status: u16, started: Instant) {
     tracing::info!(
         target: "scopegate::access",
+        listener = outcome.listener,
         method = %method,
         path = outcome.path.unwrap_or("-"),
         route = outcome.route.map_or("-", |r| &**r),
@@ -67,7 +65,7 @@ fn log(method: &Method, outcome: &Outcome<'_>, response: &Response<Body>, starte
         },
         reason = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::code),
         description = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::description),
-        status = response.status().as_u16(),
+        status,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         subject = outcome.subject.unwrap_or("-"),
         "request"

@@ -246,13 +246,20 @@ impl ForwardAuth {
         };
         let method = req.method().clone();
         let outcome = Outcome {
+            listener: "forward_auth",
             path: outcome_path.as_deref(),
             route,
             refused: refused.as_ref(),
             subject: subject.as_deref(),
             shadow: shadow.as_ref().map(Option::as_ref),
         };
-        access::record(&self.metrics, &method, &outcome, &response, started);
+        access::record(
+            &self.metrics,
+            &method,
+            &outcome,
+            response.status().as_u16(),
+            started,
+        );
         response
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and [`proxy`].
 
-mod access;
+pub(crate) mod access;
 pub mod forward_auth;
 mod io;
 pub mod proxy;

@@ -165,13 +165,20 @@ impl Proxy {
             cors.decorate(origin.as_ref(), response.headers_mut());
         }
         let outcome = Outcome {
+            listener: "proxy",
             path: outcome.path.as_deref(),
             route: outcome.route,
             refused: outcome.refused.as_ref(),
             subject: outcome.subject.as_deref(),
             shadow: outcome.shadow.as_ref().map(Option::as_ref),
         };
-        access::record(&self.metrics, &method, &outcome, &response, started);
+        access::record(
+            &self.metrics,
+            &method,
+            &outcome,
+            response.status().as_u16(),
+            started,
+        );
         response
     }
 

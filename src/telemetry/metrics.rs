@@ -456,16 +456,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Introspection calls for `issuer` with this result.
-    pub fn introspections(&self, issuer: &str, result: &'static str) -> u64 {
-        self.introspections
-            .get_or_create(&JwksLabels {
-                issuer: issuer.to_owned(),
-                result,
-            })
-            .get()
-    }
-
     pub fn introspection_cache_hit(&self, issuer: &str) {
         self.introspection_hits
             .get_or_create(&IssuerLabels {
@@ -494,16 +484,6 @@ impl Metrics {
                 result,
             })
             .inc();
-    }
-
-    /// Quota decisions of `policy` with this result.
-    pub fn rate_limit_decisions(&self, policy: &str, result: &'static str) -> u64 {
-        self.quota_decisions
-            .get_or_create(&PolicyResultLabels {
-                policy: policy.to_owned(),
-                result,
-            })
-            .get()
     }
 
     pub fn rate_limit_fallback(&self, on_error: crate::config::OnError) {

@@ -792,19 +792,25 @@ async fn header_read_timeout_closes_slow_clients() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_prior_knowledge_is_authorized_like_http1() {
-    use http_body_util::{BodyExt, Empty};
+/// An HTTP/2 (prior knowledge) connection to `addr`.
+async fn h2c(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let (upstream, gw) = start("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) =
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("h2 handshake");
     tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_is_authorized_like_http1() {
+    use http_body_util::{BodyExt, Empty};
+    let (upstream, gw) = start("").await;
+    let mut sender = h2c(gw.addr).await;
     let token = keys().rsa.token(&claims(json!({"scope": "read:messages"})));
     let send = |path: &str, auth: Option<&str>| {
         let mut b = http::Request::builder().uri(format!("http://gateway.test{path}"));
@@ -893,16 +899,8 @@ async fn a_gigabyte_body_streams_with_flat_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_http1_upstreams_receive_from_h2_and_chunked_gets() {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let (upstream, gw) = start("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr)
-        .await
-        .expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2c(gw.addr).await;
     let req = http::Request::builder()
         .uri("http://gateway.test/api/public")
         .header("cookie", "a=1")
