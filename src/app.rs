@@ -65,6 +65,7 @@ impl Runtime {
     /// a Tokio runtime.
     pub fn new(mut config: Config) -> Arc<Runtime> {
         let metrics = Arc::new(Metrics::default());
+        metrics.trace.apply(config.tracing.as_ref());
         let remotes = Mutex::new(Remotes::default());
         adopt_remotes(&remotes, &metrics, &mut config);
         let tokens = Mutex::new(HashMap::new());
@@ -75,12 +76,10 @@ impl Runtime {
         attach_introspectors(&introspectors, &metrics, &config);
         Arc::new(Runtime {
             path: config.path.clone(),
-            shared: Arc::new(Shared::new(State::new(
-                config,
-                metrics.cache.clone(),
-                credentials,
-                quotas,
-            ))),
+            shared: Arc::new(Shared::new(
+                State::new(config, metrics.cache.clone(), credentials, quotas)
+                    .traced(metrics.trace.tracer()),
+            )),
             metrics,
             remotes,
             tokens,
@@ -119,17 +118,16 @@ impl Runtime {
                 "limits.max_connections, workers, admin_listen, forward_auth.listen and adding or removing the upstream take effect after a restart"
             );
         }
+        self.metrics.trace.apply(config.tracing.as_ref());
         adopt_remotes(&self.remotes, &self.metrics, &mut config);
         let credentials = token_sources(&self.tokens, &self.metrics, &config);
         let quotas = limiter_for(&self.limiter, &self.metrics, &config);
         attach_introspectors(&self.introspectors, &self.metrics, &config);
         let routes = config.routes.routes().len();
-        self.shared.swap(State::new(
-            config,
-            self.metrics.cache.clone(),
-            credentials,
-            quotas,
-        ));
+        self.shared.swap(
+            State::new(config, self.metrics.cache.clone(), credentials, quotas)
+                .traced(self.metrics.trace.tracer()),
+        );
         self.metrics.reload(ReloadResult::Applied);
         tracing::info!(routes, "config reloaded");
         Ok(Reloaded::Applied)
@@ -447,6 +445,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(watcher);
+    // Spans still queued are sent before the process ends.
+    let trace = runtime.metrics.trace.clone();
+    let _ = tokio::task::spawn_blocking(move || trace.shutdown()).await;
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -24,6 +24,9 @@ pub struct State {
     pub upstreams: Vec<UpstreamState>,
     /// Quota buckets, kept by the composition root across reloads.
     pub limiter: Arc<crate::quota::Limiter>,
+    /// The tracer when `tracing:` is set (spans and trace headers);
+    /// `None`: the request path does nothing for tracing.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 /// What forwarding to one upstream needs.
@@ -65,7 +68,13 @@ impl State {
             cache,
             upstreams,
             limiter,
+            tracer: None,
         }
+    }
+
+    /// The same state, traced by `tracer`.
+    pub fn traced(self, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> Self {
+        State { tracer, ..self }
     }
 
     pub fn challenge(&self) -> &crate::reject::Challenge {

@@ -22,6 +22,7 @@ pub mod quotas;
 pub mod raw;
 mod routes;
 mod surface;
+pub mod tracing;
 pub mod upstream;
 
 use serde_saphyr::Location;
@@ -88,6 +89,7 @@ pub use issuers::{RemoteJwks, RemoteSource, RemoteSpec};
 pub use limits::Limits;
 pub use quotas::{OnError, QuotaKey, QuotaPolicy, Quotas, Store as QuotaStore};
 pub use surface::ResourceMetadata;
+pub use tracing::Tracing;
 pub use upstream::{
     AuthMethod, ClientCredentials, Credential, Inject, Secret, TokenEndpoint, Upstream,
 };
@@ -125,6 +127,8 @@ pub struct Config {
     /// Verified tokens remembered (0: no cache).
     pub token_cache_size: usize,
     pub identity: Identity,
+    /// `tracing:`; `None`: trace headers are neither read nor written.
+    pub tracing: Option<Tracing>,
     pub routes: route::Table,
     /// A hash of the config text and of every file it made the gateway
     /// read: a reload with the same fingerprint changes nothing.
@@ -489,6 +493,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         .resource_metadata
         .map(|m| surface::build_resource_metadata(ctx, m, &routes, &token_sources))
         .transpose()?;
+    let tracing = raw.tracing.map(|t| tracing::build(ctx, t)).transpose()?;
 
     Ok(Config {
         path: ctx.file.to_owned(),
@@ -513,6 +518,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         token_sources,
         token_cache_size: raw.tokens.cache_size,
         identity,
+        tracing,
         routes,
         fingerprint: std::hash::Hasher::finish(&*ctx.hasher.borrow()),
         files: ctx.files.take(),

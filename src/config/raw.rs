@@ -236,7 +236,7 @@ string_schema!(TokenSource, "TokenSource", {
 });
 
 /// A default value, which has no position in the file.
-fn unspanned<T>(value: T) -> Spanned<T> {
+pub(super) fn unspanned<T>(value: T) -> Spanned<T> {
     let here = serde_saphyr::Location::UNKNOWN;
     Spanned {
         value,
@@ -306,6 +306,8 @@ pub struct RawConfig {
     /// counted, and the request forwarded as if allowed.
     #[serde(default)]
     pub mode: RawMode,
+    /// W3C trace context and OTLP export.
+    pub tracing: Option<super::tracing::RawTracing>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -228,7 +228,14 @@ impl TokenSource {
             request = request.header("authorization", value);
         }
         let sent_at = Instant::now();
-        let response = request.body(body).send().await?;
+        let response = crate::telemetry::trace::client(
+            &self.metrics.trace,
+            "token",
+            "POST",
+            &url,
+            request.body(body).send(),
+        )
+        .await?;
         if !response.status().is_success() {
             return Err(FetchError::Status(response.status()));
         }

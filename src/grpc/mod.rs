@@ -31,7 +31,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 pub use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
-use crate::decision::{Question, decide};
+use crate::decision::Question;
 use crate::reject::Refusal;
 use crate::server::access::{self, Outcome};
 use crate::state::Shared;
@@ -142,6 +142,7 @@ impl Check {
         let mut subject = None;
         let mut path = None;
         let mut shadow = None;
+        let mut span = None;
         // The original request's method, for the access line (the RPC's
         // own until the question is read).
         let mut method = Method::POST;
@@ -177,7 +178,10 @@ impl Check {
                 client_ip,
                 header_overrides: true,
             };
-            let decision = decide(&state, &question, crate::now()).await;
+            span = peer.and_then(|p| {
+                crate::server::server_span(&state, p.ip(), &described.headers, &described.method)
+            });
+            let decision = crate::server::decide(&state, &question, span.as_ref()).await;
             path = decision.path;
             route = decision.route.map(|r| r.label.clone());
             subject = decision
@@ -267,6 +271,7 @@ impl Check {
             refused: refused.as_ref(),
             subject: subject.as_deref(),
             shadow: shadow.as_ref().map(Option::as_ref),
+            span: span.as_ref(),
         };
         access::record(&self.metrics, &method, &outcome, status_code, started);
         response

@@ -144,7 +144,16 @@ impl Introspector {
                 .map_err(|_| "client credentials cannot form a header".to_owned())?,
             );
         }
-        let response = request.send().await.map_err(|e| {
+        let sent = request.send();
+        let response = crate::telemetry::trace::client(
+            &self.metrics.trace,
+            "introspection",
+            "POST",
+            url,
+            sent,
+        )
+        .await
+        .map_err(|e| {
             if e.is_timeout() {
                 "timed out".to_owned()
             } else {

@@ -297,7 +297,10 @@ impl Remote {
     async fn fetch_and_store(&self) -> Result<Option<Duration>, FetchError> {
         let result = async {
             let url = self.jwks_url().await?;
-            let (body, max_age) = get_capped(&self.client, &url).await?;
+            let fetched = get_capped(&self.client, &url);
+            let (body, max_age) =
+                crate::telemetry::trace::client(&self.metrics.trace, "jwks", "GET", &url, fetched)
+                    .await?;
             let keys = KeySet::from_jwks(&body)?;
             Ok::<_, FetchError>((body, keys, max_age))
         }

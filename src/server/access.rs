@@ -21,6 +21,8 @@ pub(crate) struct Outcome<'a> {
     /// In shadow mode: what was not enforced (`None` for an allowed
     /// request of a shadow route, which still counts as `would="allow"`).
     pub shadow: Option<Option<&'a Refusal>>,
+    /// The request's SERVER span (`tracing:`), ended here.
+    pub span: Option<&'a opentelemetry::Context>,
 }
 
 /// Counts the request and logs it; `status` is what the client (or, on
@@ -39,6 +41,41 @@ pub(crate) fn record(
     }
     metrics.request(outcome.route, decision, status, started.elapsed());
     log(method, outcome, status, started);
+    if let Some(cx) = outcome.span {
+        end_span(cx, method, outcome, decision, status);
+    }
+}
+
+/// Names the SERVER span after its route (`HTTP GET /items/{id}`), says
+/// what was decided, and ends it. Route templates and refusal codes only:
+/// never a query, a header or a token.
+fn end_span(
+    cx: &opentelemetry::Context,
+    method: &Method,
+    outcome: &Outcome<'_>,
+    decision: &'static str,
+    status: u16,
+) {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = cx.span();
+    match outcome.route {
+        Some(route) => {
+            span.update_name(format!("HTTP {method} {route}"));
+            span.set_attribute(KeyValue::new("http.route", route.to_string()));
+        }
+        None => span.update_name(format!("HTTP {method}")),
+    }
+    if let Some(path) = outcome.path {
+        span.set_attribute(KeyValue::new("url.path", path.to_owned()));
+    }
+    let decision = match outcome.shadow {
+        Some(Some(would)) if outcome.refused.is_none() => shadow_label(would.status().as_u16()),
+        _ => decision,
+    };
+    span.set_attribute(KeyValue::new("scopegate.decision", decision));
+    span.set_attribute(KeyValue::new("scopegate.listener", outcome.listener));
+    crate::telemetry::trace::finish(cx, Ok(status));
 }
 
 /// `shadow:401` or `shadow:403`: what an enforced route would have answered.
@@ -68,6 +105,7 @@ fn log(method: &Method, outcome: &Outcome<'_>, status: u16, started: Instant) {
         status,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
         subject = outcome.subject.unwrap_or("-"),
+        trace_id = outcome.span.map(crate::telemetry::trace::trace_id).as_deref().unwrap_or("-"),
         "request"
     );
 }

@@ -24,7 +24,7 @@ use super::access::{self, Outcome};
 use super::{Handler, Peer};
 use crate::Body;
 use crate::config::Convention;
-use crate::decision::{Question, decide};
+use crate::decision::Question;
 use crate::reject::{Refusal, respond};
 use crate::state::Shared;
 use crate::telemetry::Metrics;
@@ -187,6 +187,7 @@ impl ForwardAuth {
         let mut route = None;
         let mut subject = None;
         let mut shadow = None;
+        let mut span = None;
         let result: Result<HeaderMap, Refusal> = async {
             let Some(forward_auth) = &state.config.forward_auth else {
                 // Removed by a reload while the listener runs.
@@ -217,7 +218,8 @@ impl ForwardAuth {
                 )),
                 header_overrides: true,
             };
-            let decision = decide(&state, &question, crate::now()).await;
+            span = super::server_span(&state, peer.addr.ip(), req.headers(), &original.method);
+            let decision = super::decide(&state, &question, span.as_ref()).await;
             outcome_path = decision.path;
             route = decision.route.map(|r| &r.label);
             shadow = (decision.shadow_mode && decision.verdict.is_ok())
@@ -252,6 +254,7 @@ impl ForwardAuth {
             refused: refused.as_ref(),
             subject: subject.as_deref(),
             shadow: shadow.as_ref().map(Option::as_ref),
+            span: span.as_ref(),
         };
         access::record(
             &self.metrics,

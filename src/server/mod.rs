@@ -44,6 +44,71 @@ pub trait Handler: Send + Sync + 'static {
 
 use io::{Activity, Busy, Tracked};
 
+/// The request's SERVER span when `tracing:` is set: it continues the
+/// caller's trace only when the caller is a trusted proxy.
+pub(crate) fn server_span(
+    state: &crate::state::State,
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    method: &http::Method,
+) -> Option<opentelemetry::Context> {
+    use crate::telemetry::trace;
+    let tracer = state.tracer.as_ref()?;
+    let trusted = state
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(peer));
+    let parent = trace::parent(headers, trusted);
+    Some(trace::start(
+        tracer,
+        Some(&parent),
+        format!("HTTP {method}"),
+        trace::Kind::Server,
+        vec![opentelemetry::KeyValue::new(
+            "http.request.method",
+            method.to_string(),
+        )],
+    ))
+}
+
+/// [`crate::decision::decide`], under an INTERNAL `authorize` span below
+/// the request's when it is traced (the calls it makes, introspection
+/// among them, become its children).
+pub(crate) async fn decide<'s>(
+    state: &'s crate::state::State,
+    question: &crate::decision::Question<'_>,
+    span: Option<&opentelemetry::Context>,
+) -> crate::decision::Decision<'s> {
+    use crate::telemetry::trace::{self, FutureExt as _};
+    use opentelemetry::trace::TraceContextExt as _;
+    let now = crate::now();
+    let Some((tracer, parent)) = state.tracer.as_ref().zip(span) else {
+        return crate::decision::decide(state, question, now).await;
+    };
+    let cx = trace::start(
+        tracer,
+        Some(parent),
+        "authorize",
+        trace::Kind::Internal,
+        Vec::new(),
+    );
+    let decision = crate::decision::decide(state, question, now)
+        .with_context(cx.clone())
+        .await;
+    let code = match (&decision.verdict, &decision.shadowed) {
+        (Err(refusal), _) | (Ok(_), Some(refusal)) => refusal.code(),
+        (Ok(_), None) => "allow",
+    };
+    let span = cx.span();
+    span.set_attribute(opentelemetry::KeyValue::new("scopegate.decision", code));
+    if decision.shadowed.is_some() {
+        span.set_attribute(opentelemetry::KeyValue::new("scopegate.shadowed", true));
+    }
+    span.end();
+    decision
+}
+
 use crate::Body;
 use crate::state::Shared;
 

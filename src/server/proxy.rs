@@ -20,13 +20,14 @@ use hyper::body::Incoming;
 
 use super::access::{self, Outcome};
 use crate::cors::Cors;
-use crate::decision::{Question, decide};
+use crate::decision::Question;
 use crate::reject::{Refusal, respond};
 use crate::state::{Shared, State};
-use crate::telemetry::{Metrics, UpstreamErrorKind};
+use crate::telemetry::{Metrics, UpstreamErrorKind, trace};
 use crate::token::Claims;
 use crate::upstream::{self, BodyFault, UpstreamError, headers};
 use crate::{Body, BoxError};
+use opentelemetry::KeyValue;
 
 /// Who is asking, as the listener saw it.
 #[derive(Debug, Clone)]
@@ -159,8 +160,9 @@ impl Proxy {
         let method = req.method().clone();
         let cors = state.config.cors.as_ref();
         let origin = cors.and_then(|_| req.headers().get(ORIGIN).cloned());
+        let span = super::server_span(&state, peer.addr.ip(), req.headers(), &method);
 
-        let (mut response, outcome) = self.answer(&state, peer, req).await;
+        let (mut response, outcome) = self.answer(&state, peer, req, span.as_ref()).await;
         if let Some(cors) = cors.filter(|_| !outcome.preflight) {
             cors.decorate(origin.as_ref(), response.headers_mut());
         }
@@ -171,6 +173,7 @@ impl Proxy {
             refused: outcome.refused.as_ref(),
             subject: outcome.subject.as_deref(),
             shadow: outcome.shadow.as_ref().map(Option::as_ref),
+            span: span.as_ref(),
         };
         access::record(
             &self.metrics,
@@ -188,6 +191,7 @@ impl Proxy {
         state: &'s State,
         peer: Peer,
         req: Request<Incoming>,
+        span: Option<&opentelemetry::Context>,
     ) -> (Response<Body>, Answered<'s>) {
         let mut answered = Answered::default();
         let framing = if super::head_size(&req) > state.config.limits.max_request_header_bytes {
@@ -242,7 +246,7 @@ impl Proxy {
                 )),
                 header_overrides: false,
             };
-            decide(state, &question, crate::now()).await
+            super::decide(state, &question, span).await
         };
         answered.route = decision.route.map(|r| &r.label);
         answered.path = decision.path;
@@ -278,6 +282,7 @@ impl Proxy {
                 path,
                 decision.upstream,
                 claims.as_deref(),
+                span,
             )
             .await
         {
@@ -306,6 +311,7 @@ impl Proxy {
         path: &str,
         upstream: Option<usize>,
         claims: Option<&Claims>,
+        span: Option<&opentelemetry::Context>,
     ) -> Result<Response<Body>, Refusal> {
         let config = &state.config;
         // A reload may have removed the upstream under a running listener.
@@ -403,35 +409,55 @@ impl Proxy {
             (None, None) => None,
         };
 
+        // Traced: the upstream's parent is the gateway's CLIENT span, and
+        // the client's own trace headers are replaced.
+        let call = trace::Guard::new(state.tracer.as_ref().zip(span).map(|(tracer, parent)| {
+            let cx = trace::start(
+                tracer,
+                Some(parent),
+                format!("upstream {}", upstream.name),
+                trace::Kind::Client,
+                vec![
+                    KeyValue::new("http.request.method", parts.method.to_string()),
+                    KeyValue::new("server.address", upstream.authority.host().to_owned()),
+                ],
+            );
+            trace::inject(&cx, &mut parts.headers);
+            cx
+        }));
+
         let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
         let request = Request::from_parts(parts, body);
 
-        let response = client
-            .send(request, upstream.request_timeout)
-            .await
-            .map_err(|e| {
-                // The client's body failed first: the upstream request was
-                // aborted, and the fault is the client's.
-                let (kind, refusal) = match (watch.fault(), e) {
-                    (Some(BodyFault::TooLarge), _) => {
-                        (UpstreamErrorKind::BodyTooLarge, Refusal::PayloadTooLarge)
-                    }
-                    (Some(BodyFault::TimedOut), _) => {
-                        (UpstreamErrorKind::BodyTimeout, Refusal::BodyTimeout)
-                    }
-                    (Some(BodyFault::Broken), _) => {
-                        return Refusal::Malformed("malformed request body");
-                    }
-                    (None, UpstreamError::Unavailable) => {
-                        (UpstreamErrorKind::Unavailable, Refusal::UpstreamUnavailable)
-                    }
-                    (None, UpstreamError::Timeout) => {
-                        (UpstreamErrorKind::Timeout, Refusal::UpstreamTimeout)
-                    }
-                };
-                self.metrics.upstream_error(kind);
-                refusal
-            })?;
+        let response = client.send(request, upstream.request_timeout).await;
+        match &response {
+            Ok(response) => call.finish(Ok(response.status().as_u16())),
+            Err(UpstreamError::Timeout) => call.finish(Err("timeout")),
+            Err(UpstreamError::Unavailable) => call.finish(Err("unavailable")),
+        }
+        let response = response.map_err(|e| {
+            // The client's body failed first: the upstream request was
+            // aborted, and the fault is the client's.
+            let (kind, refusal) = match (watch.fault(), e) {
+                (Some(BodyFault::TooLarge), _) => {
+                    (UpstreamErrorKind::BodyTooLarge, Refusal::PayloadTooLarge)
+                }
+                (Some(BodyFault::TimedOut), _) => {
+                    (UpstreamErrorKind::BodyTimeout, Refusal::BodyTimeout)
+                }
+                (Some(BodyFault::Broken), _) => {
+                    return Refusal::Malformed("malformed request body");
+                }
+                (None, UpstreamError::Unavailable) => {
+                    (UpstreamErrorKind::Unavailable, Refusal::UpstreamUnavailable)
+                }
+                (None, UpstreamError::Timeout) => {
+                    (UpstreamErrorKind::Timeout, Refusal::UpstreamTimeout)
+                }
+            };
+            self.metrics.upstream_error(kind);
+            refusal
+        })?;
         // The upstream refused the gateway's own credential: drop the token
         // (once), and tell the client it is the gateway's fault, without
         // the upstream's challenge.

@@ -196,6 +196,9 @@ pub struct Metrics {
     /// Shared with every state's verified-token cache, so that the counts
     /// survive reloads (a new cache comes with each config).
     pub cache: Arc<CacheStats>,
+    /// The tracer behind `tracing:` (none without it), for the calls the
+    /// gateway makes on its own (JWKS, token, introspection).
+    pub trace: super::trace::Tracing,
 }
 
 /// Exports the cache counters, which the core keeps as plain atomics.
@@ -344,6 +347,7 @@ impl Default for Metrics {
             redis_duration,
             redis_errors,
             cache,
+            trace: super::trace::Tracing::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Adapter: depends on tracing-subscriber and prometheus-client.
 
 mod metrics;
+pub mod trace;
 
 pub use metrics::{Metrics, ReloadResult, TokenProbe, UpstreamErrorKind};
 
