@@ -29,7 +29,7 @@ pub struct RawTracing {
     /// The share of new traces recorded (0.0 to 1.0); a trusted parent's
     /// sampled flag is followed.
     #[serde(default = "RawTracing::default_ratio")]
-    #[schemars(with = "f64")]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
     pub sample_ratio: Spanned<f64>,
     /// `service.name` of the exported spans.
     #[serde(default = "RawTracing::default_service")]

@@ -274,18 +274,13 @@ impl Proxy {
 
         // 8. Forward, with the path that was authorized.
         let path = answered.path.as_deref().unwrap_or("/");
-        match self
-            .forward(
-                state,
-                &peer,
-                req,
-                path,
-                decision.upstream,
-                claims.as_deref(),
-                span,
-            )
-            .await
-        {
+        let allowed = Allowed {
+            path,
+            upstream: decision.upstream,
+            claims: claims.as_deref(),
+            span,
+        };
+        match self.forward(state, &peer, req, allowed).await {
             Ok(mut response) => {
                 if let Some(quota) = decision.quota {
                     quota_headers(response.headers_mut(), &quota);
@@ -308,11 +303,14 @@ impl Proxy {
         state: &State,
         peer: &Peer,
         req: Request<Incoming>,
-        path: &str,
-        upstream: Option<usize>,
-        claims: Option<&Claims>,
-        span: Option<&opentelemetry::Context>,
+        allowed: Allowed<'_>,
     ) -> Result<Response<Body>, Refusal> {
+        let Allowed {
+            path,
+            upstream,
+            claims,
+            span,
+        } = allowed;
         let config = &state.config;
         // A reload may have removed the upstream under a running listener.
         let Some(index) = upstream else {
@@ -514,6 +512,17 @@ fn tunnel(
     headers::remove_hop_by_hop(&mut parts.headers);
     headers::restore_websocket_upgrade(&mut parts.headers);
     Response::from_parts(parts, crate::full(""))
+}
+
+/// What an allowed request is forwarded with.
+struct Allowed<'a> {
+    /// The normalized path that was authorized.
+    path: &'a str,
+    /// An index into `config.upstreams`.
+    upstream: Option<usize>,
+    claims: Option<&'a Claims>,
+    /// The request's SERVER span, when traced.
+    span: Option<&'a opentelemetry::Context>,
 }
 
 /// What was learnt while answering, for the log and the metrics.

@@ -59,10 +59,7 @@ impl Tracing {
         if current.as_ref().map(|a| &a.spec) == spec {
             return;
         }
-        let next = match spec {
-            None => None,
-            Some(spec) => Some(Arc::new(build(spec))),
-        };
+        let next = spec.map(|spec| Arc::new(build(spec)));
         if let Some(old) = self.0.swap(next) {
             retire(&old.provider);
         }
@@ -272,6 +269,10 @@ struct HeadersMut<'a>(&'a mut HeaderMap);
 
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // An empty `tracestate` is not sent (W3C trace context §3.3).
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&value),

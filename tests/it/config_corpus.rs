@@ -50,6 +50,8 @@ const SEMANTIC: &[&str] = &[
     "43-unknown-quota-policy",
     "45-bad-rate",
     "46-two-introspecting-issuers-without-prefixes",
+    "48-tracing-endpoint-with-query",
+    "49-tracing-header-env-unset",
 ];
 
 fn validator() -> jsonschema::Validator {

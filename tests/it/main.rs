@@ -24,5 +24,6 @@ mod smuggling;
 mod support;
 mod tls;
 mod tokens;
+mod traces;
 mod websocket;
 mod wycheproof;
