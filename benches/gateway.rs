@@ -242,14 +242,23 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    proxied(c, &rt, &all_jwks, &rs256);
+    proxied(c, &rt, &all_jwks, &rs256, false);
+    proxied(c, &rt, &all_jwks, &rs256, true);
 }
 
 /// One whole proxied request over loopback: a keep-alive client, the real
 /// gateway (`app::serve`), an in-process upstream, all on one
 /// current-thread runtime (a regression guard for the hop; figures in the
-/// README, never asserted).
-fn proxied(c: &mut Criterion, rt: &tokio::runtime::Runtime, jwks: &serde_json::Value, token: &str) {
+/// README, never asserted). `traced`: with `tracing:` on, every request
+/// sampled and its spans exported (to the same upstream, which answers
+/// anything with 200).
+fn proxied(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    jwks: &serde_json::Value,
+    token: &str,
+    traced: bool,
+) {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::TokioIo;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -274,6 +283,12 @@ fn proxied(c: &mut Criterion, rt: &tokio::runtime::Runtime, jwks: &serde_json::V
         let yaml = format!(
             "upstream:\n  url: \"http://{upstream_addr}\"\nissuers:\n  - issuer: \"{ISSUER}\"\n    audiences: [\"{AUDIENCE}\"]\n    jwks_file: jwks.json\n    algorithms: [RS256, PS256, ES256, EdDSA]\nroutes:\n  - path: /api/private-scoped\n    methods: [GET]\n    scopes: [read:messages]\n  - path: /api/public\n    auth: none\n"
         );
+        let tracing = if traced {
+            format!("tracing:\n  otlp_endpoint: \"http://{upstream_addr}\"\n")
+        } else {
+            String::new()
+        };
+        let yaml = yaml + &tracing;
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).expect("write");
         let config = scopegate::config::load(&path).expect("config");
@@ -312,9 +327,14 @@ fn proxied(c: &mut Criterion, rt: &tokio::runtime::Runtime, jwks: &serde_json::V
         })
     };
     send("/api/private-scoped", Some(&auth));
-    c.bench_function("proxied request over loopback, RS256, cached", |b| {
-        b.iter(|| send("/api/private-scoped", Some(&auth)))
-    });
+    let suffix = if traced { ", traced and exported" } else { "" };
+    c.bench_function(
+        &format!("proxied request over loopback, RS256, cached{suffix}"),
+        |b| b.iter(|| send("/api/private-scoped", Some(&auth))),
+    );
+    if traced {
+        return;
+    }
     c.bench_function("proxied request over loopback, auth: none", |b| {
         b.iter(|| send("/api/public", None))
     });
