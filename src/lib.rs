@@ -22,7 +22,9 @@
 //! token) and forwarded by that upstream's [`upstream::Client`] with the
 //! normalized path, its body guarded (size, stalls, the client's own
 //! framing errors). A WebSocket tunnel is run by the connection that
-//! carried its handshake.
+//! carried its handshake. With `tracing:`, [`telemetry::trace`] gives the
+//! request a SERVER span (continuing a trusted proxy's `traceparent`), the
+//! decision an `authorize` span and every outgoing call a CLIENT span.
 //!
 //! # Dependency rules
 //!
