@@ -86,6 +86,7 @@ fn routes(admin: &Admin) -> Value {
                 "scopes": rule.policy.scopes(),
                 "any_scope": rule.policy.any_scope(),
                 "claims": rule.policy.claims().iter().map(|c| c.claim.as_str()).collect::<Vec<_>>(),
+                "issuers": rule.policy.issuers(),
             }));
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::config::{QuotaKey, QuotaPolicy};
+use crate::policy::Denied;
 use crate::quota::Verdict;
 use crate::reject::Refusal;
 use crate::route::{Auth, Lookup, Route, Rule, normalize_with};
@@ -172,16 +173,36 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     };
     decision.verified = Some(claims.clone());
 
+    // 6b. A route that accepts only some issuers refuses the others' tokens
+    // like any token it cannot use (401), before scopes are looked at.
+    if !rules()
+        .filter(|rule| rule.auth == Auth::Required)
+        .all(|rule| rule.policy.accepts_issuer(&claims))
+    {
+        decision.verdict = Err(Refusal::InvalidToken(TokenError::IssuerNotAccepted));
+        shadow(&mut decision);
+        return decision;
+    }
+
     // 7. The policy of every rule the request falls under (one, or more
     // with a method override).
+    let request = crate::policy::Request {
+        path: decision.path.as_deref().unwrap_or("/"),
+        headers: q.headers,
+    };
     decision.verdict = rules()
         .filter(|rule| rule.auth == Auth::Required)
         .try_for_each(|rule| {
             rule.policy
-                .check(&claims)
-                .map_err(|denied| Refusal::InsufficientScope {
-                    scope: rule.policy.challenge_scope().clone(),
-                    denied,
+                .check(&claims, &request)
+                .map_err(|denied| match denied {
+                    Denied::HeaderNotOnce => Refusal::BadRequest(
+                        "a header this route compares with a claim is missing or repeated",
+                    ),
+                    denied => Refusal::InsufficientScope {
+                        scope: rule.policy.challenge_scope().clone(),
+                        denied,
+                    },
                 })
         })
         .map(|()| Some(claims.clone()));

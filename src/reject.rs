@@ -129,7 +129,7 @@ impl Refusal {
         }
     }
 
-    pub fn description(&self) -> &'static str {
+    pub fn description(&self) -> &str {
         match self {
             Refusal::BadPath(e) => e.describe(),
             Refusal::Malformed(why) | Refusal::BadRequest(why) => why,
@@ -170,9 +170,12 @@ impl Refusal {
             Refusal::NoToken => return Some(out),
             Refusal::BadCredential(_) => ("invalid_request", None),
             Refusal::InvalidToken(_) => ("invalid_token", None),
-            Refusal::InsufficientScope { scope, .. } => {
-                ("insufficient_scope", Some(scope).filter(|s| !s.is_empty()))
-            }
+            // Only a scope failure names the scopes to ask for: after a
+            // claim failure the caller may already hold them all.
+            Refusal::InsufficientScope { scope, denied } => (
+                "insufficient_scope",
+                Some(scope).filter(|s| !s.is_empty() && denied.is_scope()),
+            ),
             _ => return None,
         };
         out.push_str(&format!(

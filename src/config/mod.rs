@@ -432,6 +432,13 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
     let quotas = quotas::build(ctx, raw.rate_limits)?;
     let mut routes = route::Table::new(raw.paths.build());
     let mut needs_tokens = false;
+    let known = routes::Known {
+        upstreams: &upstreams,
+        has_default,
+        quotas: &quotas,
+        default_mode: raw.mode,
+        issuers: issuers.iter().map(|i: &Issuer| i.name.clone()).collect(),
+    };
     for (i, spanned) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{i}]");
         if let Some(why) = routes::unmatchable(&spanned.value.path.value) {
@@ -441,15 +448,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("can never match: {why}"),
             );
         }
-        let (template, host, rule) = routes::build(
-            ctx,
-            &field,
-            spanned.value,
-            &upstreams,
-            has_default,
-            &quotas,
-            raw.mode,
-        )?;
+        let (template, host, rule) = routes::build(ctx, &field, spanned.value, &known)?;
         needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
         routes

@@ -569,6 +569,9 @@ pub struct RawRoute {
     #[serde(default)]
     #[schemars(with = "Vec<RawClaimRule>")]
     pub claims: Vec<Spanned<RawClaimRule>>,
+    /// Only tokens of these issuers (`issuers[].issuer` values).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub issuers: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -577,6 +580,10 @@ pub struct RawClaimRule {
     pub claim: String,
     pub equals: Option<serde_json::Value>,
     pub includes: Option<Vec<serde_json::Value>>,
+    /// Equal to this path parameter of the route's template.
+    pub equals_param: Option<String>,
+    /// Equal to this request header (sent exactly once, else 400).
+    pub equals_header: Option<String>,
 }
 
 #[cfg(test)]

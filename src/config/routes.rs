@@ -36,16 +36,31 @@ fn is_scalar(v: &serde_json::Value) -> bool {
     )
 }
 
+/// What a route may refer to: the rest of the config.
+pub(super) struct Known<'a> {
+    pub upstreams: &'a [super::Upstream],
+    /// `upstream:` is set (it is `upstreams[0]`).
+    pub has_default: bool,
+    pub quotas: &'a super::Quotas,
+    pub default_mode: raw::RawMode,
+    /// The configured `issuer` values.
+    pub issuers: Vec<String>,
+}
+
 /// A route: its template, the host it is bound to, its rule.
 pub(super) fn build(
     ctx: &Ctx<'_>,
     field: &str,
     raw: RawRoute,
-    upstreams: &[super::Upstream],
-    has_default: bool,
-    quotas: &super::Quotas,
-    default_mode: raw::RawMode,
+    known: &Known<'_>,
 ) -> Result<(Template, Option<String>, route::Rule), ConfigError> {
+    let Known {
+        upstreams,
+        has_default,
+        quotas,
+        default_mode,
+        ..
+    } = *known;
     let shadow = raw.mode.unwrap_or(default_mode) == raw::RawMode::Shadow;
     let rate_limit = match &raw.rate_limit {
         None => None,
@@ -164,39 +179,99 @@ pub(super) fn build(
         if rule.claim.is_empty() {
             return Err(ctx.err(at, format!("{cf}.claim"), "must name a claim"));
         }
-        let check = match (rule.equals, rule.includes) {
-            (Some(v), None) if is_scalar(&v) => ClaimCheck::Equals(v),
-            (Some(_), None) => {
+        let check = match (rule.equals, rule.includes, rule.equals_param, rule.equals_header) {
+            (None, None, Some(name), None) => {
+                let segment = template
+                    .as_str()
+                    .strip_prefix('/')
+                    .and_then(|t| t.split('/').position(|seg| seg == format!("{{{name}}}")));
+                let Some(segment) = segment else {
+                    return Err(ctx.err(
+                        at,
+                        format!("{cf}.equals_param"),
+                        format!(
+                            "{name:?} is not a parameter of {:?} (write {{{name}}} in the path; a catch-all cannot be compared)",
+                            template.as_str()
+                        ),
+                    ));
+                };
+                ClaimCheck::EqualsParam { name, segment }
+            }
+            (None, None, None, Some(name)) => {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ctx.err(
+                        at,
+                        format!("{cf}.equals_header"),
+                        format!("{name:?} is not a header name"),
+                    )
+                })?;
+                ClaimCheck::EqualsHeader(name)
+            }
+            (Some(v), None, None, None) if is_scalar(&v) => ClaimCheck::Equals(v),
+            (Some(_), None, None, None) => {
                 return Err(ctx.err(
                     at,
                     format!("{cf}.equals"),
                     "must be a string, number or boolean",
                 ));
             }
-            (None, Some(list)) if !list.is_empty() && list.iter().all(is_scalar) => {
+            (None, Some(list), None, None) if !list.is_empty() && list.iter().all(is_scalar) => {
                 ClaimCheck::Includes(list)
             }
-            (None, Some(_)) => {
+            (None, Some(_), None, None) => {
                 return Err(ctx.err(
                     at,
                     format!("{cf}.includes"),
                     "must list one or more strings, numbers or booleans",
                 ));
             }
-            _ => return Err(ctx.err(at, &cf, "needs exactly one of equals or includes")),
+            _ => {
+                return Err(ctx.err(
+                    at,
+                    &cf,
+                    "needs exactly one of equals, includes, equals_param or equals_header",
+                ));
+            }
         };
         claims.push(ClaimRule {
             claim: ClaimName::new(&rule.claim),
             check,
         });
     }
+    let issuers = match raw.issuers {
+        None => Vec::new(),
+        Some(list) => {
+            if list.value.is_empty() {
+                return Err(ctx.err(
+                    list.referenced,
+                    format!("{field}.issuers"),
+                    "is empty: leave it out to accept every issuer",
+                ));
+            }
+            if let Some(unknown) = list.value.iter().find(|i| !known.issuers.contains(i)) {
+                return Err(ctx.err(
+                    list.referenced,
+                    format!("{field}.issuers"),
+                    format!(
+                        "{unknown:?} is not a configured issuer (issuers: {})",
+                        known.issuers.join(", ")
+                    ),
+                ));
+            }
+            list.value
+        }
+    };
     let auth = match raw.auth {
         raw::RawAuth::None => {
-            if !scopes.is_empty() || !any_scope.is_empty() || !claims.is_empty() {
+            if !scopes.is_empty()
+                || !any_scope.is_empty()
+                || !claims.is_empty()
+                || !issuers.is_empty()
+            {
                 return Err(ctx.err(
                     raw.path.referenced,
                     format!("{field}.auth"),
-                    "auth: none cannot have scopes, any_scope or claims",
+                    "auth: none cannot have scopes, any_scope, claims or issuers",
                 ));
             }
             route::Auth::None
@@ -209,7 +284,7 @@ pub(super) fn build(
         route::Rule {
             methods,
             auth,
-            policy: Policy::new(scopes, any_scope, claims),
+            policy: Policy::new(scopes, any_scope, claims).with_issuers(issuers),
             upstream,
             rate_limit,
             shadow,

@@ -46,8 +46,11 @@ fn describe_rule(route: &Route, method: &Method) -> String {
             rule.policy.any_scope().join(" ")
         ));
     }
+    if !rule.policy.issuers().is_empty() {
+        needs.push(format!("issued by [{}]", rule.policy.issuers().join(" ")));
+    }
     for c in rule.policy.claims() {
-        needs.push(format!("claim {}", c.claim.as_str()));
+        needs.push(c.describe());
     }
     format!(
         "{}  [{}]  needs {}",

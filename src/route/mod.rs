@@ -397,8 +397,11 @@ pub fn describe(table: &Table, upstreams: &[&str]) -> String {
             if !rule.policy.any_scope().is_empty() {
                 needs.push(format!("any of: {}", rule.policy.any_scope().join(" ")));
             }
+            if !rule.policy.issuers().is_empty() {
+                needs.push(format!("issuers: {}", rule.policy.issuers().join(" ")));
+            }
             for c in rule.policy.claims() {
-                needs.push(format!("claim {}", c.claim.as_str()));
+                needs.push(c.describe());
             }
             let needs = if needs.is_empty() {
                 "-".to_owned()

@@ -52,6 +52,9 @@ pub struct Claims {
     scopes: Vec<String>,
     subject: Option<String>,
     expires_at: i64,
+    /// The configured `issuer` whose keys or introspection endpoint
+    /// vouched for the token (`iss` until the verifier says).
+    issuer: Option<String>,
 }
 
 impl Claims {
@@ -70,12 +73,27 @@ impl Claims {
         scopes.sort_unstable();
         scopes.dedup();
         let subject = object.get("sub").and_then(Value::as_str).map(str::to_owned);
+        let issuer = object.get("iss").and_then(Value::as_str).map(str::to_owned);
         Claims {
             object,
             scopes,
             subject,
             expires_at,
+            issuer,
         }
+    }
+
+    /// The same claims, vouched for by the configured issuer `issuer`.
+    pub fn issued_by(self, issuer: &str) -> Self {
+        Claims {
+            issuer: Some(issuer.to_owned()),
+            ..self
+        }
+    }
+
+    /// The configured issuer that verified the token.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     pub fn get(&self, name: &ClaimName) -> Option<&Value> {

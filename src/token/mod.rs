@@ -53,6 +53,8 @@ pub enum TokenError {
     BoundToken,
     /// The introspection endpoint said `active: false`.
     Inactive,
+    /// The route accepts tokens of other issuers only (`routes[].issuers`).
+    IssuerNotAccepted,
     /// The introspection endpoint is down, slow or answered badly (503).
     IntrospectionUnavailable,
 }
@@ -70,6 +72,7 @@ impl TokenError {
             ForbiddenHeader => "token header carries a parameter that is never trusted",
             IssuerMissing => "issuer missing or not a string",
             UnknownIssuer => "unknown issuer",
+            IssuerNotAccepted => "this route does not accept tokens of this issuer",
             KeysUnavailable => "signing keys are not available yet",
             UnknownKey => "unknown key",
             BadSignature => "signature invalid",

@@ -239,11 +239,9 @@ impl Verifier {
         let rule = issuer.introspection.as_ref().ok_or(TokenError::Malformed)?;
         let exp = issuer.check_introspected(&answer, now, rule)?;
         let exp = exp.unwrap_or(now.saturating_add(rule.cache_ttl));
-        Ok(Arc::new(Claims::new(
-            (*answer).clone(),
-            &issuer.scope_claims,
-            exp,
-        )))
+        Ok(Arc::new(
+            Claims::new((*answer).clone(), &issuer.scope_claims, exp).issued_by(&issuer.name),
+        ))
     }
 
     /// Makes an issuer use an existing key cell (keys kept across a reload).
@@ -308,7 +306,9 @@ impl Verifier {
             other => other?,
         }
         let valid_until = issuer.check_claims(&payload, now)?;
-        let claims = Arc::new(Claims::new(payload, &issuer.scope_claims, valid_until.exp));
+        let claims = Arc::new(
+            Claims::new(payload, &issuer.scope_claims, valid_until.exp).issued_by(&issuer.name),
+        );
         // `always`: a valid JWT must also be active (revocation); its
         // claims stay the JWT's, and it is not cached here (the
         // introspection cache bounds how long an answer is trusted).
