@@ -87,6 +87,7 @@ fn routes(admin: &Admin) -> Value {
                 "any_scope": rule.policy.any_scope(),
                 "claims": rule.policy.claims().iter().map(|c| c.claim.as_str()).collect::<Vec<_>>(),
                 "issuers": rule.policy.issuers(),
+                "from": &*rule.origin,
             }));
         }
     }

@@ -46,6 +46,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of gateway.yaml (for editors and CI).
     Schema,
+    /// Print the `routes:` block an OpenAPI 3.0/3.1 document's security requirements imply (exit 1 if it cannot be read).
+    Routes {
+        /// The OpenAPI document, YAML or JSON.
+        #[arg(long, value_name = "FILE")]
+        from_openapi: PathBuf,
+        /// Only this security scheme's scopes (others count as no scope).
+        #[arg(long, value_name = "NAME")]
+        scheme: Option<String>,
+    },
     /// Start a self-contained demo: echo upstream, development issuer and gateway, with curl commands to try.
     Demo {
         /// The gateway's port; the upstream and issuer take the next two.
@@ -113,6 +122,35 @@ pub fn main() -> ExitCode {
             token_file,
         } => explain(&cli.config, &method, &path, token, token_file),
         Command::Token(args) => token(*args),
+        Command::Routes {
+            from_openapi,
+            scheme,
+        } => routes_from_openapi(&from_openapi, scheme.as_deref()),
+    }
+}
+
+/// `scopegate routes --from-openapi FILE`: the routes on stdout, nothing
+/// else; an unreadable document is `FILE:LINE:COLUMN: message` and exit 1.
+fn routes_from_openapi(file: &Path, scheme: Option<&str>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}:1:1: cannot read: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    match crate::openapi::convert(&text, scheme) {
+        Ok(doc) => {
+            print!(
+                "{}",
+                crate::openapi::render(&doc, &file.display().to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}:{e}", file.display());
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -53,6 +53,7 @@ pub mod devtools;
 pub mod grpc;
 pub mod introspect;
 pub mod jwks;
+pub mod openapi;
 pub mod policy;
 pub mod quota;
 pub mod reject;

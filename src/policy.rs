@@ -255,7 +255,13 @@ mod tests {
 
     fn check(p: &Policy, v: Value) -> Result<(), Denied> {
         let headers = HeaderMap::new();
-        p.check(&claims(v), &Request { path: "/", headers: &headers })
+        p.check(
+            &claims(v),
+            &Request {
+                path: "/",
+                headers: &headers,
+            },
+        )
     }
 
     fn claims(v: Value) -> Claims {
@@ -267,19 +273,10 @@ mod tests {
     fn scopes_all_and_any() {
         let p = Policy::new(vec!["a".into(), "b".into()], vec![], vec![]);
         assert_eq!(check(&p, json!({"scope": "a b c"})), Ok(()));
-        assert_eq!(
-            check(&p, json!({"scope": "a"})),
-            Err(Denied::MissingScope)
-        );
-        assert_eq!(
-            check(&p, json!({"scope": "ab"})),
-            Err(Denied::MissingScope)
-        );
+        assert_eq!(check(&p, json!({"scope": "a"})), Err(Denied::MissingScope));
+        assert_eq!(check(&p, json!({"scope": "ab"})), Err(Denied::MissingScope));
         let any = Policy::new(vec![], vec!["w".into(), "admin".into()], vec![]);
-        assert_eq!(
-            check(&any, json!({"permissions": ["admin"]})),
-            Ok(())
-        );
+        assert_eq!(check(&any, json!({"permissions": ["admin"]})), Ok(()));
         assert_eq!(
             check(&any, json!({"scope": "administrator"})),
             Err(Denied::NoneOfScopes)
@@ -306,13 +303,27 @@ mod tests {
         let good = json!({"org_id": "acme", "https://example.com/roles": ["user", "admin"]});
         assert_eq!(check(&p, good), Ok(()));
         let wrong_org = json!({"org_id": "acme2", "https://example.com/roles": ["admin"]});
-        assert_eq!(check(&p, wrong_org), Err(Denied::Claim("claim org_id does not match".into())));
+        assert_eq!(
+            check(&p, wrong_org),
+            Err(Denied::Claim("claim org_id does not match".into()))
+        );
         let no_role = json!({"org_id": "acme", "https://example.com/roles": ["user"]});
-        assert_eq!(check(&p, no_role), Err(Denied::Claim("claim https://example.com/roles does not match".into())));
+        assert_eq!(
+            check(&p, no_role),
+            Err(Denied::Claim(
+                "claim https://example.com/roles does not match".into()
+            ))
+        );
         let missing = json!({"https://example.com/roles": ["admin"]});
-        assert_eq!(check(&p, missing), Err(Denied::Claim("claim org_id does not match".into())));
+        assert_eq!(
+            check(&p, missing),
+            Err(Denied::Claim("claim org_id does not match".into()))
+        );
         let number = json!({"org_id": 1, "https://example.com/roles": "admin"});
-        assert_eq!(check(&p, number), Err(Denied::Claim("claim org_id does not match".into())));
+        assert_eq!(
+            check(&p, number),
+            Err(Denied::Claim("claim org_id does not match".into()))
+        );
         let listed = json!({"org_id": "acme", "https://example.com/roles": "user admin"});
         assert_eq!(check(&p, listed), Ok(()), "a space-separated string");
         let substring = json!({"org_id": "acme", "https://example.com/roles": "administrator"});
@@ -349,13 +360,28 @@ mod tests {
             p.check(&claims(v), &Request { path, headers })
         };
         let token = json!({"org_id": "acme corp", "tenant": "t1"});
-        assert_eq!(at("/orgs/acme%20corp/items", &headers, token.clone()), Ok(()));
+        assert_eq!(
+            at("/orgs/acme%20corp/items", &headers, token.clone()),
+            Ok(())
+        );
         let org = Err(Denied::Claim("claim org_id does not match".into()));
-        assert_eq!(at("/orgs/ACME%20corp/items", &headers, token.clone()), org, "case");
-        assert_eq!(at("/orgs/acme%2520corp/x", &headers, token.clone()), org, "decoded once");
+        assert_eq!(
+            at("/orgs/ACME%20corp/items", &headers, token.clone()),
+            org,
+            "case"
+        );
+        assert_eq!(
+            at("/orgs/acme%2520corp/x", &headers, token.clone()),
+            org,
+            "decoded once"
+        );
         assert_eq!(at("/orgs/other/x", &headers, token.clone()), org);
         let number = json!({"org_id": 42, "tenant": "t1"});
-        assert_eq!(at("/orgs/42/x", &headers, number), Ok(()), "a number by its decimal form");
+        assert_eq!(
+            at("/orgs/42/x", &headers, number),
+            Ok(()),
+            "a number by its decimal form"
+        );
         let mut wrong = HeaderMap::new();
         wrong.insert("x-tenant", "t2".parse().expect("value"));
         assert_eq!(

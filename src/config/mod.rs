@@ -276,6 +276,89 @@ fn parse_yaml(ctx: &Ctx<'_>, text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
+/// A route built from the config, with where it was written.
+type Built = (
+    String,
+    Location,
+    route::Template,
+    Option<String>,
+    route::Rule,
+);
+
+/// `routes_from_openapi`: one rule per operation of the document, except
+/// where an explicit route has the same template (without a host) and a
+/// method in common: the explicit rule replaces the generated one.
+fn openapi_routes(
+    ctx: &Ctx<'_>,
+    file: &serde_saphyr::Spanned<String>,
+    known: &routes::Known<'_>,
+    explicit: &[Built],
+) -> Result<Vec<Built>, ConfigError> {
+    let field = "routes_from_openapi";
+    let bytes = ctx.read(file.referenced, field, &file.value)?;
+    let path = ctx.dir.join(&file.value);
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ctx.err(file.referenced, field, "the document is not UTF-8 text"))?;
+    let doc = crate::openapi::convert(text, None).map_err(|e| ConfigError {
+        file: path.clone(),
+        line: e.line,
+        column: e.column,
+        field: field.into(),
+        message: e.message,
+    })?;
+    let name = path
+        .file_name()
+        .map_or_else(|| file.value.clone(), |n| n.to_string_lossy().into_owned());
+    let mut out = Vec::new();
+    for op in doc.operations {
+        let method: http::Method = op
+            .method
+            .parse()
+            .map_err(|_| ctx.err(file.referenced, field, format!("bad method {}", op.method)))?;
+        let (scopes, any_scope, auth) = match op.access {
+            crate::openapi::Access::None => (Vec::new(), Vec::new(), raw::RawAuth::None),
+            crate::openapi::Access::Required { scopes, any_scope } => {
+                (scopes, any_scope, raw::RawAuth::Required)
+            }
+        };
+        let unspanned = raw::unspanned::<String>;
+        let route = raw::RawRoute {
+            path: unspanned(op.path.clone()),
+            upstream: None,
+            host: None,
+            rate_limit: None,
+            mode: None,
+            methods: Some(raw::unspanned(vec![raw::Method(method.clone())])),
+            auth,
+            scopes: scopes.into_iter().map(unspanned).collect(),
+            any_scope: any_scope.into_iter().map(unspanned).collect(),
+            claims: Vec::new(),
+            issuers: None,
+        };
+        let op_field = format!("{field} ({} {})", op.method, op.path);
+        let (template, host, mut rule) =
+            routes::build(ctx, &op_field, route, known).map_err(|e| ConfigError {
+                file: path.clone(),
+                line: op.line,
+                column: 1,
+                ..e
+            })?;
+        let replaced = explicit.iter().any(|(_, _, t, h, r)| {
+            h.is_none() && *t == template && r.methods.overlaps(rule.methods)
+        });
+        if replaced {
+            continue;
+        }
+        let id = op
+            .operation_id
+            .map(|id| format!(" ({id})"))
+            .unwrap_or_default();
+        rule.origin = format!("{name}:{}{id}", op.line).into();
+        out.push((op_field, file.referenced, template, host, rule));
+    }
+    Ok(out)
+}
+
 /// `routes[0].value.path.value` (the `value`s are `Spanned` wrappers) reads
 /// as `routes[0].path`.
 fn clean_field(path: &str) -> String {
@@ -439,6 +522,11 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         default_mode: raw.mode,
         issuers: issuers.iter().map(|i: &Issuer| i.name.clone()).collect(),
     };
+    let config_name = ctx
+        .file
+        .file_name()
+        .map_or_else(|| "gateway.yaml".into(), |n| n.to_string_lossy());
+    let mut explicit = Vec::with_capacity(raw.routes.len());
     for (i, spanned) in raw.routes.into_iter().enumerate() {
         let field = format!("routes[{i}]");
         if let Some(why) = routes::unmatchable(&spanned.value.path.value) {
@@ -448,9 +536,17 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("can never match: {why}"),
             );
         }
-        let (template, host, rule) = routes::build(ctx, &field, spanned.value, &known)?;
-        needs_tokens |= rule.auth == route::Auth::Required;
         let at = spanned.referenced;
+        let (template, host, mut rule) = routes::build(ctx, &field, spanned.value, &known)?;
+        rule.origin = format!("{config_name}:{}", at.line().max(1)).into();
+        explicit.push((field, at, template, host, rule));
+    }
+    let generated = match &raw.routes_from_openapi {
+        None => Vec::new(),
+        Some(file) => openapi_routes(ctx, file, &known, &explicit)?,
+    };
+    for (field, at, template, host, rule) in explicit.into_iter().chain(generated) {
+        needs_tokens |= rule.auth == route::Auth::Required;
         routes
             .insert_for(host, template, rule)
             .map_err(|e| ctx.err(at, format!("{field}.path"), e.to_string()))?;

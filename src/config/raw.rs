@@ -308,6 +308,10 @@ pub struct RawConfig {
     pub mode: RawMode,
     /// W3C trace context and OTLP export.
     pub tracing: Option<super::tracing::RawTracing>,
+    /// An OpenAPI 3.0/3.1 document whose security requirements become
+    /// routes; explicit `routes:` win for the same template and method.
+    #[schemars(with = "Option<String>")]
+    pub routes_from_openapi: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

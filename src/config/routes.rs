@@ -179,7 +179,12 @@ pub(super) fn build(
         if rule.claim.is_empty() {
             return Err(ctx.err(at, format!("{cf}.claim"), "must name a claim"));
         }
-        let check = match (rule.equals, rule.includes, rule.equals_param, rule.equals_header) {
+        let check = match (
+            rule.equals,
+            rule.includes,
+            rule.equals_param,
+            rule.equals_header,
+        ) {
             (None, None, Some(name), None) => {
                 let segment = template
                     .as_str()
@@ -288,6 +293,7 @@ pub(super) fn build(
             upstream,
             rate_limit,
             shadow,
+            origin: "".into(),
         },
     ))
 }

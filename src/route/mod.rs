@@ -106,6 +106,9 @@ pub struct Rule {
     pub rate_limit: Option<usize>,
     /// `mode: shadow`: a 401 or 403 is reported, and the request forwarded.
     pub shadow: bool,
+    /// Where the rule was written: `gateway.yaml:12`, or the OpenAPI
+    /// operation it was generated from (`check` shows it).
+    pub origin: std::sync::Arc<str>,
 }
 
 /// All rules that share one template (and host).
@@ -381,8 +384,8 @@ pub fn describe(table: &Table, upstreams: &[&str]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<40} {:<28} {:<9} {:<14} REQUIRES",
-        "ROUTE", "METHODS", "AUTH", "UPSTREAM"
+        "{:<40} {:<28} {:<9} {:<14} {:<24} REQUIRES",
+        "ROUTE", "METHODS", "AUTH", "UPSTREAM", "FROM"
     );
     for route in table.routes() {
         for rule in &route.rules {
@@ -415,11 +418,12 @@ pub fn describe(table: &Table, upstreams: &[&str]) -> String {
                 .unwrap_or("-");
             let _ = writeln!(
                 out,
-                "{:<40} {:<28} {:<9} {:<14} {}",
+                "{:<40} {:<28} {:<9} {:<14} {:<24} {}",
                 &*route.label,
                 rule.methods.names().join(","),
                 auth,
                 upstream,
+                &*rule.origin,
                 needs
             );
         }
@@ -438,6 +442,7 @@ mod tests {
             Methods::from_list(methods).expect("known methods")
         };
         Rule {
+            origin: "test".into(),
             methods,
             auth: Auth::Required,
             policy: Policy::default(),

@@ -92,6 +92,7 @@ fn table() -> Table {
         "/static/{*rest}",
     ] {
         let rule = Rule {
+            origin: "test".into(),
             methods: Methods::ALL,
             auth: Auth::Required,
             policy: Default::default(),
