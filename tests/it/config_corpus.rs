@@ -52,6 +52,9 @@ const SEMANTIC: &[&str] = &[
     "46-two-introspecting-issuers-without-prefixes",
     "48-tracing-endpoint-with-query",
     "49-tracing-header-env-unset",
+    "50-equals-param-not-in-template",
+    "51-route-issuer-not-configured",
+    "52-openapi-template-not-expressible",
 ];
 
 fn validator() -> jsonschema::Validator {

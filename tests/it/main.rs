@@ -12,6 +12,7 @@ mod forward_auth;
 mod grpc;
 mod introspection;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod peers;
 mod properties;
