@@ -28,7 +28,8 @@
 //!
 //! # Dependency rules
 //!
-//! The pure core — [`config`] (one module per section), [`route`],
+//! The pure core — [`config`] (one module per section; routes may also
+//! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`decision`], [`reject`],
 //! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
