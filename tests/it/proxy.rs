@@ -245,7 +245,7 @@ async fn refusals_never_reach_the_upstream() {
         Case { name: "bearer two words", method: "GET", target: scoped.into(), headers: vec![("Authorization", "Bearer a b".into())], status: 400, error: "invalid_request", challenge: None },
         Case { name: "two authorization headers", method: "GET", target: scoped.into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "read:messages"}))))), ("Authorization", "Bearer x".into())], status: 400, error: "invalid_request", challenge: None },
         // Claims rules on {id}: right scope, wrong org.
-        Case { name: "claim mismatch", method: "PUT", target: "/api/messages/7".into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "admin", "org_id": "other"})))))], status: 403, error: "insufficient_scope", challenge: Some(r#"Bearer realm="api", error="insufficient_scope", error_description="a required claim does not match", scope="write:messages admin""#.into()) },
+        Case { name: "claim mismatch", method: "PUT", target: "/api/messages/7".into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "admin", "org_id": "other"})))))], status: 403, error: "insufficient_scope", challenge: Some(r#"Bearer realm="api", error="insufficient_scope", error_description="claim org_id does not match""#.into()) },
         Case { name: "any_scope none", method: "DELETE", target: "/api/messages/7".into(), headers: vec![("Authorization", bearer(&k.rsa.token(&claims(json!({"scope": "read:messages", "org_id": "acme"})))))], status: 403, error: "insufficient_scope", challenge: None },
     ];
     let challenges = [
