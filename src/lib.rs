@@ -51,6 +51,7 @@ pub mod cors;
 pub mod credentials;
 pub mod decision;
 pub mod devtools;
+pub mod dpop;
 pub mod grpc;
 pub mod introspect;
 pub mod jwks;

@@ -267,6 +267,13 @@ impl KeySet {
         Ok(set)
     }
 
+    /// One JWK given as JSON (a DPoP proof's `jwk`): the key, or why it
+    /// cannot verify signatures.
+    pub fn key_from_jwk(value: &serde_json::Value) -> Result<Key, String> {
+        let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        Key::from_jwk(&jwk)
+    }
+
     /// One PEM public key, used whatever the token's `kid`.
     pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         let der = |k: &DecodingKey| match k.kind() {

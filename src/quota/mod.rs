@@ -86,6 +86,14 @@ pub trait Shared: Send + Sync + std::fmt::Debug {
         bucket: &'a str,
         policy: &'a QuotaPolicy,
     ) -> Pin<Box<dyn Future<Output = Result<Verdict, ()>> + Send + 'a>>;
+
+    /// Remembers `key` for `ttl` unless it is there: true the first time
+    /// (the DPoP replay cache).
+    fn first_seen<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: std::time::Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ()>> + Send + 'a>>;
 }
 
 /// Why a quota could not be decided (Redis failed with `on_error: deny`).
@@ -102,6 +110,11 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// The shared store, for the DPoP replay cache.
+    pub fn shared(&self) -> Option<(Arc<dyn Shared>, OnError)> {
+        self.shared.clone()
+    }
+
     pub fn new(shared: Option<(Arc<dyn Shared>, OnError)>, metrics: Arc<Metrics>) -> Self {
         Limiter {
             local: local::Store::default(),

@@ -115,7 +115,43 @@ impl Store {
     }
 }
 
+impl Store {
+    async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, ()> {
+        let mut connection = self.connection.clone();
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(1).arg("NX").arg("PX").arg(millis);
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            self.timeout,
+            command.query_async::<Option<String>>(&mut connection),
+        )
+        .await;
+        self.metrics
+            .redis_call(started.elapsed(), answer.as_ref().is_ok_and(Result::is_ok));
+        match answer {
+            Ok(Ok(set)) => Ok(set.is_some()),
+            Ok(Err(e)) => {
+                tracing::warn!("redis DPoP replay check failed: {:?}", e.kind());
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "redis DPoP replay check timed out");
+                Err(())
+            }
+        }
+    }
+}
+
 impl Shared for Store {
+    fn first_seen<'a>(
+        &'a self,
+        key: &'a str,
+        ttl: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ()>> + Send + 'a>> {
+        Box::pin(self.set_once(key, ttl))
+    }
+
     fn take<'a>(
         &'a self,
         bucket: &'a str,

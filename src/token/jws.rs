@@ -77,6 +77,13 @@ pub fn parse_header(segment: &str) -> Result<Header, TokenError> {
     })
 }
 
+/// A JSON object (duplicate members refused), for JOSE objects parsed
+/// outside a token (a DPoP proof's header and payload).
+pub(crate) fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, TokenError> {
+    let StrictObject(map) = serde_json::from_slice(bytes).map_err(|_| TokenError::Malformed)?;
+    Ok(map)
+}
+
 /// A JSON object that refuses duplicate top-level members, so that no claim
 /// can mean one thing to the gateway and another to a later reader.
 struct StrictObject(Map<String, Value>);
