@@ -185,6 +185,7 @@ fn benches(c: &mut Criterion) {
                         .expect("secret"),
                 )),
                 introspection: None,
+                dpop: Default::default(),
             }],
             8192,
         )
@@ -231,6 +232,7 @@ fn benches(c: &mut Criterion) {
         host: None,
         client_ip: None,
         header_overrides: false,
+        binding: Default::default(),
     };
     rt.block_on(decide(&state, &question, scopegate::now()));
     c.bench_function("decide: allowed request, RS256, cached", |b| {

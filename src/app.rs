@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::config::QuotaStore;
 use crate::config::{self, Config, ConfigError, Credential, RemoteSource};
 use crate::credentials::{Injector, TokenSource};
+use crate::dpop::replay::Replay;
 use crate::introspect::Introspector;
 use crate::jwks::fetch::Remote;
 use crate::quota::Limiter;
@@ -42,6 +43,8 @@ pub struct Runtime {
     introspectors: Mutex<HashMap<String, Arc<Introspector>>>,
     /// The quota store, kept while `rate_limits.store` is unchanged.
     limiter: Mutex<Option<(QuotaStore, Arc<Limiter>)>>,
+    /// The DPoP replay cache, kept with the quota store it may share.
+    replay: Mutex<Option<(Arc<Limiter>, Arc<Replay>)>>,
     /// Serializes reloads (watcher and SIGHUP may fire together).
     reloading: Mutex<()>,
 }
@@ -72,15 +75,19 @@ impl Runtime {
         let credentials = token_sources(&tokens, &metrics, &config);
         let limiter = Mutex::new(None);
         let quotas = limiter_for(&limiter, &metrics, &config);
+        let replay = Mutex::new(None);
+        let replays = replay_for(&replay, &quotas);
         let introspectors = Mutex::new(HashMap::new());
         attach_introspectors(&introspectors, &metrics, &config);
         Arc::new(Runtime {
             path: config.path.clone(),
             shared: Arc::new(Shared::new(
                 State::new(config, metrics.cache.clone(), credentials, quotas)
-                    .traced(metrics.trace.tracer()),
+                    .traced(metrics.trace.tracer())
+                    .with_replay(replays),
             )),
             metrics,
+            replay,
             remotes,
             tokens,
             introspectors,
@@ -122,11 +129,13 @@ impl Runtime {
         adopt_remotes(&self.remotes, &self.metrics, &mut config);
         let credentials = token_sources(&self.tokens, &self.metrics, &config);
         let quotas = limiter_for(&self.limiter, &self.metrics, &config);
+        let replay = replay_for(&self.replay, &quotas);
         attach_introspectors(&self.introspectors, &self.metrics, &config);
         let routes = config.routes.routes().len();
         self.shared.swap(
             State::new(config, self.metrics.cache.clone(), credentials, quotas)
-                .traced(self.metrics.trace.tracer()),
+                .traced(self.metrics.trace.tracer())
+                .with_replay(replay),
         );
         self.metrics.reload(ReloadResult::Applied);
         tracing::info!(routes, "config reloaded");
@@ -363,6 +372,25 @@ fn limiter_for(
     let limiter = Arc::new(Limiter::new(shared, metrics.clone()));
     *current = Some((store, limiter.clone()));
     limiter
+}
+
+/// The DPoP replay cache for `limiter`'s store: the running one while the
+/// quota store is the same (proofs seen stay seen across reloads).
+fn replay_for(
+    current: &Mutex<Option<(Arc<Limiter>, Arc<Replay>)>>,
+    limiter: &Arc<Limiter>,
+) -> Arc<Replay> {
+    let Ok(mut current) = current.lock() else {
+        return Arc::new(Replay::new(limiter.shared()));
+    };
+    if let Some((owner, replay)) = &*current
+        && Arc::ptr_eq(owner, limiter)
+    {
+        return replay.clone();
+    }
+    let replay = Arc::new(Replay::new(limiter.shared()));
+    *current = Some((limiter.clone(), replay.clone()));
+    replay
 }
 
 /// The sockets a gateway serves, bound by the caller (tests bind

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use crate::config::{QuotaKey, QuotaPolicy};
+use crate::dpop;
 use crate::policy::Denied;
 use crate::quota::Verdict;
 use crate::reject::Refusal;
 use crate::route::{Auth, Lookup, Route, Rule, normalize_with};
 use crate::state::State;
+use crate::token::extract::Found;
 use crate::token::{self, Claims, TokenError};
 use crate::upstream::headers::is_method_override;
 
@@ -36,6 +38,22 @@ pub struct Question<'r> {
     /// the ingress forwards the client's request, headers included). The
     /// proxy removes them instead, so they decide nothing there.
     pub header_overrides: bool,
+    /// What a sender-constrained token is bound to: the URI as the client
+    /// used it, its TLS client certificate.
+    pub binding: Binding<'r>,
+}
+
+/// The request as the client sent it, for DPoP's `htu` and RFC 8705.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binding<'r> {
+    /// `http` or `https`, as the client used it (`X-Forwarded-Proto` from
+    /// trusted proxies; the listener's TLS otherwise).
+    pub scheme: &'r str,
+    /// The authority the client addressed (`X-Forwarded-Host` from trusted
+    /// proxies; `Host` otherwise).
+    pub host: Option<&'r str>,
+    /// The `x5t#S256` of the client's certificate, if it presented one.
+    pub certificate: Option<&'r str>,
 }
 
 /// The answer, with what was learnt on the way (for logs and forwarding).
@@ -163,8 +181,8 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     }
 
     // 5-6. The token, verified.
-    let claims = match verify(state, q, now).await {
-        Ok(claims) => claims,
+    let (claims, found) = match verify(state, q, now).await {
+        Ok(verified) => verified,
         Err(refusal) => {
             decision.verdict = Err(refusal);
             shadow(&mut decision);
@@ -180,6 +198,15 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
         .all(|rule| rule.policy.accepts_issuer(&claims))
     {
         decision.verdict = Err(Refusal::InvalidToken(TokenError::IssuerNotAccepted));
+        shadow(&mut decision);
+        return decision;
+    }
+
+    // 6c. A sender-constrained token is used by its holder: a DPoP proof
+    // for this request, the certificate it is bound to.
+    let dpop = own.dpop.as_ref();
+    if let Err(refusal) = bound(state, q, &claims, found, dpop, now).await {
+        decision.verdict = Err(refusal);
         shadow(&mut decision);
         return decision;
     }
@@ -234,6 +261,7 @@ fn shadow(decision: &mut Decision<'_>) {
         Err(Refusal::NoToken
             | Refusal::InvalidToken(_)
             | Refusal::InsufficientScope { .. }
+            | Refusal::Dpop { .. }
             | Refusal::MissingQuotaKey)
     );
     if shadowable {
@@ -363,20 +391,114 @@ fn form_decode(text: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// Steps 5 and 6: find the token and verify it.
-async fn verify(state: &State, q: &Question<'_>, now: i64) -> Result<Arc<Claims>, Refusal> {
+async fn verify<'q>(
+    state: &State,
+    q: &Question<'q>,
+    now: i64,
+) -> Result<(Arc<Claims>, Found<'q>), Refusal> {
     let config = &state.config;
-    let token = token::extract::find(&config.token_sources, q.headers, q.query)
+    let found = token::extract::find(&config.token_sources, q.headers, q.query)
         .map_err(Refusal::BadCredential)?
         .ok_or(Refusal::NoToken)?;
-    config
+    let claims = config
         .verifier
-        .verify(&token, now, state.cache.as_ref())
+        .verify(&found.token, now, state.cache.as_ref())
         .await
         .map_err(|e| match e {
             TokenError::KeysUnavailable => Refusal::KeysUnavailable,
             TokenError::IntrospectionUnavailable => Refusal::IntrospectionUnavailable,
             e => Refusal::InvalidToken(e),
-        })
+        })?;
+    Ok((claims, found))
+}
+
+/// Step 6c (SPEC §4.8): a token bound to a certificate (`cnf.x5t#S256`)
+/// needs that certificate on the connection; one bound to a key
+/// (`cnf.jkt`) needs the `DPoP` scheme and a proof by that key for this
+/// request, used once. The route's `dpop` settings, else the issuer's.
+async fn bound(
+    state: &State,
+    q: &Question<'_>,
+    claims: &Claims,
+    found: Found<'_>,
+    route: Option<&dpop::Settings>,
+    now: i64,
+) -> Result<(), Refusal> {
+    let issuer = claims
+        .issuer()
+        .and_then(|name| state.config.verifier.issuer(name));
+    let default = dpop::Settings::default();
+    let settings = route.or(issuer.map(|i| &i.dpop)).unwrap_or(&default);
+    let skew = issuer.map_or(0, |i| i.clock_skew);
+    let cnf = claims.get(&token::ClaimName::new("cnf"));
+    let member = |name: &str| cnf.and_then(|c| c.get(name)).and_then(|v| v.as_str());
+    if let Some(x5t) = member("x5t#S256")
+        && q.binding.certificate != Some(x5t)
+    {
+        return Err(Refusal::InvalidToken(TokenError::CertificateMismatch));
+    }
+    let jkt = member("jkt");
+    let refuse = |proof: bool, description: &'static str| Refusal::Dpop {
+        proof,
+        description,
+        algs: dpop::algs(settings).into(),
+    };
+    match (found.dpop, settings.mode) {
+        (_, dpop::Mode::Off) if jkt.is_some() || found.dpop => {
+            return Err(refuse(false, "DPoP is not accepted here"));
+        }
+        (false, _) if jkt.is_some() => {
+            return Err(refuse(
+                false,
+                "a DPoP-bound token must be sent with the DPoP scheme and a proof",
+            ));
+        }
+        (false, dpop::Mode::Required) => {
+            return Err(refuse(false, "a DPoP-bound token and proof are required"));
+        }
+        (false, _) => return Ok(()),
+        (true, _) => {}
+    }
+    let mut proofs = q.headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => return Err(refuse(true, "a DPoP proof is required")),
+        (Some(_), Some(_)) => return Err(Refusal::BadRequest("more than one DPoP header")),
+        (Some(proof), None) => proof
+            .to_str()
+            .map_err(|_| refuse(true, "the DPoP proof is not a compact JWS"))?,
+    };
+    let path = normalize_with(q.path, state.config.routes.path_rules().semicolons)
+        .map_err(Refusal::BadPath)?;
+    let htu = q
+        .binding
+        .host
+        .and_then(|host| dpop::request_htu(q.binding.scheme, host, &path))
+        .ok_or_else(|| refuse(true, "the request's URI is unknown"))?;
+    let expected = dpop::Expected {
+        method: q.method,
+        htu: &htu,
+        token: &found.token,
+        semicolons: state.config.routes.path_rules().semicolons,
+    };
+    let proven =
+        dpop::verify(proof, &expected, settings, skew, now).map_err(|why| refuse(true, why))?;
+    if jkt.is_some_and(|jkt| jkt != proven.jkt) {
+        return Err(refuse(
+            true,
+            "the DPoP proof is not signed by the token's key",
+        ));
+    }
+    let window =
+        std::time::Duration::from_secs(u64::try_from(settings.max_age + skew).unwrap_or(60));
+    match state
+        .replay
+        .first_seen(&proven.jkt, &proven.jti, window)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refuse(true, "the DPoP proof was already used")),
+        Err(_) => Err(Refusal::ReplayCacheUnavailable),
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +514,7 @@ mod tests {
             host: None,
             client_ip: None,
             header_overrides: fa,
+            binding: Binding::default(),
         }
     }
 

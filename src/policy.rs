@@ -227,7 +227,7 @@ fn param(path: &str, index: usize) -> Option<std::borrow::Cow<'_, str>> {
     percent_decode_once(raw)
 }
 
-fn percent_decode_once(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn percent_decode_once(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !raw.contains('%') {
         return Some(raw.into());
     }

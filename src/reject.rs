@@ -69,6 +69,18 @@ pub enum Refusal {
     IntrospectionUnavailable,
     /// The token lacks the claim the route's quota is keyed on (403).
     MissingQuotaKey,
+    /// A DPoP failure (RFC 9449 §7.1): 401 with a `DPoP` challenge naming
+    /// the accepted algorithms.
+    Dpop {
+        /// `invalid_dpop_proof` (the proof) or `invalid_token` (the token
+        /// cannot be used this way).
+        proof: bool,
+        description: &'static str,
+        algs: Arc<str>,
+    },
+    /// The DPoP replay cache could not answer (Redis down with
+    /// `on_error: deny`): 503.
+    ReplayCacheUnavailable,
 }
 
 impl Refusal {
@@ -80,7 +92,10 @@ impl Refusal {
             | Refusal::BadCredential(_) => StatusCode::BAD_REQUEST,
             Refusal::NotFound => StatusCode::NOT_FOUND,
             Refusal::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Refusal::NoToken | Refusal::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Refusal::NoToken | Refusal::InvalidToken(_) | Refusal::Dpop { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            Refusal::ReplayCacheUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::InsufficientScope { .. } | Refusal::UntrustedSource => StatusCode::FORBIDDEN,
             Refusal::KeysUnavailable | Refusal::CredentialUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -110,6 +125,9 @@ impl Refusal {
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
             Refusal::NoToken => "unauthorized",
             Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::Dpop { proof: true, .. } => "invalid_dpop_proof",
+            Refusal::Dpop { proof: false, .. } => "invalid_token",
+            Refusal::ReplayCacheUnavailable => "temporarily_unavailable",
             Refusal::InsufficientScope { .. } => "insufficient_scope",
             Refusal::KeysUnavailable | Refusal::CredentialUnavailable { .. } => {
                 "temporarily_unavailable"
@@ -139,6 +157,8 @@ impl Refusal {
             Refusal::BadCredential(e) => e.describe(),
             Refusal::InvalidToken(e) => e.describe(),
             Refusal::InsufficientScope { denied, .. } => denied.describe(),
+            Refusal::Dpop { description, .. } => description,
+            Refusal::ReplayCacheUnavailable => "the DPoP replay cache is unavailable",
             Refusal::KeysUnavailable => TokenError::KeysUnavailable.describe(),
             Refusal::CredentialUnavailable { .. } => {
                 "the gateway has no valid credential for the upstream yet"
@@ -159,6 +179,13 @@ impl Refusal {
 
     /// The RFC 6750 challenge, for refusals that have one.
     fn challenge(&self, c: &Challenge) -> Option<String> {
+        if let Refusal::Dpop { algs, .. } = self {
+            return Some(format!(
+                r#"DPoP algs="{algs}", error="{}", error_description="{}""#,
+                self.code(),
+                self.description()
+            ));
+        }
         let mut out = format!(r#"Bearer realm="{}""#, c.realm);
         // RFC 9728 §5.1: tell clients where to learn how to get a token.
         if let (Some(url), Refusal::NoToken | Refusal::InvalidToken(_)) =
@@ -271,7 +298,7 @@ pub fn parts(refusal: &Refusal, challenge: &Challenge) -> (StatusCode, http::Hea
         Refusal::QuotaUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        Refusal::IntrospectionUnavailable => {
+        Refusal::IntrospectionUnavailable | Refusal::ReplayCacheUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         }
         // After a framing error the rest of the connection cannot be

@@ -27,6 +27,8 @@ pub struct State {
     /// The tracer when `tracing:` is set (spans and trace headers);
     /// `None`: the request path does nothing for tracing.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// DPoP proofs seen, kept by the composition root across reloads.
+    pub replay: Arc<crate::dpop::replay::Replay>,
 }
 
 /// What forwarding to one upstream needs.
@@ -69,7 +71,13 @@ impl State {
             upstreams,
             limiter,
             tracer: None,
+            replay: Arc::new(crate::dpop::replay::Replay::new(None)),
         }
+    }
+
+    /// The same state, with the replay cache the runtime keeps.
+    pub fn with_replay(self, replay: Arc<crate::dpop::replay::Replay>) -> Self {
+        State { replay, ..self }
     }
 
     /// The same state, traced by `tracer`.

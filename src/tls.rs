@@ -25,6 +25,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("no usable root certificate in the system store")]
     NoSystemRoots,
+    #[error("client CAs: {0}")]
+    ClientCas(String),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -43,14 +45,49 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The listener's TLS: this chain and key, HTTP/2 and HTTP/1.1 by ALPN.
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_clients(cert_pem, key_pem, None)
+}
+
+/// The listener's TLS; with `client_ca_pem`, client certificates issued by
+/// those CAs are requested but not required (RFC 8705: a client without
+/// one still connects, and only a certificate-bound token then fails).
+pub fn server_config_with_clients(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = certificates(cert_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(TlsError::Key)?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(pem)? {
+                roots.add(cert)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::ClientCas(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The `x5t#S256` of the first certificate of a PEM text that an ingress
+/// or Envoy passed URL-encoded (`%0A`, `%2B`, …; `+` is a literal `+`).
+pub fn forwarded_certificate_thumbprint(urlencoded_pem: &str) -> Option<String> {
+    let pem = crate::policy::percent_decode_once(urlencoded_pem.trim())?;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    Some(crate::dpop::certificate_thumbprint(&der))
 }
 
 /// Which certificates an upstream's TLS trusts.

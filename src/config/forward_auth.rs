@@ -57,6 +57,11 @@ pub struct RawForwardAuth {
     /// TLS on `grpc_listen` (PEM chain and key).
     #[schemars(with = "Option<super::raw::RawTls>")]
     pub tls: Option<Spanned<super::raw::RawTls>>,
+    /// The header in which the ingress passes the client's certificate
+    /// (URL-encoded PEM: ingress-nginx `ssl-client-cert`, Envoy
+    /// `x-forwarded-client-cert` is not it), for certificate-bound tokens.
+    #[schemars(with = "Option<String>")]
+    pub client_cert_header: Option<Spanned<String>>,
 }
 
 /// The certificate chain and key of the gRPC listener (PEM).
@@ -87,6 +92,8 @@ pub struct ForwardAuth {
     pub path_prefix: String,
     /// Peers allowed to ask (default loopback only); others get 403.
     pub trusted_sources: Vec<Cidr>,
+    /// Where the client's certificate (URL-encoded PEM) comes from.
+    pub client_cert_header: Option<http::HeaderName>,
 }
 
 pub(super) fn build(
@@ -171,6 +178,13 @@ pub(super) fn build(
                 "forward_auth.tls.key_file",
                 &t.key_file.value,
             )?;
+            if let Some(ca) = &t.client_ca_file {
+                return Err(ctx.err(
+                    ca.referenced,
+                    "forward_auth.tls.client_ca_file",
+                    "applies to the data plane's `tls` only (the ingress passes the client's certificate in client_cert_header)",
+                ));
+            }
             crate::tls::server_config(&cert, &key)
                 .map_err(|e| ctx.err(t_at, "forward_auth.tls", e.to_string()))?;
             Some(GrpcTls {
@@ -179,6 +193,18 @@ pub(super) fn build(
             })
         }
     };
+    let client_cert_header = match raw.client_cert_header {
+        None => None,
+        Some(h) => Some(
+            http::HeaderName::from_bytes(h.value.as_bytes()).map_err(|_| {
+                ctx.err(
+                    h.referenced,
+                    "forward_auth.client_cert_header",
+                    format!("{:?} is not a header name", h.value),
+                )
+            })?,
+        ),
+    };
     Ok(ForwardAuth {
         listen: raw.listen,
         grpc_listen: raw.grpc_listen,
@@ -186,5 +212,6 @@ pub(super) fn build(
         convention: convention.value,
         path_prefix,
         trusted_sources: raw.trusted_sources.unwrap_or(loopback),
+        client_cert_header,
     })
 }

@@ -235,6 +235,10 @@ pub(super) fn build(
             "must list at least one claim name",
         ));
     }
+    let dpop = match raw.dpop {
+        None => crate::dpop::Settings::default(),
+        Some(d) => super::dpop::build(ctx, field, d.referenced, d.value)?,
+    };
     let issuer = Issuer {
         name,
         audiences,
@@ -251,6 +255,7 @@ pub(super) fn build(
             cache_ttl: secs_i64(i.cache_ttl),
             introspector: Default::default(),
         }),
+        dpop,
     };
     Ok((issuer, remote, introspection))
 }

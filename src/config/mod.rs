@@ -12,6 +12,7 @@
 //! [`crate::token`] and [`crate::jwks::keys`]. It reads files and environment
 //! variables named by the config, but opens no sockets.
 
+pub mod dpop;
 pub mod forward_auth;
 mod identity;
 pub mod introspection;
@@ -334,6 +335,7 @@ fn openapi_routes(
             any_scope: any_scope.into_iter().map(unspanned).collect(),
             claims: Vec::new(),
             issuers: None,
+            dpop: None,
         };
         let op_field = format!("{field} ({} {})", op.method, op.path);
         let (template, host, mut rule) =
@@ -577,8 +579,12 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             let t = t.value;
             let cert = ctx.read(t.cert_file.referenced, "tls.cert_file", &t.cert_file.value)?;
             let key = ctx.read(t.key_file.referenced, "tls.key_file", &t.key_file.value)?;
+            let client_cas = match &t.client_ca_file {
+                None => None,
+                Some(f) => Some(ctx.read(f.referenced, "tls.client_ca_file", &f.value)?),
+            };
             Some(
-                crate::tls::server_config(&cert, &key)
+                crate::tls::server_config_with_clients(&cert, &key, client_cas.as_deref())
                     .map_err(|e| ctx.err(t.cert_file.referenced, "tls", e.to_string()))?,
             )
         }

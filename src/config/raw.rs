@@ -377,6 +377,10 @@ pub struct RawTls {
     pub cert_file: Spanned<String>,
     #[schemars(with = "String")]
     pub key_file: Spanned<String>,
+    /// PEM CAs whose client certificates are requested (not required):
+    /// what certificate-bound tokens (`cnf.x5t#S256`) are checked against.
+    #[schemars(with = "Option<String>")]
+    pub client_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -479,6 +483,9 @@ pub struct RawIssuer {
     /// with `always: true`).
     #[schemars(with = "Option<super::introspection::RawIntrospection>")]
     pub introspection: Option<Spanned<super::introspection::RawIntrospection>>,
+    /// DPoP (RFC 9449) for this issuer's tokens.
+    #[schemars(with = "Option<super::dpop::RawDpop>")]
+    pub dpop: Option<Spanned<super::dpop::RawDpop>>,
 }
 
 impl RawIssuer {
@@ -576,6 +583,9 @@ pub struct RawRoute {
     /// Only tokens of these issuers (`issuers[].issuer` values).
     #[schemars(with = "Option<Vec<String>>")]
     pub issuers: Option<Spanned<Vec<String>>>,
+    /// Overrides the token's issuer's `dpop` on this route.
+    #[schemars(with = "Option<super::dpop::RawDpop>")]
+    pub dpop: Option<Spanned<super::dpop::RawDpop>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -266,6 +266,10 @@ pub(super) fn build(
             list.value
         }
     };
+    let dpop = match raw.dpop {
+        None => None,
+        Some(d) => Some(super::dpop::build(ctx, field, d.referenced, d.value)?),
+    };
     let auth = match raw.auth {
         raw::RawAuth::None => {
             if !scopes.is_empty()
@@ -294,6 +298,7 @@ pub(super) fn build(
             rate_limit,
             shadow,
             origin: "".into(),
+            dpop,
         },
     ))
 }

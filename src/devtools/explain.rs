@@ -133,6 +133,11 @@ pub async fn explain(config: Config, method: &str, target: &str, token: Option<&
         place_token(&state.config.token_sources, token, &mut headers, &mut query);
     }
     let question = Question {
+        binding: crate::decision::Binding {
+            scheme: "http",
+            host: None,
+            certificate: None,
+        },
         method: &method,
         path: target.path(),
         query: query.as_deref(),

@@ -59,6 +59,10 @@ struct Described {
     query: Option<String>,
     headers: HeaderMap,
     host: String,
+    /// `http` or `https`, as the client used it.
+    scheme: &'static str,
+    /// The `x5t#S256` of `attributes.source.certificate`, if any.
+    certificate: Option<String>,
 }
 
 /// Reads `attributes.request.http`. Envoy lower-cases header names and
@@ -101,12 +105,25 @@ fn described(request: &CheckRequest) -> Result<Described, &'static str> {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
         None => (http.path.clone(), None),
     };
+    let certificate = request
+        .attributes
+        .as_ref()
+        .and_then(|a| a.source.as_ref())
+        .map(|s| s.certificate.as_str())
+        .filter(|c| !c.is_empty())
+        .and_then(crate::tls::forwarded_certificate_thumbprint);
     Ok(Described {
         method,
         path,
         query,
         headers,
         host: http.host.clone(),
+        scheme: if http.scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            "http"
+        },
+        certificate,
     })
 }
 
@@ -177,6 +194,11 @@ impl Check {
                 host: Some(described.host.as_str()).filter(|h| !h.is_empty()),
                 client_ip,
                 header_overrides: true,
+                binding: crate::decision::Binding {
+                    scheme: described.scheme,
+                    host: Some(described.host.as_str()).filter(|h| !h.is_empty()),
+                    certificate: described.certificate.as_deref(),
+                },
             };
             span = peer.and_then(|p| {
                 crate::server::server_span(&state, p.ip(), &described.headers, &described.method)

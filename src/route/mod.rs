@@ -106,6 +106,8 @@ pub struct Rule {
     pub rate_limit: Option<usize>,
     /// `mode: shadow`: a 401 or 403 is reported, and the request forwarded.
     pub shadow: bool,
+    /// Overrides the token's issuer's DPoP settings on this rule.
+    pub dpop: Option<crate::dpop::Settings>,
     /// Where the rule was written: `gateway.yaml:12`, or the OpenAPI
     /// operation it was generated from (`check` shows it).
     pub origin: std::sync::Arc<str>,
@@ -443,6 +445,7 @@ mod tests {
         };
         Rule {
             origin: "test".into(),
+            dpop: None,
             methods,
             auth: Auth::Required,
             policy: Policy::default(),

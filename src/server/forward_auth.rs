@@ -46,6 +46,24 @@ struct Original {
     host: Option<String>,
 }
 
+/// A header sent exactly once, as text.
+fn one_value<'h>(headers: &'h http::HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().ok(),
+        _ => None,
+    }
+}
+
+/// The scheme the client used, as the ingress says in
+/// `X-Forwarded-Proto` (the listener answers trusted sources only).
+fn forwarded_scheme(headers: &http::HeaderMap) -> &'static str {
+    match one_value(headers, &http::HeaderName::from_static("x-forwarded-proto")) {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
+}
+
 /// What the forward-auth listener shares.
 #[derive(Debug)]
 pub struct ForwardAuth {
@@ -205,6 +223,12 @@ impl ForwardAuth {
             }
             let original = original(&req, forward_auth.convention, &forward_auth.path_prefix)
                 .map_err(Refusal::BadRequest)?;
+            // The client's certificate, as the ingress passed it.
+            let certificate = forward_auth
+                .client_cert_header
+                .as_ref()
+                .and_then(|name| one_value(req.headers(), name))
+                .and_then(crate::tls::forwarded_certificate_thumbprint);
             let question = Question {
                 method: &original.method,
                 path: original.target.path(),
@@ -217,6 +241,11 @@ impl ForwardAuth {
                     &state.config.trusted_proxies,
                 )),
                 header_overrides: true,
+                binding: crate::decision::Binding {
+                    scheme: forwarded_scheme(req.headers()),
+                    host: original.host.as_deref(),
+                    certificate: certificate.as_deref(),
+                },
             };
             span = super::server_span(&state, peer.addr.ip(), req.headers(), &original.method);
             let decision = super::decide(&state, &question, span.as_ref()).await;

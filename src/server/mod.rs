@@ -285,12 +285,20 @@ async fn serve_connection<H: Handler>(
                 Some(b"h2") => io::Protocol::H2c,
                 _ => io::Protocol::Http1,
             };
+            // RFC 8705: the thumbprint a certificate-bound token must name.
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::dpop::certificate_thumbprint(leaf).into());
             serve_http(
                 protocol,
                 stream,
                 Peer {
                     addr,
                     tls: true,
+                    certificate,
                     tunnels: Tunnels::default(),
                 },
                 handler,
@@ -314,6 +322,7 @@ async fn serve_connection<H: Handler>(
                 Peer {
                     addr,
                     tls: false,
+                    certificate: None,
                     tunnels: Tunnels::default(),
                 },
                 handler,

@@ -35,6 +35,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// The `x5t#S256` of the client certificate presented on the TLS
+    /// connection (`tls.client_ca_file`), for certificate-bound tokens.
+    pub certificate: Option<std::sync::Arc<str>>,
     /// Where a WebSocket handshake leaves its tunnel for the connection.
     pub tunnels: super::Tunnels,
 }
@@ -99,6 +102,36 @@ pub(super) fn quota_headers(headers: &mut http::HeaderMap, quota: &crate::decisi
         quota.remaining,
         quota.reset,
     );
+}
+
+/// What a sender-constrained token is checked against: the scheme and
+/// host the client used (from `X-Forwarded-Proto` / `X-Forwarded-Host`
+/// when the peer is a trusted proxy that sent exactly one of each), and
+/// the connection's client certificate.
+fn binding<'r, B>(
+    trusted_proxies: &[crate::config::raw::Cidr],
+    peer: &'r Peer,
+    req: &'r Request<B>,
+) -> crate::decision::Binding<'r> {
+    let trusted = trusted_proxies.iter().any(|n| n.contains(peer.addr.ip()));
+    let forwarded = |name: &str| {
+        let mut values = req.headers().get_all(name).iter();
+        match (trusted, values.next(), values.next()) {
+            (true, Some(v), None) => v.to_str().ok().map(str::trim),
+            _ => None,
+        }
+    };
+    let scheme = match forwarded("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ if peer.tls => "https",
+        _ => "http",
+    };
+    crate::decision::Binding {
+        scheme,
+        host: forwarded("x-forwarded-host").or_else(|| request_host(req)),
+        certificate: peer.certificate.as_deref(),
+    }
 }
 
 /// The host a request is for: the absolute-form authority, else `Host`
@@ -245,6 +278,7 @@ impl Proxy {
                     &state.config.trusted_proxies,
                 )),
                 header_overrides: false,
+                binding: binding(&state.config.trusted_proxies, &peer, &req),
             };
             super::decide(state, &question, span).await
         };

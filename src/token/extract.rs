@@ -42,8 +42,17 @@ fn is_token68(s: &str) -> bool {
         })
 }
 
-/// The token from an `Authorization` header, if it is a Bearer credential.
-fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError> {
+/// A token found in a request, and whether it came with the `DPoP` scheme
+/// (RFC 9449 §7.1), which then needs a proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<'r> {
+    pub token: Cow<'r, str>,
+    pub dpop: bool,
+}
+
+/// The token from an `Authorization` header, if it is a Bearer or DPoP
+/// credential (the bool says DPoP).
+fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, ExtractError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -55,15 +64,16 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<&str>, ExtractError>
     // The scheme ends at any run of SP or HTAB, as lenient upstream parsers
     // read it: `Bearer<TAB>x` is a Bearer credential, never "no token".
     let (scheme, rest) = value.split_once(is_blank).unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Basic, DPoP, ...: not ours, so no token.
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
+        // Basic, Digest, ...: not ours, so no token.
         return Ok(None);
     }
     let token = rest.trim_matches(is_blank);
     if !is_token68(token) {
         return Err(ExtractError::Malformed);
     }
-    Ok(Some(token))
+    Ok(Some((token, dpop)))
 }
 
 fn is_blank(c: char) -> bool {
@@ -148,13 +158,17 @@ pub fn find<'r>(
     sources: &[Source],
     headers: &'r HeaderMap,
     query: Option<&'r str>,
-) -> Result<Option<Cow<'r, str>>, ExtractError> {
-    let mut found: Option<Cow<'r, str>> = None;
+) -> Result<Option<Found<'r>>, ExtractError> {
+    let mut found: Option<Found<'r>> = None;
     for source in sources {
+        let bearer = |token: Cow<'r, str>| Found { token, dpop: false };
         let token = match source {
-            Source::Header => from_authorization(headers)?.map(Cow::Borrowed),
-            Source::Cookie(name) => from_cookies(headers, name)?.map(Cow::Borrowed),
-            Source::Query(name) => from_query(query, name)?,
+            Source::Header => from_authorization(headers)?.map(|(token, dpop)| Found {
+                token: Cow::Borrowed(token),
+                dpop,
+            }),
+            Source::Cookie(name) => from_cookies(headers, name)?.map(|t| bearer(Cow::Borrowed(t))),
+            Source::Query(name) => from_query(query, name)?.map(bearer),
         };
         if let Some(token) = token {
             if found.is_some() {
@@ -183,7 +197,8 @@ mod tests {
     fn authorization_header_rules() {
         let all = [Source::Header];
         let find1 = |pairs: &[(&'static str, &'static str)]| {
-            find(&all, &headers(pairs), None).map(|t| t.map(Cow::into_owned))
+            find(&all, &headers(pairs), None)
+                .map(|t| t.filter(|f| !f.dpop).map(|f| f.token.into_owned()))
         };
         assert_eq!(find1(&[]), Ok(None));
         assert_eq!(
@@ -199,7 +214,14 @@ mod tests {
             Ok(Some("abc".into()))
         );
         assert_eq!(find1(&[("authorization", "Basic dXNlcjpwYXNz")]), Ok(None));
-        assert_eq!(find1(&[("authorization", "DPoP abc")]), Ok(None));
+        assert_eq!(
+            find(&all, &headers(&[("authorization", "dpop abc")]), None),
+            Ok(Some(Found {
+                token: "abc".into(),
+                dpop: true
+            })),
+            "RFC 9449: the DPoP scheme carries a token"
+        );
         assert_eq!(
             find1(&[("authorization", "Bearer\tabc")]),
             Ok(Some("abc".into())),
@@ -239,10 +261,16 @@ mod tests {
             Source::Query("access_token".into()),
         ];
         let h = headers(&[("cookie", "x=1; at=tok1")]);
-        assert_eq!(find(&sources, &h, None), Ok(Some(Cow::Borrowed("tok1"))));
+        let token = |found: Result<Option<Found<'_>>, ExtractError>| {
+            found.map(|t| t.map(|f| f.token.into_owned()))
+        };
+        assert_eq!(token(find(&sources, &h, None)), Ok(Some("tok1".into())));
         assert_eq!(
-            find(&sources, &HeaderMap::new(), Some("a=1&access_token=tok2"))
-                .map(|t| t.map(Cow::into_owned)),
+            token(find(
+                &sources,
+                &HeaderMap::new(),
+                Some("a=1&access_token=tok2")
+            )),
             Ok(Some("tok2".into()))
         );
         assert_eq!(

@@ -55,6 +55,8 @@ pub enum TokenError {
     Inactive,
     /// The route accepts tokens of other issuers only (`routes[].issuers`).
     IssuerNotAccepted,
+    /// `cnf.x5t#S256` is not the presented client certificate's.
+    CertificateMismatch,
     /// The introspection endpoint is down, slow or answered badly (503).
     IntrospectionUnavailable,
 }
@@ -88,8 +90,9 @@ impl TokenError {
             BadType => "token type not allowed",
             IdClaimNotString => "sub, client_id or jti is not a string",
             ProfileClaimMissing => "a claim RFC 9068 requires is missing",
-            BoundToken => {
-                "token is bound to a key or certificate (cnf) and cannot be used as a bearer token"
+            BoundToken => "token's cnf names no binding the gateway can verify",
+            CertificateMismatch => {
+                "token is bound to a client certificate this connection did not present"
             }
             Inactive => "token is not active",
             IntrospectionUnavailable => "the token cannot be introspected right now",

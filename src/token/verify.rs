@@ -141,6 +141,8 @@ pub struct Issuer {
     pub keys: Arc<KeyCell>,
     /// RFC 7662 introspection, for opaque tokens (and JWTs with `always`).
     pub introspection: Option<IntrospectionRule>,
+    /// DPoP for this issuer's tokens (a route may override it).
+    pub dpop: crate::dpop::Settings,
 }
 
 /// Verifies tokens for a set of issuers.
@@ -148,6 +150,28 @@ pub struct Issuer {
 pub struct Verifier {
     issuers: HashMap<String, Issuer>,
     max_bytes: usize,
+}
+
+/// SPEC §4.8: a `cnf` must carry a binding the gateway verifies — a DPoP
+/// key thumbprint (`jkt`) or a certificate thumbprint (`x5t#S256`), as
+/// strings — which the decision then checks against the request. Any
+/// other `cnf` (`jwk`, `jku`, `{}`, a non-object) is refused.
+fn check_cnf(claims: &Map<String, Value>) -> Result<(), TokenError> {
+    let Some(cnf) = claims.get("cnf") else {
+        return Ok(());
+    };
+    let Some(cnf) = cnf.as_object() else {
+        return Err(TokenError::BoundToken);
+    };
+    let known = ["jkt", "x5t#S256"];
+    let usable = known
+        .iter()
+        .filter_map(|m| cnf.get(*m))
+        .all(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+    if !usable || !known.iter().any(|m| cnf.contains_key(*m)) {
+        return Err(TokenError::BoundToken);
+    }
+    Ok(())
 }
 
 fn time_claim(payload: &Map<String, Value>, name: &str) -> Result<Option<i64>, TokenError> {
@@ -175,6 +199,11 @@ impl Verifier {
     pub fn new(issuers: Vec<Issuer>, max_bytes: usize) -> Self {
         let issuers = issuers.into_iter().map(|i| (i.name.clone(), i)).collect();
         Verifier { issuers, max_bytes }
+    }
+
+    /// A configured issuer, by its `issuer` value.
+    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
+        self.issuers.get(name)
     }
 
     pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
@@ -359,9 +388,7 @@ impl Issuer {
                 return Err(TokenError::IdClaimNotString);
             }
         }
-        if answer.contains_key("cnf") {
-            return Err(TokenError::BoundToken);
-        }
+        check_cnf(answer)?;
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
         match answer.get("aud") {
             None if !rule.require_aud => {}
@@ -415,10 +442,7 @@ impl Issuer {
         {
             return Err(TokenError::ProfileClaimMissing);
         }
-        // SPEC §Token verification: a binding that is not verified is refused.
-        if payload.contains_key("cnf") {
-            return Err(TokenError::BoundToken);
-        }
+        check_cnf(payload)?;
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
         match payload.get("aud") {
             None => return Err(TokenError::AudienceMissing),

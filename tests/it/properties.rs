@@ -93,6 +93,7 @@ fn table() -> Table {
     ] {
         let rule = Rule {
             origin: "test".into(),
+            dpop: None,
             methods: Methods::ALL,
             auth: Auth::Required,
             policy: Default::default(),
