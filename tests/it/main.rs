@@ -8,6 +8,7 @@ mod config_errors;
 mod credentials;
 mod demo;
 mod deploy;
+mod dpop;
 mod forward_auth;
 mod grpc;
 mod introspection;

@@ -152,9 +152,34 @@ impl Idp {
     }
 
     async fn post_form(&self, path: &str, client: &str, secret: &str, body: &str) -> Value {
+        self.post_form_with(path, client, secret, body, "").await
+    }
+
+    /// A client-credentials token request with a DPoP proof for the token
+    /// endpoint: the provider's whole answer (`token_type` `DPoP`).
+    pub async fn dpop_token(&self, client: &str, secret: &str, body: &str, proof: &str) -> Value {
+        self.post_form_with(
+            "/token",
+            client,
+            secret,
+            body,
+            &format!("DPoP: {proof}\r\n"),
+        )
+        .await
+    }
+
+    async fn post_form_with(
+        &self,
+        path: &str,
+        client: &str,
+        secret: &str,
+        body: &str,
+        extra: &str,
+    ) -> Value {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}"));
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Basic {basic}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
             body.len()
         );
         let resp = super::raw(self.addr(), request.as_bytes()).await;
