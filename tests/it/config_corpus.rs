@@ -55,6 +55,7 @@ const SEMANTIC: &[&str] = &[
     "50-equals-param-not-in-template",
     "51-route-issuer-not-configured",
     "52-openapi-template-not-expressible",
+    "53-dpop-symmetric-algorithm",
 ];
 
 fn validator() -> jsonschema::Validator {

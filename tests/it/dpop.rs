@@ -615,3 +615,91 @@ routes:
     assert_eq!(upstream.take().len(), 2);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_checks_read_the_proof_and_the_source_certificate() {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let k = keys();
+    let pki = pki();
+    let cfg = format!(
+        r#"forward_auth:
+  grpc_listen: "127.0.0.1:0"
+issuers:
+  - issuer: "{ISS_A}"
+    audiences: ["{AUD}"]
+    jwks_file: jwks.json
+routes:
+  - path: /api/own
+"#
+    );
+    let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
+    let addr = gw.grpc.expect("gRPC listener");
+    let client_key = &k.ec256;
+    let x5t = b64(&sha256(&pki.clients[0].2));
+    let jkt = thumbprint(&public(client_key));
+    let token = k.rsa.token(&claims(json!({"cnf": {"jkt": jkt, "x5t#S256": x5t}})));
+    // Envoy URL-encodes the PEM of the client's certificate.
+    let encoded = |pem: &str| {
+        pem.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect::<String>()
+    };
+    let check = |certificate: String, proof: String| {
+        let headers: std::collections::HashMap<String, String> = [
+            ("authorization".to_owned(), format!("DPoP {token}")),
+            ("dpop".to_owned(), proof),
+        ]
+        .into();
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    certificate,
+                    ..Default::default()
+                }),
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/api/own".into(),
+                        host: "api.example.com".into(),
+                        scheme: "https".into(),
+                        headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    };
+    let status = |request: CheckRequest| async move {
+        let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        let answer = client.check(request).await.expect("answer").into_inner();
+        match answer.http_response.expect("http_response") {
+            HttpResponse::OkResponse(_) => 200,
+            HttpResponse::DeniedResponse(d) => d.status.expect("status").code,
+            HttpResponse::ErrorResponse(_) => -1,
+        }
+    };
+    let proof = || {
+        Proof::new(client_key, "GET", "https://api.example.com/api/own", Some(&token)).sign(client_key)
+    };
+    let mine = encoded(&pki.clients[0].0);
+    let other = encoded(&pki.clients[1].0);
+    assert_eq!(status(check(mine.clone(), proof())).await, 200);
+    assert_eq!(status(check(other, proof())).await, 401, "another certificate");
+    assert_eq!(status(check(String::new(), proof())).await, 401, "no certificate");
+    let wrong = Proof::new(client_key, "GET", "http://api.example.com/api/own", Some(&token))
+        .sign(client_key);
+    assert_eq!(status(check(mine, wrong)).await, 401, "the scheme Envoy reports");
+    gw.stop().await;
+}
