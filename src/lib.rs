@@ -10,7 +10,9 @@
 //! normalize the path by the config's `paths:` rules ([`route::normalize_with`]),
 //! look it up in the [`route::Table`] (404 / 405) under the request's method
 //! and any `_method` override, find the token ([`token::extract`]), verify
-//! it ([`token::Verifier`] with keys from [`jwks`]), check the route's
+//! it ([`token::Verifier`] with keys from [`jwks`]), hold a
+//! sender-constrained token to its binding ([`dpop`]: a DPoP proof, a
+//! client certificate), check the route's
 //! [`policy`], then take one request from the rule's [`quota`] (per
 //! process, or in Redis); an opaque token is asked of its issuer's
 //! [`introspect`]ion endpoint, and a shadow-mode route reports a 401/403
@@ -30,7 +32,7 @@
 //!
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
-//! [`policy`], [`token`], [`jwks::keys`], [`decision`], [`reject`],
+//! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
 //! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
