@@ -224,7 +224,7 @@ pub fn certificate_thumbprint(der: &[u8]) -> String {
 }
 
 /// The `htu` a request's proof must carry: the scheme and host the client
-/// used, and the gateway's normalized path, in [`canonical`] form.
+/// used, and the gateway's normalized path, in canonical form (see `canonical`).
 pub fn request_htu(scheme: &str, host: &str, normalized_path: &str) -> Option<String> {
     canonical(
         &format!("{scheme}://{host}/"),

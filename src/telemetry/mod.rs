@@ -1,5 +1,5 @@
 //! Logging set-up (`RUST_LOG` for the level, `SCOPEGATE_LOG_FORMAT=json`
-//! for JSON lines) and the Prometheus metrics ([`metrics`]), owned by the
+//! for JSON lines) and the Prometheus metrics (`metrics`), owned by the
 //! composition root and passed down (no globals, so tests stay isolated).
 //!
 //! Adapter: depends on tracing-subscriber and prometheus-client.
