@@ -224,28 +224,7 @@ fn same_text(claim: &Value, text: &str) -> bool {
 /// percent-decoded once; `None` when absent or not UTF-8.
 fn param(path: &str, index: usize) -> Option<std::borrow::Cow<'_, str>> {
     let raw = path.strip_prefix('/')?.split('/').nth(index)?;
-    percent_decode_once(raw)
-}
-
-pub(crate) fn percent_decode_once(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !raw.contains('%') {
-        return Some(raw.into());
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Into::into)
+    crate::route::percent_decode(raw)
 }
 
 #[cfg(test)]

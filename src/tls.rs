@@ -85,7 +85,7 @@ pub fn server_config_with_clients(
 /// The `x5t#S256` of the first certificate of a PEM text that an ingress
 /// or Envoy passed URL-encoded (`%0A`, `%2B`, …; `+` is a literal `+`).
 pub fn forwarded_certificate_thumbprint(urlencoded_pem: &str) -> Option<String> {
-    let pem = crate::policy::percent_decode_once(urlencoded_pem.trim())?;
+    let pem = crate::route::percent_decode(urlencoded_pem.trim())?;
     let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
     Some(crate::dpop::certificate_thumbprint(&der))
 }

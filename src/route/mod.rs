@@ -11,7 +11,9 @@ use std::collections::HashMap;
 
 use http::Method;
 
-pub use normalize::{PathError, Semicolons, is_unreserved_or_sub_delim, normalize, normalize_with};
+pub use normalize::{
+    PathError, Semicolons, is_unreserved_or_sub_delim, normalize, normalize_with, percent_decode,
+};
 pub use template::{Segment, Template, TemplateError};
 
 use crate::policy::Policy;

@@ -111,26 +111,6 @@ fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str
     Ok(found)
 }
 
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains('%') {
-        return Some(Cow::Borrowed(s));
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
-}
-
 fn from_query<'r>(
     query: Option<&'r str>,
     name: &str,
@@ -138,13 +118,13 @@ fn from_query<'r>(
     let mut found = None;
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if percent_decode(key).as_deref() != Some(name) {
+        if crate::route::percent_decode(key).as_deref() != Some(name) {
             continue;
         }
         if found.is_some() {
             return Err(ExtractError::Multiple);
         }
-        let value = percent_decode(value).ok_or(ExtractError::Malformed)?;
+        let value = crate::route::percent_decode(value).ok_or(ExtractError::Malformed)?;
         if !is_token68(&value) {
             return Err(ExtractError::Malformed);
         }

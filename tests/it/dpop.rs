@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::proxy::{AUD, ISS_A, claims};
 use crate::support::idp::{self, Idp};
 use crate::support::keys::{TestKey, jwks, keys};
+use crate::support::pki::Pki;
 use crate::support::redis::Redis;
 use crate::support::{Gateway, Raw, Upstream, bearer, now, request};
 
@@ -465,45 +466,8 @@ routes:
     gw.stop().await;
 }
 
-/// A CA, a server certificate for localhost, and two client certificates.
-struct Pki {
-    ca_pem: String,
-    server_pem: String,
-    server_key: String,
-    clients: Vec<(String, String, Vec<u8>)>,
-}
-
 fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::from_params(&ca, &ca_key);
-    let server_key = KeyPair::generate().expect("key");
-    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    server
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
-    let server = server.signed_by(&server_key, &issuer).expect("server cert");
-    let clients = (0..2)
-        .map(|i| {
-            let key = KeyPair::generate().expect("key");
-            let params = CertificateParams::new(vec![format!("client-{i}")]).expect("params");
-            let cert = params.signed_by(&key, &issuer).expect("client cert");
-            (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-        })
-        .collect();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server_pem: server.pem(),
-        server_key: server_key.serialize_pem(),
-        clients,
-    }
+    crate::support::pki::pki(2)
 }
 
 /// One GET over TLS (HTTP/1.1), with a client certificate or none.
@@ -524,9 +488,10 @@ async fn get_mtls(addr: std::net::SocketAddr, pki: &Pki, client: Option<usize>, 
     let mut config = match client {
         None => builder.with_no_client_auth(),
         Some(i) => {
-            let (cert, key, _) = &pki.clients[i];
-            let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")];
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+            let client = &pki.clients[i];
+            let chain =
+                vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).expect("cert")];
+            let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).expect("key");
             builder
                 .with_client_auth_cert(chain, key)
                 .expect("client auth")
@@ -580,13 +545,13 @@ routes:
         &cfg,
         &[
             ("jwks.json", &jwks(&[&k.rsa])),
-            ("server.pem", &pki.server_pem),
-            ("server.key", &pki.server_key),
+            ("server.pem", &pki.cert_pem),
+            ("server.key", &pki.key_pem),
             ("ca.pem", &pki.ca_pem),
         ],
     )
     .await;
-    let x5t = b64(&sha256(&pki.clients[0].2));
+    let x5t = b64(&sha256(&pki.clients[0].der));
     let bound = bearer(&k.rsa.token(&claims(json!({"cnf": {"x5t#S256": x5t}}))));
     let unbound = bearer(&k.rsa.token(&claims(json!({}))));
     assert_eq!(
@@ -640,14 +605,18 @@ routes:
     let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
     let addr = gw.grpc.expect("gRPC listener");
     let client_key = &k.ec256;
-    let x5t = b64(&sha256(&pki.clients[0].2));
+    let x5t = b64(&sha256(&pki.clients[0].der));
     let jkt = thumbprint(&public(client_key));
-    let token = k.rsa.token(&claims(json!({"cnf": {"jkt": jkt, "x5t#S256": x5t}})));
+    let token = k
+        .rsa
+        .token(&claims(json!({"cnf": {"jkt": jkt, "x5t#S256": x5t}})));
     // Envoy URL-encodes the PEM of the client's certificate.
     let encoded = |pem: &str| {
         pem.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
                 other => format!("%{other:02X}"),
             })
             .collect::<String>()
@@ -691,15 +660,38 @@ routes:
         }
     };
     let proof = || {
-        Proof::new(client_key, "GET", "https://api.example.com/api/own", Some(&token)).sign(client_key)
+        Proof::new(
+            client_key,
+            "GET",
+            "https://api.example.com/api/own",
+            Some(&token),
+        )
+        .sign(client_key)
     };
-    let mine = encoded(&pki.clients[0].0);
-    let other = encoded(&pki.clients[1].0);
+    let mine = encoded(&pki.clients[0].cert_pem);
+    let other = encoded(&pki.clients[1].cert_pem);
     assert_eq!(status(check(mine.clone(), proof())).await, 200);
-    assert_eq!(status(check(other, proof())).await, 401, "another certificate");
-    assert_eq!(status(check(String::new(), proof())).await, 401, "no certificate");
-    let wrong = Proof::new(client_key, "GET", "http://api.example.com/api/own", Some(&token))
-        .sign(client_key);
-    assert_eq!(status(check(mine, wrong)).await, 401, "the scheme Envoy reports");
+    assert_eq!(
+        status(check(other, proof())).await,
+        401,
+        "another certificate"
+    );
+    assert_eq!(
+        status(check(String::new(), proof())).await,
+        401,
+        "no certificate"
+    );
+    let wrong = Proof::new(
+        client_key,
+        "GET",
+        "http://api.example.com/api/own",
+        Some(&token),
+    )
+    .sign(client_key);
+    assert_eq!(
+        status(check(mine, wrong)).await,
+        401,
+        "the scheme Envoy reports"
+    );
     gw.stop().await;
 }

@@ -349,7 +349,10 @@ async fn token_semantics_as_the_rfcs_and_the_auth0_sdk_define_them() {
             json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
             "token is bound to a client certificate this connection did not present",
         ),
-        (json!({}), "token's cnf names no binding the gateway can verify"),
+        (
+            json!({}),
+            "token's cnf names no binding the gateway can verify",
+        ),
         (
             json!({"jwk": {"kty": "EC"}}),
             "token's cnf names no binding the gateway can verify",

@@ -7,6 +7,7 @@
 
 pub mod idp;
 pub mod keys;
+pub mod pki;
 pub mod redis;
 
 use std::convert::Infallible;
