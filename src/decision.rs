@@ -205,7 +205,8 @@ pub async fn decide<'s>(state: &'s State, q: &Question<'_>, now: i64) -> Decisio
     // 6c. A sender-constrained token is used by its holder: a DPoP proof
     // for this request, the certificate it is bound to.
     let dpop = own.dpop.as_ref();
-    if let Err(refusal) = bound(state, q, &claims, found, dpop, now).await {
+    let path = decision.path.as_deref().unwrap_or("/");
+    if let Err(refusal) = bound(state, q, path, &claims, found, dpop, now).await {
         decision.verdict = Err(refusal);
         shadow(&mut decision);
         return decision;
@@ -419,6 +420,7 @@ async fn verify<'q>(
 async fn bound(
     state: &State,
     q: &Question<'_>,
+    path: &str,
     claims: &Claims,
     found: Found<'_>,
     route: Option<&dpop::Settings>,
@@ -467,12 +469,10 @@ async fn bound(
             .to_str()
             .map_err(|_| refuse(true, "the DPoP proof is not a compact JWS"))?,
     };
-    let path = normalize_with(q.path, state.config.routes.path_rules().semicolons)
-        .map_err(Refusal::BadPath)?;
     let htu = q
         .binding
         .host
-        .and_then(|host| dpop::request_htu(q.binding.scheme, host, &path))
+        .and_then(|host| dpop::request_htu(q.binding.scheme, host, path))
         .ok_or_else(|| refuse(true, "the request's URI is unknown"))?;
     let expected = dpop::Expected {
         method: q.method,
