@@ -39,8 +39,14 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v redis-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-cargo build --release --locked --bin scopegate
-SG=target/release/scopegate
+# SCOPEGATE_BIN: another build to measure (an A/B against a baseline
+# commit built elsewhere); by default this tree's release build.
+if [ -n "${SCOPEGATE_BIN:-}" ]; then
+  SG=$SCOPEGATE_BIN
+else
+  cargo build --release --locked --bin scopegate
+  SG=target/release/scopegate
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
