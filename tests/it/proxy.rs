@@ -1006,3 +1006,76 @@ routes:
     assert_eq!(seen[0].header("x-injected"), None);
     gw.stop().await;
 }
+
+/// An upstream that closes every idle keep-alive connection after 50 ms,
+/// and every third connection right after its response without saying so:
+/// the gateway's pooled connections go stale under it. Each request must
+/// still be answered by the upstream, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pooled_connections_are_replaced_not_failed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (s, c) = (served.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let served = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_millis(50),
+                        stream.read(&mut chunk),
+                    )
+                    .await;
+                    let Ok(Ok(len)) = read else { return };
+                    if len == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..len]);
+                    if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    buf.clear();
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if n % 3 == 2 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let cfg =
+        format!("upstream:\n  url: \"http://{addr}\"\nroutes:\n  - path: /open\n    auth: none\n");
+    let gw = Gateway::start(&cfg, &[]).await;
+    for i in 0..12 {
+        let answer = get(gw.addr, "/open", &[]).await;
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.text());
+        assert_eq!(answer.text(), "ok\n");
+        // Every other pause outlives the upstream's idle timeout.
+        let pause = if i % 2 == 0 { 10 } else { 80 };
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        12,
+        "each request exactly once"
+    );
+    assert!(
+        connections.load(Ordering::SeqCst) > 1,
+        "connections were replaced"
+    );
+    gw.stop().await;
+}
