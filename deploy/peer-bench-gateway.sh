@@ -27,4 +27,4 @@ routes:
     methods: [GET]
     scopes: ["${BENCH_REQUIRED_SCOPE}"]
 YAML
-RUST_LOG=${RUST_LOG:-warn} exec target/release/scopegate run -c "$config"
+RUST_LOG=${RUST_LOG:-warn} exec "${SCOPEGATE_BIN:-target/release/scopegate}" run -c "$config"

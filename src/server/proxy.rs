@@ -15,10 +15,10 @@ use std::time::Instant;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::access::{self, Outcome};
-use crate::Body;
 use crate::cors::Cors;
 use crate::decision::Question;
 use crate::reject::{Refusal, respond};
@@ -26,6 +26,7 @@ use crate::state::{Shared, State};
 use crate::telemetry::{Metrics, UpstreamErrorKind, trace};
 use crate::token::Claims;
 use crate::upstream::{self, BodyFault, UpstreamError, headers};
+use crate::{Body, BoxError};
 use opentelemetry::KeyValue;
 
 /// Who is asking, as the listener saw it.
@@ -504,7 +505,10 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
     }
 }
 
@@ -515,13 +519,13 @@ impl Proxy {
 /// back as it is.
 fn tunnel(
     client_side: hyper::upgrade::OnUpgrade,
-    mut response: Response<Body>,
+    mut response: Response<Incoming>,
     tunnels: &super::Tunnels,
 ) -> Response<Body> {
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, body);
+        return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
     }
     let upstream_side = hyper::upgrade::on(&mut response);
     tunnels.open(Box::pin(async move {

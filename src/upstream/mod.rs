@@ -1,15 +1,19 @@
-//! The upstream side: the connections to each upstream ([`pool`]), the
-//! header rules of [`headers`], and the mapping of failures to 502 / 504.
+//! The upstream side: a pooled hyper client with a `TokioTimer` (so pool idle
+//! timeouts fire), the header rules of [`headers`], and the mapping of
+//! failures to 502 / 504.
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and the core.
 
 pub mod headers;
-mod pool;
 
 use std::time::Duration;
 
 use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -192,10 +196,10 @@ pub enum UpstreamError {
     Timeout,
 }
 
-/// A pooled HTTP/1.1 client to one upstream.
+/// A pooled HTTP/1.1 client to the upstream.
 #[derive(Clone, Debug)]
 pub struct Client {
-    pool: Arc<pool::Pool>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Client {
@@ -211,38 +215,32 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let target = http::Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query("/")
-            .build()
-            .unwrap_or_default();
-        Client {
-            pool: Arc::new(pool::Pool::new(connector, target)),
-        }
+        let inner = HyperClient::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Client { inner }
     }
 
     /// Sends a request and waits for the response head, at most `timeout`
     /// counted from the moment the request body has been sent (as Envoy's
     /// route timeout): a slow upload is not the upstream's fault. The
-    /// response body then streams without a deadline. The request goes in
-    /// origin-form (`/path?query`): the connection is the upstream's.
+    /// response body then streams without a deadline.
     pub async fn send(
         &self,
         request: Request<Body>,
         timeout: Duration,
-    ) -> Result<Response<Body>, UpstreamError> {
-        let (mut parts, body) = request.into_parts();
-        if let Some(origin) = parts.uri.path_and_query().cloned() {
-            parts.uri = http::Uri::from(origin);
-        }
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (parts, body) = request.into_parts();
         let (done_tx, done_rx) = oneshot::channel();
         let already_done = body.is_end_stream();
         let body: Body = http_body_util::BodyExt::boxed(Tracked {
             inner: body,
             done: Some(done_tx),
         });
-        let response = self.pool.send(Request::from_parts(parts, body));
+        let response = self.inner.request(Request::from_parts(parts, body));
         tokio::pin!(response);
         if !already_done {
             tokio::select! {
@@ -258,9 +256,11 @@ impl Client {
     }
 }
 
-fn settle(result: Result<Response<Body>, pool::Failed>) -> Result<Response<Body>, UpstreamError> {
+fn settle(
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, UpstreamError> {
     result.map_err(|e| {
-        tracing::debug!("upstream request failed: {}", e.0);
+        tracing::debug!("upstream request failed: {e}");
         UpstreamError::Unavailable
     })
 }
