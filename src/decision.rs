@@ -426,13 +426,14 @@ async fn bound(
     route: Option<&dpop::Settings>,
     now: i64,
 ) -> Result<(), Refusal> {
+    static DEFAULT: std::sync::LazyLock<dpop::Settings> =
+        std::sync::LazyLock::new(dpop::Settings::default);
     let issuer = claims
         .issuer()
         .and_then(|name| state.config.verifier.issuer(name));
-    let default = dpop::Settings::default();
-    let settings = route.or(issuer.map(|i| &i.dpop)).unwrap_or(&default);
+    let settings = route.or(issuer.map(|i| &i.dpop)).unwrap_or(&DEFAULT);
     let skew = issuer.map_or(0, |i| i.clock_skew);
-    let cnf = claims.get(&token::ClaimName::new("cnf"));
+    let cnf = claims.confirmation();
     let member = |name: &str| cnf.and_then(|c| c.get(name)).and_then(|v| v.as_str());
     if let Some(x5t) = member("x5t#S256")
         && q.binding.certificate != Some(x5t)

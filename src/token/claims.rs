@@ -91,6 +91,11 @@ impl Claims {
         }
     }
 
+    /// The `cnf` (confirmation) object of a sender-constrained token.
+    pub fn confirmation(&self) -> Option<&Map<String, Value>> {
+        self.object.get("cnf").and_then(Value::as_object)
+    }
+
     /// The configured issuer that verified the token.
     pub fn issuer(&self) -> Option<&str> {
         self.issuer.as_deref()
