@@ -421,13 +421,12 @@ routes:
     two.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_auth_reads_the_proof_and_the_original_uri() {
-    let k = keys();
+/// A gateway that only answers an ingress (`forward_auth.LISTENER`), with
+/// one route for issuer A's tokens.
+async fn asked_by(listener: &str) -> Gateway {
     let cfg = format!(
         r#"forward_auth:
-  listen: "127.0.0.1:0"
-  convention: nginx
+  {listener}
 issuers:
   - issuer: "{ISS_A}"
     audiences: ["{AUD}"]
@@ -436,7 +435,13 @@ routes:
   - path: /api/own
 "#
     );
-    let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
+    Gateway::start(&cfg, &[("jwks.json", &jwks(&[&keys().rsa]))]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_reads_the_proof_and_the_original_uri() {
+    let k = keys();
+    let gw = asked_by("listen: \"127.0.0.1:0\"\n  convention: nginx").await;
     let fa = gw.forward_auth.expect("forward-auth listener");
     let client = &k.ed;
     let token = k.rsa.token(&claims(
@@ -591,18 +596,7 @@ async fn grpc_checks_read_the_proof_and_the_source_certificate() {
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
     let k = keys();
     let pki = pki();
-    let cfg = format!(
-        r#"forward_auth:
-  grpc_listen: "127.0.0.1:0"
-issuers:
-  - issuer: "{ISS_A}"
-    audiences: ["{AUD}"]
-    jwks_file: jwks.json
-routes:
-  - path: /api/own
-"#
-    );
-    let gw = Gateway::start(&cfg, &[("jwks.json", &jwks(&[&k.rsa]))]).await;
+    let gw = asked_by("grpc_listen: \"127.0.0.1:0\"").await;
     let addr = gw.grpc.expect("gRPC listener");
     let client_key = &k.ec256;
     let x5t = b64(&sha256(&pki.clients[0].der));

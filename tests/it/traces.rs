@@ -234,16 +234,13 @@ async fn traces_continue_from_trusted_proxies_and_reach_the_collector() {
     let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
     let sent = format!("00-{parent_trace}-{parent_span}-01");
-    let answer = get(
-        gw.addr,
-        "/api/users?access_token=in-the-query",
-        &[
-            ("Authorization", &auth),
-            ("traceparent", &sent),
-            ("tracestate", "vendor=opaque"),
-        ],
-    )
-    .await;
+    // What a client (or a proxy) sends: a trace of its own, with state.
+    let traced = [
+        ("Authorization", auth.as_str()),
+        ("traceparent", sent.as_str()),
+        ("tracestate", "vendor=opaque"),
+    ];
+    let answer = get(gw.addr, "/api/users?access_token=in-the-query", &traced).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let seen = upstream.take();
     assert_eq!(seen.len(), 1);
@@ -296,16 +293,7 @@ async fn traces_continue_from_trusted_proxies_and_reach_the_collector() {
     )
     .expect("write");
     gw.runtime.reload().expect("reload");
-    let answer = get(
-        gw.addr,
-        "/api/users",
-        &[
-            ("Authorization", &auth),
-            ("traceparent", &sent),
-            ("tracestate", "vendor=opaque"),
-        ],
-    )
-    .await;
+    let answer = get(gw.addr, "/api/users", &traced).await;
     assert_eq!(answer.status, 200);
     let seen = upstream.take();
     let (new_trace, new_parent, _) =
@@ -379,16 +367,7 @@ async fn traces_continue_from_trusted_proxies_and_reach_the_collector() {
     std::fs::write(gw.path(), config(&provider, &upstream, "10.0.0.0/8", "")).expect("write");
     gw.runtime.reload().expect("reload");
     let before = receiver.all().len();
-    get(
-        gw.addr,
-        "/api/users",
-        &[
-            ("Authorization", &auth),
-            ("traceparent", &sent),
-            ("tracestate", "vendor=opaque"),
-        ],
-    )
-    .await;
+    get(gw.addr, "/api/users", &traced).await;
     let seen = upstream.take();
     assert_eq!(seen[0].header("traceparent"), Some(sent.as_str()));
     assert_eq!(seen[0].header("tracestate"), Some("vendor=opaque"));
