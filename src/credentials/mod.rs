@@ -72,10 +72,10 @@ impl Injector {
         }
     }
 
-    /// Sets the credential on an upstream request, replacing whatever the
-    /// client sent in that header (its underscore spelling too).
+    /// Sets the credential on an upstream request. The client's copies of
+    /// the header, in any spelling, must have been removed first
+    /// ([`crate::upstream::headers::Scrub::credential`]).
     pub fn apply(&self, headers: &mut HeaderMap) -> Result<Option<Sent>, Unavailable> {
-        crate::upstream::headers::remove_spellings(headers, self.header());
         match self {
             Injector::Static { name, value } => {
                 headers.insert(name.clone(), value.clone());

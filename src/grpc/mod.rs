@@ -215,7 +215,7 @@ impl Check {
                 .then(|| decision.shadowed.clone());
             let claims = decision.verdict?;
             let mut set = HeaderMap::new();
-            crate::upstream::headers::apply_identity(
+            crate::upstream::headers::set_identity(
                 &mut set,
                 &state.config.identity,
                 claims.as_deref(),

@@ -197,13 +197,13 @@ pub struct Table {
     routes: Vec<Route>,
     root: Node,
     /// Host-bound routes, by host: tried first for a request to that host.
-    hosts: HashMap<String, Node>,
+    hosts: HashMap<String, Node, foldhash::fast::RandomState>,
     rules: PathRules,
 }
 
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<String, Node>,
+    literals: HashMap<String, Node, foldhash::fast::RandomState>,
     param: Option<Box<Node>>,
     catch_all: Option<usize>,
     end: Option<usize>,

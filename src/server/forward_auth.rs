@@ -187,7 +187,7 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
 /// that an ingress copying them overwrites whatever the client sent.
 fn identity_headers(identity: &crate::config::Identity, claims: Option<&Claims>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    crate::upstream::headers::apply_identity(&mut headers, identity, claims);
+    crate::upstream::headers::set_identity(&mut headers, identity, claims);
     for (name, _) in &identity.headers {
         if !headers.contains_key(name) {
             headers.insert(name.clone(), HeaderValue::from_static(""));

@@ -297,6 +297,7 @@ async fn serve_connection<H: Handler>(
                 stream,
                 Peer {
                     addr,
+                    address: crate::upstream::headers::address_text(addr.ip()),
                     tls: true,
                     certificate,
                     tunnels: Tunnels::default(),
@@ -321,6 +322,7 @@ async fn serve_connection<H: Handler>(
                 stream,
                 Peer {
                     addr,
+                    address: crate::upstream::headers::address_text(addr.ip()),
                     tls: false,
                     certificate: None,
                     tunnels: Tunnels::default(),

@@ -33,6 +33,8 @@ use opentelemetry::KeyValue;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// `addr`'s IP as header text, made once per connection.
+    pub address: HeaderValue,
     /// The connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
     /// The `x5t#S256` of the client certificate presented on the TLS
@@ -51,15 +53,26 @@ pub struct Proxy {
 
 /// RFC 9112 / 9113 framing rules the upstream must never have to guess at.
 fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
-    let h = req.headers();
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not supported");
     }
-    let hosts = h.get_all(HOST).iter().count();
+    // One pass over the fields, no lookups.
+    let (mut host, mut hosts, mut lengths, mut transfer_encoding) = (None, 0, 0, false);
+    for (name, value) in req.headers() {
+        if name == HOST {
+            host = Some(value);
+            hosts += 1;
+        } else if name == CONTENT_LENGTH {
+            // `Content-Length: 5, 5` is a list: as ambiguous as two fields.
+            lengths += 1 + value.as_bytes().iter().filter(|&&b| b == b',').count();
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoding = true;
+        }
+    }
     if hosts > 1 {
         return Err("more than one Host header");
     }
-    if h.get(HOST).is_some_and(|host| !valid_host(host.as_bytes()))
+    if host.is_some_and(|host| !valid_host(host.as_bytes()))
         || req
             .uri()
             .authority()
@@ -69,7 +82,7 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
     }
     match req.version() {
         Version::HTTP_2 | Version::HTTP_3 => {
-            if let (Some(host), Some(authority)) = (h.get(HOST), req.uri().authority())
+            if let (Some(host), Some(authority)) = (host, req.uri().authority())
                 && host.as_bytes() != authority.as_str().as_bytes()
             {
                 return Err("Host does not match :authority");
@@ -78,14 +91,10 @@ fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
         Version::HTTP_11 if hosts == 0 => return Err("missing Host header"),
         _ => {}
     }
-    let lengths = h.get_all(CONTENT_LENGTH).iter().count();
-    if lengths > 1
-        || h.get(CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes().contains(&b','))
-    {
+    if lengths > 1 {
         return Err("more than one Content-Length");
     }
-    if lengths > 0 && h.contains_key(TRANSFER_ENCODING) {
+    if lengths > 0 && transfer_encoding {
         return Err("Content-Length together with Transfer-Encoding");
     }
     Ok(())
@@ -115,9 +124,12 @@ fn binding<'r, B>(
 ) -> crate::decision::Binding<'r> {
     let trusted = trusted_proxies.iter().any(|n| n.contains(peer.addr.ip()));
     let forwarded = |name: &str| {
+        if !trusted {
+            return None;
+        }
         let mut values = req.headers().get_all(name).iter();
-        match (trusted, values.next(), values.next()) {
-            (true, Some(v), None) => v.to_str().ok().map(str::trim),
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::trim),
             _ => None,
         }
     };
@@ -402,9 +414,19 @@ impl Proxy {
         let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
             && !http_body::Body::is_end_stream(&body)
             && matches!(parts.method, Method::GET | Method::HEAD);
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(peer.addr.ip()));
         let h = &mut parts.headers;
-        headers::remove_hop_by_hop(h);
-        headers::remove_overrides(h);
+        headers::scrub_request(
+            h,
+            &headers::Scrub {
+                identity: &config.identity,
+                trusted,
+                credential: target_state.credential.as_ref().map(|c| c.header()),
+            },
+        );
         headers::join_cookies(h);
         headers::mark_sensitive(h);
         if chunked_body {
@@ -413,20 +435,16 @@ impl Proxy {
         if upgrade.is_some() {
             headers::restore_websocket_upgrade(h);
         }
-        headers::apply_identity(h, &config.identity, claims);
-        let trusted = config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(peer.addr.ip()));
+        headers::set_identity(h, &config.identity, claims);
         let proto = if peer.tls { "https" } else { "http" };
-        headers::apply_forwarded(h, peer.addr.ip(), trusted, proto, client_host.as_ref());
+        headers::set_forwarded(h, &peer.address, trusted, proto, client_host.as_ref());
         let host = match (upstream.preserve_host, client_host) {
             (true, Some(host)) => host,
             _ => upstream.host.clone(),
         };
         headers::set_host(h, host);
-        // The gateway's own credential, last: it replaces whatever the
-        // client sent in that header. None valid: 503, nothing forwarded.
+        // The gateway's own credential, last: the client's copy, in any
+        // spelling, was scrubbed above. None valid: 503, nothing forwarded.
         let sent = match (&target_state.credential, &upstream.credential) {
             (Some(credential), _) => {
                 credential

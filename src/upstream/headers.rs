@@ -19,44 +19,45 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    use http::header::{
-        PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-    };
-    [
-        CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-    ]
-    .contains(name)
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
+    match name.as_str() {
+        "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive" => true,
+        // Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, …
+        other => other.starts_with("proxy-"),
+    }
 }
 
 /// Removes hop-by-hop headers, including every header that `Connection`
 /// names, from a request or a response.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+    sweep(headers, is_hop_by_hop);
+}
+
+/// One pass over `headers`: every name `doomed` picks, and every name a
+/// `Connection` field lists, is removed. Nothing is allocated unless a
+/// field goes.
+fn sweep(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if *name == CONNECTION {
+            gone.extend(connection_tokens(value));
+        }
+        // The values of one name come together: decide once per name.
+        if gone.last() != Some(name) && doomed(name) {
+            gone.push(name.clone());
+        }
+    }
+    for name in gone {
+        headers.remove(name);
+    }
+}
+
+/// The header names a `Connection` field lists (RFC 9110 §7.6.1).
+fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(name);
-    }
 }
 
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
@@ -87,48 +88,60 @@ pub fn restore_websocket_upgrade(headers: &mut HeaderMap) {
 /// Marks credentials as sensitive, so that no `Debug` output (hyper's and
 /// h2's traces among them) ever prints them.
 pub fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in [
-        AUTHORIZATION,
-        http::header::COOKIE,
-        http::header::PROXY_AUTHORIZATION,
-    ] {
-        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    use http::header::{COOKIE, PROXY_AUTHORIZATION};
+    for (name, value) in headers.iter_mut() {
+        if name == AUTHORIZATION || name == COOKIE || name == PROXY_AUTHORIZATION {
+            value.set_sensitive(true);
         }
     }
 }
 
-/// Removes every header whose name is one of `names` once `_` is read as
-/// `-`: CGI-style upstreams (PHP, WSGI, nginx with `underscores_in_headers`)
-/// read `X_Auth_Subject` and `X-Auth-Subject` as the same variable.
-fn remove_any_spelling(headers: &mut HeaderMap, names: impl Fn(&str) -> bool) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            if n.as_str().contains('_') {
-                names(&n.as_str().replace('_', "-"))
-            } else {
-                names(n.as_str())
-            }
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
-    }
+/// What a forwarded request must not carry from the client (SPEC
+/// §Forwarding, §4.2).
+#[derive(Debug, Clone, Copy)]
+pub struct Scrub<'a> {
+    pub identity: &'a Identity,
+    /// The peer is a trusted proxy: its client-address headers stay.
+    pub trusted: bool,
+    /// The header the gateway's own credential goes in.
+    pub credential: Option<&'a HeaderName>,
 }
 
-/// Clears client copies of identity headers (any spelling), then sets them
-/// from the token.
-pub fn apply_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
-    remove_any_spelling(headers, |name| {
-        identity.headers.iter().any(|(id, _)| id.as_str() == name)
+/// Removes, in one pass over the request's fields: hop-by-hop fields and
+/// every field `Connection` names; method-override, rewrite and `Proxy`
+/// headers; client copies of the identity headers and of the credential
+/// header; `Authorization` under `strip_authorization`; and, unless the
+/// peer is a trusted proxy, every client-address header. All but the
+/// hop-by-hop rules apply to every spelling that reads the same once `_`
+/// is `-` (CGI-style upstreams: PHP, WSGI, nginx with
+/// `underscores_in_headers`).
+pub fn scrub_request(headers: &mut HeaderMap, scrub: &Scrub<'_>) {
+    sweep(headers, |name| {
+        if is_hop_by_hop(name) || (scrub.identity.strip_authorization && name == AUTHORIZATION) {
+            return true;
+        }
+        let spelled;
+        let name = if name.as_str().contains('_') {
+            spelled = name.as_str().replace('_', "-");
+            spelled.as_str()
+        } else {
+            name.as_str()
+        };
+        is_method_override(name)
+            || is_rewrite(name)
+            || (!scrub.trusted && is_client_address(name))
+            || scrub
+                .identity
+                .headers
+                .iter()
+                .any(|(id, _)| id.as_str() == name)
+            || scrub.credential.is_some_and(|c| c.as_str() == name)
     });
-    if identity.strip_authorization {
-        headers.remove(AUTHORIZATION);
-    }
+}
+
+/// Sets the identity headers from the token; the client's copies were
+/// removed by [`scrub_request`].
+pub fn set_identity(headers: &mut HeaderMap, identity: &Identity, claims: Option<&Claims>) {
     let Some(claims) = claims else { return };
     for (name, source) in &identity.headers {
         if let Some(value) = identity_value(claims, source) {
@@ -220,16 +233,6 @@ pub fn is_method_override(name: &str) -> bool {
     )
 }
 
-/// Removes `name` in any spelling (an injected credential's header).
-pub fn remove_spellings(headers: &mut HeaderMap, name: &HeaderName) {
-    remove_any_spelling(headers, |n| n == name.as_str());
-}
-
-/// Removes method-override, rewrite and `Proxy` headers in any spelling.
-pub fn remove_overrides(headers: &mut HeaderMap) {
-    remove_any_spelling(headers, |name| is_method_override(name) || is_rewrite(name));
-}
-
 /// Joins several `Cookie` fields into one with `"; "` (RFC 9113 §8.2.3):
 /// HTTP/2 clients split cookies, and HTTP/1.1 upstreams read one field.
 pub fn join_cookies(headers: &mut HeaderMap) {
@@ -255,25 +258,24 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a
-/// trusted proxy, replaced otherwise. From an untrusted peer every other
-/// client-address header (`Forwarded`, any `X-Forwarded-*`, `X-Real-IP`,
-/// `True-Client-IP`, `X-Client-IP`, `X-Cluster-Client-IP`, in any
-/// spelling) is dropped, since the gateway does not vouch for it.
-pub fn apply_forwarded(
+/// trusted proxy, replaced otherwise (the client's other client-address
+/// headers were removed by [`scrub_request`], since the gateway does not
+/// vouch for them). `peer` is the peer's address as text.
+pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let peer_text = peer.to_string();
     if trusted {
-        let chain = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {peer_text}"),
-            None => peer_text,
+        let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+        let chain = match (prior, peer.to_str()) {
+            (Some(prior), Ok(peer)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+            _ => Some(peer.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert(X_FORWARDED_FOR, v);
+        if let Some(chain) = chain {
+            headers.insert(X_FORWARDED_FOR, chain);
         }
         if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -285,14 +287,16 @@ pub fn apply_forwarded(
         }
         return;
     }
-    remove_any_spelling(headers, is_client_address);
-    if let Ok(v) = HeaderValue::from_str(&peer_text) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    headers.insert(X_FORWARDED_FOR, peer.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
+}
+
+/// An address as header text (`X-Forwarded-For`), made once per connection.
+pub fn address_text(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The client's address: the peer's, or — when the peer is a trusted
@@ -427,7 +431,20 @@ mod tests {
                 HeaderValue::from_static("6.6.6.6"),
             );
         }
-        apply_forwarded(&mut stranger, peer, false, "http", Some(&host));
+        let identity = Identity::default();
+        let scrub = |trusted| Scrub {
+            identity: &identity,
+            trusted,
+            credential: None,
+        };
+        scrub_request(&mut stranger, &scrub(false));
+        set_forwarded(
+            &mut stranger,
+            &address_text(peer),
+            false,
+            "http",
+            Some(&host),
+        );
         assert_eq!(stranger.len(), 3, "only the gateway's own: {stranger:?}");
         assert_eq!(
             stranger.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
@@ -435,7 +452,8 @@ mod tests {
         );
         assert_eq!(stranger.get(X_FORWARDED_HOST), Some(&host));
         assert!(stranger.get(FORWARDED).is_none());
-        apply_forwarded(&mut h, peer, true, "http", Some(&host));
+        scrub_request(&mut h, &scrub(true));
+        set_forwarded(&mut h, &address_text(peer), true, "http", Some(&host));
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"1.2.3.4, 192.0.2.7"[..])
@@ -444,5 +462,56 @@ mod tests {
             h.get(X_FORWARDED_HOST).map(HeaderValue::as_bytes),
             Some(&b"evil"[..])
         );
+        assert!(h.get(FORWARDED).is_some(), "a trusted proxy's headers stay");
+    }
+
+    #[test]
+    fn one_scrub_removes_every_forbidden_spelling_and_nothing_else() {
+        let identity = Identity {
+            strip_authorization: true,
+            headers: vec![(
+                HeaderName::from_static("x-auth-subject"),
+                IdentityValue::Claim(crate::token::ClaimName::new("sub")),
+            )],
+        };
+        let credential = HeaderName::from_static("x-api-key");
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-named"),
+            ("x-named", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("authorization", "Bearer client"),
+            ("x_auth_subject", "admin"),
+            ("x-auth-subject", "admin"),
+            ("x_api_key", "forged"),
+            ("x-http-method-override", "DELETE"),
+            ("x_original_url", "/admin"),
+            ("proxy", "http://evil"),
+            ("x-real-ip", "6.6.6.6"),
+            ("cookie", "a=1"),
+            ("accept", "*/*"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        h.append("x-kept", HeaderValue::from_static("twice"));
+        scrub_request(
+            &mut h,
+            &Scrub {
+                identity: &identity,
+                trusted: false,
+                credential: Some(&credential),
+            },
+        );
+        mark_sensitive(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "cookie", "x-kept"]);
+        assert_eq!(h.get_all("x-kept").iter().count(), 2);
+        assert!(h.get("cookie").is_some_and(HeaderValue::is_sensitive));
     }
 }

@@ -30,7 +30,7 @@ use crate::{Body, BoxError};
 /// What became of a client's request body while it streamed to the
 /// upstream, for the answer the client gets when forwarding fails.
 #[derive(Debug, Clone, Default)]
-pub struct BodyWatch(Arc<AtomicU8>);
+pub struct BodyWatch(Option<Arc<AtomicU8>>);
 
 /// Why a client body stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum BodyFault {
 
 impl BodyWatch {
     pub fn fault(&self) -> Option<BodyFault> {
-        match self.0.load(Ordering::Acquire) {
+        match self.0.as_ref()?.load(Ordering::Acquire) {
             1 => Some(BodyFault::TooLarge),
             2 => Some(BodyFault::TimedOut),
             3 => Some(BodyFault::Broken),
@@ -60,7 +60,9 @@ impl BodyWatch {
             BodyFault::TimedOut => 2,
             BodyFault::Broken => 3,
         };
-        self.0.store(code, Ordering::Release);
+        if let Some(state) = &self.0 {
+            state.store(code, Ordering::Release);
+        }
     }
 }
 
@@ -78,7 +80,13 @@ pub struct BodyTimeout(Duration);
 /// without a chunk, it fails, which aborts the upstream request; the
 /// [`BodyWatch`] says why.
 pub fn guarded(body: hyper::body::Incoming, limit: u64, timeout: Duration) -> (Body, BodyWatch) {
-    let watch = BodyWatch::default();
+    if body.is_end_stream() {
+        // No body (most requests): nothing to guard, nothing allocated.
+        let empty =
+            http_body_util::BodyExt::map_err(http_body_util::Empty::new(), |never| match never {});
+        return (http_body_util::BodyExt::boxed(empty), BodyWatch(None));
+    }
+    let watch = BodyWatch(Some(Arc::default()));
     let body = Guard {
         inner: body,
         remaining: limit,
@@ -234,15 +242,19 @@ impl Client {
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (parts, body) = request.into_parts();
-        let (done_tx, done_rx) = oneshot::channel();
-        let already_done = body.is_end_stream();
-        let body: Body = http_body_util::BodyExt::boxed(Tracked {
-            inner: body,
-            done: Some(done_tx),
-        });
+        let (body, done_rx) = if body.is_end_stream() {
+            (body, None)
+        } else {
+            let (done_tx, done_rx) = oneshot::channel();
+            let tracked = Tracked {
+                inner: body,
+                done: Some(done_tx),
+            };
+            (http_body_util::BodyExt::boxed(tracked), Some(done_rx))
+        };
         let response = self.inner.request(Request::from_parts(parts, body));
         tokio::pin!(response);
-        if !already_done {
+        if let Some(done_rx) = done_rx {
             tokio::select! {
                 result = &mut response => return settle(result),
                 // Sent whole, failed, or dropped: the clock starts now.
