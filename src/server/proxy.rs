@@ -15,10 +15,10 @@ use std::time::Instant;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::access::{self, Outcome};
+use crate::Body;
 use crate::cors::Cors;
 use crate::decision::Question;
 use crate::reject::{Refusal, respond};
@@ -26,7 +26,6 @@ use crate::state::{Shared, State};
 use crate::telemetry::{Metrics, UpstreamErrorKind, trace};
 use crate::token::Claims;
 use crate::upstream::{self, BodyFault, UpstreamError, headers};
-use crate::{Body, BoxError};
 use opentelemetry::KeyValue;
 
 /// Who is asking, as the listener saw it.
@@ -400,12 +399,8 @@ impl Proxy {
         }
         let path_and_query =
             PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?;
-        parts.uri = Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| Refusal::Malformed("request target"))?;
+        // Origin-form: the connection is to the upstream already.
+        parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
 
         // A body on a GET or HEAD without a length (chunked, or HTTP/2
@@ -479,7 +474,9 @@ impl Proxy {
         let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
         let request = Request::from_parts(parts, body);
 
-        let response = client.send(request, upstream.request_timeout).await;
+        let response = client
+            .send(request, upgrade.is_some(), upstream.request_timeout)
+            .await;
         match &response {
             Ok(response) => call.finish(Ok(response.status().as_u16())),
             Err(UpstreamError::Timeout) => call.finish(Err("timeout")),
@@ -523,10 +520,7 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed(),
-        ))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -537,13 +531,13 @@ impl Proxy {
 /// back as it is.
 fn tunnel(
     client_side: hyper::upgrade::OnUpgrade,
-    mut response: Response<Incoming>,
+    mut response: Response<Body>,
     tunnels: &super::Tunnels,
 ) -> Response<Body> {
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+        return Response::from_parts(parts, body);
     }
     let upstream_side = hyper::upgrade::on(&mut response);
     tunnels.open(Box::pin(async move {

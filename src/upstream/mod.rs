@@ -5,15 +5,12 @@
 //! Adapter: depends on hyper, hyper-util, tokio and the core.
 
 pub mod headers;
+mod pool;
 
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -204,10 +201,10 @@ pub enum UpstreamError {
     Timeout,
 }
 
-/// A pooled HTTP/1.1 client to the upstream.
+/// A pooled HTTP/1.1 client to the upstream ([`pool`]).
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: HyperClient<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<pool::Pool>,
 }
 
 impl Client {
@@ -223,24 +220,30 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let inner = HyperClient::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Client { inner }
+        let target = http::Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        Client {
+            pool: Arc::new(pool::Pool::new(connector, target)),
+        }
     }
 
     /// Sends a request and waits for the response head, at most `timeout`
     /// counted from the moment the request body has been sent (as Envoy's
     /// route timeout): a slow upload is not the upstream's fault. The
     /// response body then streams without a deadline.
+    ///
+    /// `request` is in origin-form; a WebSocket handshake (`upgrade`) gets
+    /// a connection of its own.
     pub async fn send(
         &self,
         request: Request<Body>,
+        upgrade: bool,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = request.into_parts();
         let (body, done_rx) = if body.is_end_stream() {
             (body, None)
@@ -252,7 +255,7 @@ impl Client {
             };
             (http_body_util::BodyExt::boxed(tracked), Some(done_rx))
         };
-        let response = self.inner.request(Request::from_parts(parts, body));
+        let response = self.pool.send(Request::from_parts(parts, body), upgrade);
         tokio::pin!(response);
         if let Some(done_rx) = done_rx {
             tokio::select! {
@@ -268,11 +271,9 @@ impl Client {
     }
 }
 
-fn settle(
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-) -> Result<Response<Incoming>, UpstreamError> {
+fn settle(result: Result<Response<Body>, pool::Failed>) -> Result<Response<Body>, UpstreamError> {
     result.map_err(|e| {
-        tracing::debug!("upstream request failed: {e}");
+        tracing::debug!("upstream request failed: {}", e.0);
         UpstreamError::Unavailable
     })
 }

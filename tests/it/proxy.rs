@@ -1079,3 +1079,123 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
     );
     gw.stop().await;
 }
+
+/// One upstream connection carries every kind of response body one after
+/// the other; a response the upstream closes after, and one the client
+/// abandons halfway, never put a connection back.
+#[tokio::test]
+async fn upstream_connections_are_reused_after_every_kind_of_body() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // (connection number, request line) for every request served.
+    let served: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let log = served.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            n += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(len) => buf.extend_from_slice(&chunk[..len]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    log.lock().expect("log").push((n, line.clone()));
+                    let answer: Vec<u8> = if line.starts_with("HEAD ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()
+                    } else if line.contains("/chunked") {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n".to_vec()
+                    } else if line.contains("/empty") {
+                        b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+                    } else if line.contains("/close") {
+                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"
+                            .to_vec()
+                    } else if line.contains("/big") {
+                        let mut big =
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 8000000\r\n\r\n".to_vec();
+                        big.resize(big.len() + 8_000_000, b'x');
+                        big
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()
+                    };
+                    if stream.write_all(&answer).await.is_err() || line.contains("/close") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        "upstream:\n  url: \"http://{addr}\"\nroutes:\n  - path: \"/{{*any}}\"\n    auth: none\n"
+    );
+    let gw = Gateway::start(&cfg, &[]).await;
+    let connection_of = |line: &str| {
+        let served = served.lock().expect("log");
+        served
+            .iter()
+            .rev()
+            .find(|(_, l)| l == line)
+            .map(|(n, _)| *n)
+            .unwrap_or_else(|| panic!("{line:?} never reached the upstream: {served:?}"))
+    };
+    for (method, path, status, body) in [
+        ("GET", "/len", 200, "hello"),
+        ("GET", "/chunked", 200, "hello"),
+        ("GET", "/empty", 204, ""),
+        ("HEAD", "/len", 200, ""),
+        ("GET", "/chunked", 200, "hello"),
+        ("GET", "/len", 200, "hello"),
+    ] {
+        let answer = request(gw.addr, method, path, &[]).await;
+        assert_eq!(answer.status, status, "{method} {path}");
+        assert_eq!(answer.text(), body, "{method} {path}");
+        assert_eq!(
+            connection_of(&format!("{method} {path} HTTP/1.1")),
+            1,
+            "{method} {path} on the first connection"
+        );
+    }
+    // Closed by the upstream after its response: the next request opens
+    // a new connection.
+    assert_eq!(get(gw.addr, "/close", &[]).await.text(), "hello");
+    assert_eq!(get(gw.addr, "/len", &[]).await.text(), "hello");
+    assert_eq!(connection_of("GET /len HTTP/1.1"), 2);
+    // Abandoned halfway: that connection is not reused either.
+    {
+        let mut client = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut first = [0u8; 65536];
+        assert!(client.read(&mut first).await.expect("read") > 0);
+    }
+    let big_on = connection_of("GET /big HTTP/1.1");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let answer = get(gw.addr, "/len", &[]).await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, "hello"));
+        assert_ne!(connection_of("GET /len HTTP/1.1"), big_on);
+    }
+    assert_eq!(
+        served.lock().expect("log").len(),
+        12,
+        "each request exactly once"
+    );
+    gw.stop().await;
+}
