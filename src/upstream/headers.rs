@@ -39,7 +39,12 @@ fn sweep(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
     let mut gone: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
         if *name == CONNECTION {
-            gone.extend(connection_tokens(value));
+            // A name is made only for a field that is there: `keep-alive`
+            // and `close` are tokens far more often than fields.
+            let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
+            for token in tokens.filter(|token| headers.contains_key(*token)) {
+                gone.extend(HeaderName::from_bytes(token.as_bytes()).ok());
+            }
         }
         // The values of one name come together: decide once per name.
         if gone.last() != Some(name) && doomed(name) {
@@ -49,15 +54,6 @@ fn sweep(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
     for name in gone {
         headers.remove(name);
     }
-}
-
-/// The header names a `Connection` field lists (RFC 9110 §7.6.1).
-fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
-    value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
 }
 
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
