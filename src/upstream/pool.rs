@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,30 +98,42 @@ impl Pool {
         }
         let mut request = request;
         loop {
-            let (mut conn, reused) = match self.checkout().await {
+            let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
             // The response head, with the connection polled alongside: no
-            // other task runs it.
-            let mut sending = std::pin::pin!(conn.sender.try_send_request(request));
+            // other task runs it. Unconstrained: the answer comes through a
+            // oneshot, which must never refuse a poll for the task's
+            // budget (see below).
+            let sending = conn.sender.try_send_request(request);
+            let mut sending = std::pin::pin!(tokio::task::unconstrained(sending));
             let driver = &mut conn.driver;
             let mut closed = false;
             let sent = std::future::poll_fn(|cx| {
-                // Closed or failed: the request then resolves with the
-                // error, or with the response that came before the close.
                 if !closed && Pin::new(&mut *driver).poll(cx).is_ready() {
                     closed = true;
                 }
-                sending.as_mut().poll(cx)
+                // Only the connection, polled just above, completes this
+                // future: it needs no waker of its own, and one would wake
+                // this task once more for nothing.
+                match sending
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    // Closed without an answer, not even an error.
+                    Poll::Pending if closed => Poll::Ready(None),
+                    polled => polled.map(Some),
+                }
             })
             .await;
             match sent {
-                Ok(response) => return Ok(self.returning(conn, response)),
-                Err(mut e) => match e.take_message() {
+                Some(Ok(response)) => return Ok(self.returning(conn, response)),
+                Some(Err(mut e)) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
                     _ => return Err(Failed(e.into_error().to_string())),
                 },
+                None => return Err(Failed("connection closed".into())),
             }
         }
     }
@@ -146,22 +158,22 @@ impl Pool {
 
     /// The most recently used idle connection that is still open and ready
     /// for a request.
-    async fn checkout(&self) -> Option<Box<Conn>> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let (mut conn, since) = self.idle.lock().ok()?.pop()?;
             if since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
             // One poll lets the connection notice a close by the upstream
-            // and, after a response, get ready for the next request.
-            let ready = std::future::poll_fn(|cx| {
-                if Pin::new(&mut conn.driver).poll(cx).is_ready() {
-                    return Poll::Ready(false);
-                }
-                Poll::Ready(matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-            })
-            .await;
-            if ready {
+            // and, after a response, get ready for the next request. Its
+            // waker wakes nobody: otherwise handing it this request would
+            // wake the task that used it last (the request's own task
+            // polls it from here on).
+            let mut quiet = Context::from_waker(Waker::noop());
+            if Pin::new(&mut conn.driver).poll(&mut quiet).is_ready() {
+                continue;
+            }
+            if conn.sender.is_ready() {
                 return Some(conn);
             }
         }
