@@ -100,7 +100,9 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting holds a TLS stream by value, and would
+                // make every request's future kilobytes larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // The response head, with the connection polled alongside: no
             // other task runs it. Unconstrained: the answer comes through a
@@ -141,7 +143,7 @@ impl Pool {
     /// A WebSocket handshake: its own connection, driven by its own task
     /// so that the upgrade completes after the response has been answered.
     async fn send_upgrade(&self, request: Request<Body>) -> Result<Response<Body>, Failed> {
-        let Conn { mut sender, driver } = *self.connect().await?;
+        let Conn { mut sender, driver } = *Box::pin(self.connect()).await?;
         tokio::spawn(async move {
             if let Err(e) = driver.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {e}");
