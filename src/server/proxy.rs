@@ -390,15 +390,26 @@ impl Proxy {
             None => parts.headers.get(HOST).cloned(),
         };
 
-        let mut target = String::with_capacity(upstream.path_prefix.len() + path.len() + 1);
-        target.push_str(&upstream.path_prefix);
-        target.push_str(path);
-        if let Some(query) = parts.uri.query() {
-            target.push('?');
-            target.push_str(query);
-        }
-        let path_and_query =
-            PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?;
+        let path_and_query = match parts.uri.path_and_query() {
+            // Normalization left the path as it came and there is no
+            // prefix: the request's own target, shared, not parsed again.
+            Some(original) if upstream.path_prefix.is_empty() && original.path() == path => {
+                original.clone()
+            }
+            _ => {
+                let query = parts.uri.query();
+                let mut target = String::with_capacity(
+                    upstream.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+                );
+                target.push_str(&upstream.path_prefix);
+                target.push_str(path);
+                if let Some(query) = query {
+                    target.push('?');
+                    target.push_str(query);
+                }
+                PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?
+            }
+        };
         // Origin-form: the connection is to the upstream already.
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;

@@ -35,11 +35,21 @@ impl ExtractError {
 }
 
 fn is_token68(s: &str) -> bool {
+    /// RFC 9110 token68 characters, less the trailing `=`: a table, since
+    /// every byte of every token is looked up.
+    const TOKEN68: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            table[b] =
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            b += 1;
+        }
+        table
+    };
     let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    !body.is_empty() && body.bytes().all(|b| TOKEN68[usize::from(b)])
 }
 
 /// A token found in a request, and whether it came with the `DPoP` scheme
