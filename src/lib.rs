@@ -21,9 +21,10 @@
 //! a response in [`reject`] only; an allowed request is rewritten by
 //! [`upstream::headers`], given the gateway's own credential toward its
 //! upstream ([`credentials`]: a static header, or a client-credentials
-//! token) and forwarded by that upstream's [`upstream::Client`] with the
-//! normalized path, its body guarded (size, stalls, the client's own
-//! framing errors). A WebSocket tunnel is run by the connection that
+//! token) and forwarded by that upstream's [`upstream::Client`] (a pool of
+//! HTTP/1.1 connections, each driven by the task of the request using it)
+//! with the normalized path, its body guarded (size, stalls, the client's
+//! own framing errors). A WebSocket tunnel is run by the connection that
 //! carried its handshake. With `tracing:`, [`telemetry::trace`] gives the
 //! request a SERVER span (continuing a trusted proxy's `traceparent`), the
 //! decision an `authorize` span and every outgoing call a CLIENT span.
