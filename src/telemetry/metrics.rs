@@ -178,6 +178,12 @@ impl Collector for TokenCollector {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// The same counters (a `Counter` clone shares its value), found by a
+    /// fast hash: the family's own map hashes its labels with SipHash on
+    /// every request.
+    request_counters: std::sync::RwLock<
+        std::collections::HashMap<RequestLabels, Counter, foldhash::fast::RandomState>,
+    >,
     duration: Histogram,
     upstream_errors: Family<KindLabels, Counter>,
     jwks_fetches: Family<JwksLabels, Counter>,
@@ -332,6 +338,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            request_counters: std::sync::RwLock::default(),
             duration,
             upstream_errors,
             jwks_fetches,
@@ -370,7 +377,17 @@ impl Metrics {
             decision,
             status,
         };
-        self.requests.get_or_create(&labels).inc();
+        if let Ok(counters) = self.request_counters.read()
+            && let Some(counter) = counters.get(&labels)
+        {
+            counter.inc();
+        } else {
+            let counter = self.requests.get_or_create(&labels).clone();
+            counter.inc();
+            if let Ok(mut counters) = self.request_counters.write() {
+                counters.insert(labels, counter);
+            }
+        }
         self.duration.observe(took.as_secs_f64());
     }
 

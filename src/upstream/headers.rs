@@ -32,24 +32,28 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     sweep(headers, is_hop_by_hop);
 }
 
-/// One pass over `headers`: every name `doomed` picks, and every name a
-/// `Connection` field lists, is removed. Nothing is allocated unless a
-/// field goes.
+/// One pass over `headers`: `Connection` itself, every name a
+/// `Connection` field lists, and every name `doomed` picks are removed.
+/// Nothing is allocated unless a field other than `Connection` goes.
 fn sweep(headers: &mut HeaderMap, mut doomed: impl FnMut(&HeaderName) -> bool) {
+    let mut connection = false;
     let mut gone: Vec<HeaderName> = Vec::new();
     for (name, value) in headers.iter() {
         if *name == CONNECTION {
+            connection = true;
             // A name is made only for a field that is there: `keep-alive`
             // and `close` are tokens far more often than fields.
             let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
             for token in tokens.filter(|token| headers.contains_key(*token)) {
                 gone.extend(HeaderName::from_bytes(token.as_bytes()).ok());
             }
-        }
-        // The values of one name come together: decide once per name.
-        if gone.last() != Some(name) && doomed(name) {
+        } else if gone.last() != Some(name) && doomed(name) {
+            // The values of one name come together: decided once per name.
             gone.push(name.clone());
         }
+    }
+    if connection {
+        headers.remove(CONNECTION);
     }
     for name in gone {
         headers.remove(name);
