@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable to
+# about ±100 instructions where wall-clock figures drift ±10% on a small
+# shared machine. The A/B check for changes on the request path.
+#
+#   deploy/callgrind.sh [BIN=target/release/scopegate] [N1=5000] [N2=15000]
+#
+# Starts nginx (one worker, a fixed 3-byte answer) as the upstream and the
+# gateway under `valgrind --tool=callgrind` with one `auth: none` route,
+# sends N1 requests with oha over 8 connections, then does the same again
+# with N2, and prints (I(N2) - I(N1)) / (N2 - N1): the gateway's user-space
+# instructions per request, start-up and shutdown cancelled out. Every
+# process is stopped by its PID. Needs valgrind, oha and nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${1:-target/release/scopegate}
+N1=${2:-5000}
+N2=${3:-15000}
+UP_PORT=${UP_PORT:-18180}
+GW_PORT=${GW_PORT:-18181}
+WORK=target/callgrind
+mkdir -p "$WORK/nginx/logs"
+for tool in valgrind oha nginx; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "needs $tool" >&2; exit 2; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $PWD/$WORK/nginx/nginx.pid;
+error_log $PWD/$WORK/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $PWD/$WORK/nginx/tmp;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    keepalive_requests 1000000;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+cat > "$WORK/gateway.yaml" <<YAML
+listen: "127.0.0.1:$GW_PORT"
+workers: 1
+upstream:
+  url: "http://127.0.0.1:$UP_PORT"
+routes:
+  - path: /api/public
+    auth: none
+YAML
+
+"$NGINX" -c "$PWD/$WORK/nginx/nginx.conf" -e "$PWD/$WORK/nginx/logs/error.log" &
+NGINX_PID=$!
+GW_PID=
+cleanup() {
+  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
+  kill "$NGINX_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# One callgrind run serving N requests; prints its instruction total.
+count() {
+  local n=$1 out="$WORK/callgrind.out.$1"
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$BIN" run -c "$WORK/gateway.yaml" >/dev/null 2>"$WORK/valgrind.$n.log" &
+  GW_PID=$!
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/api/public" && break
+    sleep 0.2
+  done
+  oha -n "$n" -c 8 --no-tui "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.$n.txt" 2>&1
+  grep -q "\[200\] $n responses" "$WORK/oha.$n.txt" || { echo "not every answer was 200: $WORK/oha.$n.txt" >&2; exit 1; }
+  kill -TERM "$GW_PID"
+  wait "$GW_PID" || true
+  GW_PID=
+  awk '/^summary:/ {print $2}' "$out"
+}
+
+I1=$(count "$N1")
+I2=$(count "$N2")
+echo "instructions: $I1 for $N1 requests, $I2 for $N2"
+echo "per request: $(( (I2 - I1) / (N2 - N1) ))"
