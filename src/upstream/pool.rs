@@ -106,8 +106,8 @@ impl Pool {
             };
             // The response head, with the connection polled alongside: no
             // other task runs it. Unconstrained: the answer comes through a
-            // oneshot, which must never refuse a poll for the task's
-            // budget (see below).
+            // oneshot polled with no waker (below), so a refusal for the
+            // task's budget would never be retried.
             let sending = conn.sender.try_send_request(request);
             let mut sending = std::pin::pin!(tokio::task::unconstrained(sending));
             let driver = &mut conn.driver;
