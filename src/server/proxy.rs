@@ -117,11 +117,10 @@ pub(super) fn quota_headers(headers: &mut http::HeaderMap, quota: &crate::decisi
 /// when the peer is a trusted proxy that sent exactly one of each), and
 /// the connection's client certificate.
 fn binding<'r, B>(
-    trusted_proxies: &[crate::config::raw::Cidr],
+    trusted: bool,
     peer: &'r Peer,
     req: &'r Request<B>,
 ) -> crate::decision::Binding<'r> {
-    let trusted = trusted_proxies.iter().any(|n| n.contains(peer.addr.ip()));
     let forwarded = |name: &str| {
         if !trusted {
             return None;
@@ -275,6 +274,13 @@ impl Proxy {
             return (response, answered);
         }
 
+        // Whether the peer is a trusted proxy: its forwarded headers count.
+        let trusted = state
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(peer.addr.ip()));
+
         // 2-7. Normalize, route, token, policy.
         let decision = {
             let question = Question {
@@ -289,7 +295,7 @@ impl Proxy {
                     &state.config.trusted_proxies,
                 )),
                 header_overrides: false,
-                binding: binding(&state.config.trusted_proxies, &peer, &req),
+                binding: binding(trusted, &peer, &req),
             };
             super::decide(state, &question, span).await
         };
@@ -323,6 +329,7 @@ impl Proxy {
             path,
             upstream: decision.upstream,
             claims: claims.as_deref(),
+            trusted,
             span,
         };
         match self.forward(state, &peer, req, allowed).await {
@@ -354,6 +361,7 @@ impl Proxy {
             path,
             upstream,
             claims,
+            trusted,
             span,
         } = allowed;
         let config = &state.config;
@@ -420,10 +428,6 @@ impl Proxy {
         let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
             && !http_body::Body::is_end_stream(&body)
             && matches!(parts.method, Method::GET | Method::HEAD);
-        let trusted = config
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(peer.addr.ip()));
         let h = &mut parts.headers;
         headers::scrub_request(
             h,
@@ -578,6 +582,8 @@ struct Allowed<'a> {
     /// An index into `config.upstreams`.
     upstream: Option<usize>,
     claims: Option<&'a Claims>,
+    /// The peer is a trusted proxy.
+    trusted: bool,
     /// The request's SERVER span, when traced.
     span: Option<&'a opentelemetry::Context>,
 }
