@@ -246,6 +246,23 @@ impl Tunnels {
     }
 }
 
+/// Serves one connection until it ends, stays idle for the idle timeout,
+/// or the drain begins: then it finishes the requests in flight and closes.
+/// A macro: hyper's HTTP/1 and HTTP/2 connections share no trait.
+macro_rules! until_done {
+    ($conn:expr, $idle:expr, $stop:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        tokio::select! {
+            result = conn.as_mut() => result,
+            () = $idle => Ok(()),
+            () = stopped($stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }};
+}
+
 /// Resolves once shutdown has begun.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across an await.
@@ -269,45 +286,9 @@ async fn serve_connection<H: Handler>(
         (state.config.limits.clone(), tls)
     };
     match tls {
-        Some(config) => {
-            // The handshake counts against the header read timeout.
-            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-            let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            // With TLS the protocol is chosen by ALPN, never guessed.
-            let protocol = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => io::Protocol::H2c,
-                _ => io::Protocol::Http1,
-            };
-            // RFC 8705: the thumbprint a certificate-bound token must name.
-            let certificate = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| crate::dpop::certificate_thumbprint(leaf).into());
-            serve_http(
-                protocol,
-                stream,
-                Peer {
-                    addr,
-                    address: crate::upstream::headers::address_text(addr.ip()),
-                    tls: true,
-                    certificate,
-                    tunnels: Tunnels::default(),
-                },
-                handler,
-                stop,
-                &limits,
-            )
-            .await;
-        }
+        // Boxed: a TLS session's state is kilobytes that a plain
+        // connection's task would otherwise carry too.
+        Some(config) => Box::pin(serve_tls(config, stream, addr, handler, stop, &limits)).await,
         None => {
             let (protocol, stream) = match io::sniff(stream, limits.header_read_timeout).await {
                 Ok(Some(sniffed)) => sniffed,
@@ -334,6 +315,54 @@ async fn serve_connection<H: Handler>(
             .await;
         }
     }
+}
+
+/// The TLS handshake, then HTTP/1.1 or HTTP/2 as ALPN chose.
+async fn serve_tls<H: Handler>(
+    config: Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    handler: Arc<H>,
+    stop: watch::Receiver<bool>,
+    limits: &crate::config::Limits,
+) {
+    // The handshake counts against the header read timeout.
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let stream = match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    // With TLS the protocol is chosen by ALPN, never guessed.
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => io::Protocol::H2c,
+        _ => io::Protocol::Http1,
+    };
+    // RFC 8705: the thumbprint a certificate-bound token must name.
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| crate::dpop::certificate_thumbprint(leaf).into());
+    serve_http(
+        protocol,
+        stream,
+        Peer {
+            addr,
+            address: crate::upstream::headers::address_text(addr.ip()),
+            tls: true,
+            certificate,
+            tunnels: Tunnels::default(),
+        },
+        handler,
+        stop,
+        limits,
+    )
+    .await;
 }
 
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established stream.
@@ -371,15 +400,7 @@ async fn serve_http<T, H: Handler>(
                 // hyper's floor; a lower limit is counted by `head_size`.
                 .max_buf_size(limits.max_request_header_bytes.max(8192));
             let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = idle => Ok(()),
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            until_done!(conn, idle, &mut stop)
         }
         io::Protocol::H2c => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -387,15 +408,9 @@ async fn serve_http<T, H: Handler>(
                 u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
             );
             let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result,
-                () = idle => Ok(()),
-                () = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            // Boxed: HTTP/2's connection state is twice HTTP/1's, and
+            // every HTTP/1 connection's task would carry room for it.
+            Box::pin(async { until_done!(conn, idle, &mut stop) }).await
         }
     };
     if let Err(e) = result {
