@@ -349,7 +349,7 @@ impl Proxy {
         }
     }
 
-    /// Rewrites an allowed request for the upstream and sends it.
+    /// Sends an allowed request, rewritten, to its upstream.
     async fn forward(
         &self,
         state: &State,
@@ -357,139 +357,19 @@ impl Proxy {
         req: Request<Incoming>,
         allowed: Allowed<'_>,
     ) -> Result<Response<Body>, Refusal> {
-        let Allowed {
-            path,
+        // Rewritten outside this future: what the rewrite borrows would
+        // otherwise be laid out in every connection's request future.
+        let Outbound {
+            request,
+            upgrade,
+            call,
+            watch,
+            sent,
             upstream,
-            claims,
-            trusted,
-            span,
-        } = allowed;
-        let config = &state.config;
-        // A reload may have removed the upstream under a running listener.
-        let Some(index) = upstream else {
-            return Err(Refusal::UpstreamUnavailable);
-        };
-        let (Some(upstream), Some(target_state)) =
-            (config.upstreams.get(index), state.upstreams.get(index))
-        else {
-            return Err(Refusal::UpstreamUnavailable);
-        };
-        let client = &target_state.client;
-        let mut req = req;
-        // A WebSocket handshake keeps its upgrade; every other `Upgrade`
-        // (h2c above all) is dropped below as hop-by-hop.
-        let upgrade = headers::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-
-        let max_body = config.limits.max_request_body_bytes;
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max_body) {
-            return Err(Refusal::PayloadTooLarge);
-        }
-
-        // The Host the client addressed: the absolute-form or :authority
-        // wins over the Host header (RFC 9112 §3.2.2).
-        let client_host = match parts.uri.authority() {
-            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-            None => parts.headers.get(HOST).cloned(),
-        };
-
-        let path_and_query = match parts.uri.path_and_query() {
-            // Normalization left the path as it came and there is no
-            // prefix: the request's own target, shared, not parsed again.
-            Some(original) if upstream.path_prefix.is_empty() && original.path() == path => {
-                original.clone()
-            }
-            _ => {
-                let query = parts.uri.query();
-                let mut target = String::with_capacity(
-                    upstream.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-                );
-                target.push_str(&upstream.path_prefix);
-                target.push_str(path);
-                if let Some(query) = query {
-                    target.push('?');
-                    target.push_str(query);
-                }
-                PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?
-            }
-        };
-        // Origin-form: the connection is to the upstream already.
-        parts.uri = Uri::from(path_and_query);
-        parts.version = Version::HTTP_11;
-
-        // A body on a GET or HEAD without a length (chunked, or HTTP/2
-        // without content-length) would lose its framing as hop-by-hop
-        // and vanish: it is sent chunked, as it came.
-        let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
-            && !http_body::Body::is_end_stream(&body)
-            && matches!(parts.method, Method::GET | Method::HEAD);
-        let h = &mut parts.headers;
-        headers::scrub_request(
-            h,
-            &headers::Scrub {
-                identity: &config.identity,
-                trusted,
-                credential: target_state.credential.as_ref().map(|c| c.header()),
-            },
-        );
-        headers::join_cookies(h);
-        headers::mark_sensitive(h);
-        if chunked_body {
-            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        }
-        if upgrade.is_some() {
-            headers::restore_websocket_upgrade(h);
-        }
-        headers::set_identity(h, &config.identity, claims);
-        let proto = if peer.tls { "https" } else { "http" };
-        headers::set_forwarded(h, &peer.address, trusted, proto, client_host.as_ref());
-        let host = match (upstream.preserve_host, client_host) {
-            (true, Some(host)) => host,
-            _ => upstream.host.clone(),
-        };
-        headers::set_host(h, host);
-        // The gateway's own credential, last: the client's copy, in any
-        // spelling, was scrubbed above. None valid: 503, nothing forwarded.
-        let sent = match (&target_state.credential, &upstream.credential) {
-            (Some(credential), _) => {
-                credential
-                    .apply(h)
-                    .map_err(|e| Refusal::CredentialUnavailable {
-                        retry_after: e.retry_after.as_secs().max(1),
-                    })?
-            }
-            // A credential is configured but could not be set up (no
-            // client for its token endpoint): never forward without it.
-            (None, Some(_)) => return Err(Refusal::CredentialUnavailable { retry_after: 5 }),
-            (None, None) => None,
-        };
-
-        // Traced: the upstream's parent is the gateway's CLIENT span, and
-        // the client's own trace headers are replaced.
-        let call = trace::Guard::new(state.tracer.as_ref().zip(span).map(|(tracer, parent)| {
-            let cx = trace::start(
-                tracer,
-                Some(parent),
-                format!("upstream {}", upstream.name),
-                trace::Kind::Client,
-                vec![
-                    KeyValue::new("http.request.method", parts.method.to_string()),
-                    KeyValue::new("server.address", upstream.authority.host().to_owned()),
-                ],
-            );
-            trace::inject(&cx, &mut parts.headers);
-            cx
-        }));
-
-        let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
-        let request = Request::from_parts(parts, body);
-
-        let response = client
+            target_state,
+        } = outbound(state, peer, req, allowed)?;
+        let response = target_state
+            .client
             .send(request, upgrade.is_some(), upstream.request_timeout)
             .await;
         match &response {
@@ -537,6 +417,170 @@ impl Proxy {
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// An allowed request rewritten for its upstream, and what answering it
+/// needs once it has been sent.
+struct Outbound<'s> {
+    request: Request<Body>,
+    /// The client's side of a WebSocket handshake.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The CLIENT span, when traced.
+    call: trace::Guard,
+    watch: upstream::BodyWatch,
+    /// The gateway's own credential, when one was set.
+    sent: Option<crate::credentials::Sent>,
+    upstream: &'s crate::config::Upstream,
+    target_state: &'s crate::state::UpstreamState,
+}
+
+/// Rewrites an allowed request for its upstream: origin-form target with
+/// the authorized path, hop-by-hop and forgeable headers scrubbed, identity,
+/// forwarding and credential headers set, the body guarded.
+fn outbound<'s>(
+    state: &'s State,
+    peer: &Peer,
+    req: Request<Incoming>,
+    allowed: Allowed<'_>,
+) -> Result<Outbound<'s>, Refusal> {
+    let Allowed {
+        path,
+        upstream,
+        claims,
+        trusted,
+        span,
+    } = allowed;
+    let config = &state.config;
+    // A reload may have removed the upstream under a running listener.
+    let Some(index) = upstream else {
+        return Err(Refusal::UpstreamUnavailable);
+    };
+    let (Some(upstream), Some(target_state)) =
+        (config.upstreams.get(index), state.upstreams.get(index))
+    else {
+        return Err(Refusal::UpstreamUnavailable);
+    };
+    let mut req = req;
+    // A WebSocket handshake keeps its upgrade; every other `Upgrade`
+    // (h2c above all) is dropped below as hop-by-hop.
+    let upgrade = headers::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let max_body = config.limits.max_request_body_bytes;
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(Refusal::PayloadTooLarge);
+    }
+
+    // The Host the client addressed: the absolute-form or :authority
+    // wins over the Host header (RFC 9112 §3.2.2).
+    let client_host = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    };
+
+    let path_and_query = match parts.uri.path_and_query() {
+        // Normalization left the path as it came and there is no
+        // prefix: the request's own target, shared, not parsed again.
+        Some(original) if upstream.path_prefix.is_empty() && original.path() == path => {
+            original.clone()
+        }
+        _ => {
+            let query = parts.uri.query();
+            let mut target = String::with_capacity(
+                upstream.path_prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            );
+            target.push_str(&upstream.path_prefix);
+            target.push_str(path);
+            if let Some(query) = query {
+                target.push('?');
+                target.push_str(query);
+            }
+            PathAndQuery::try_from(target).map_err(|_| Refusal::Malformed("request target"))?
+        }
+    };
+    // Origin-form: the connection is to the upstream already.
+    parts.uri = Uri::from(path_and_query);
+    parts.version = Version::HTTP_11;
+
+    // A body on a GET or HEAD without a length (chunked, or HTTP/2
+    // without content-length) would lose its framing as hop-by-hop
+    // and vanish: it is sent chunked, as it came.
+    let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
+        && !http_body::Body::is_end_stream(&body)
+        && matches!(parts.method, Method::GET | Method::HEAD);
+    let h = &mut parts.headers;
+    headers::scrub_request(
+        h,
+        &headers::Scrub {
+            identity: &config.identity,
+            trusted,
+            credential: target_state.credential.as_ref().map(|c| c.header()),
+        },
+    );
+    headers::join_cookies(h);
+    headers::mark_sensitive(h);
+    if chunked_body {
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    if upgrade.is_some() {
+        headers::restore_websocket_upgrade(h);
+    }
+    headers::set_identity(h, &config.identity, claims);
+    let proto = if peer.tls { "https" } else { "http" };
+    headers::set_forwarded(h, &peer.address, trusted, proto, client_host.as_ref());
+    let host = match (upstream.preserve_host, client_host) {
+        (true, Some(host)) => host,
+        _ => upstream.host.clone(),
+    };
+    headers::set_host(h, host);
+    // The gateway's own credential, last: the client's copy, in any
+    // spelling, was scrubbed above. None valid: 503, nothing forwarded.
+    let sent = match (&target_state.credential, &upstream.credential) {
+        (Some(credential), _) => {
+            credential
+                .apply(h)
+                .map_err(|e| Refusal::CredentialUnavailable {
+                    retry_after: e.retry_after.as_secs().max(1),
+                })?
+        }
+        // A credential is configured but could not be set up (no
+        // client for its token endpoint): never forward without it.
+        (None, Some(_)) => return Err(Refusal::CredentialUnavailable { retry_after: 5 }),
+        (None, None) => None,
+    };
+
+    // Traced: the upstream's parent is the gateway's CLIENT span, and
+    // the client's own trace headers are replaced.
+    let call = trace::Guard::new(state.tracer.as_ref().zip(span).map(|(tracer, parent)| {
+        let cx = trace::start(
+            tracer,
+            Some(parent),
+            format!("upstream {}", upstream.name),
+            trace::Kind::Client,
+            vec![
+                KeyValue::new("http.request.method", parts.method.to_string()),
+                KeyValue::new("server.address", upstream.authority.host().to_owned()),
+            ],
+        );
+        trace::inject(&cx, &mut parts.headers);
+        cx
+    }));
+
+    let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
+    Ok(Outbound {
+        request: Request::from_parts(parts, body),
+        upgrade,
+        call,
+        watch,
+        sent,
+        upstream,
+        target_state,
+    })
 }
 
 /// Answers a WebSocket handshake: when the upstream switched protocols,

@@ -244,18 +244,19 @@ impl Client {
         upgrade: bool,
         timeout: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
-        let (parts, body) = request.into_parts();
-        let (body, done_rx) = if body.is_end_stream() {
-            (body, None)
+        let (request, done_rx) = if request.body().is_end_stream() {
+            (request, None)
         } else {
             let (done_tx, done_rx) = oneshot::channel();
-            let tracked = Tracked {
-                inner: body,
-                done: Some(done_tx),
-            };
-            (http_body_util::BodyExt::boxed(tracked), Some(done_rx))
+            let request = request.map(|inner| {
+                http_body_util::BodyExt::boxed(Tracked {
+                    inner,
+                    done: Some(done_tx),
+                })
+            });
+            (request, Some(done_rx))
         };
-        let response = self.pool.send(Request::from_parts(parts, body), upgrade);
+        let response = self.pool.send(request, upgrade);
         tokio::pin!(response);
         if let Some(done_rx) = done_rx {
             tokio::select! {

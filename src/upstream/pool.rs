@@ -90,13 +90,12 @@ impl Pool {
     /// more on a fresh connection, as hyper-util's client does.
     pub(super) async fn send(
         self: &Arc<Self>,
-        request: Request<Body>,
+        mut request: Request<Body>,
         upgrade: bool,
     ) -> Result<Response<Body>, Failed> {
         if upgrade {
             return self.send_upgrade(request).await;
         }
-        let mut request = request;
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
