@@ -1,13 +1,13 @@
 //! Connection plumbing: telling HTTP/2 prior knowledge from HTTP/1 with a
 //! bounded first read, replaying the bytes read for that, and tracking a
-//! connection's activity for the idle timeout.
+//! connection's activity for the idle and header read timeouts.
 //!
 //! Adapter: depends on tokio.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -114,13 +114,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
-/// What a connection is doing: when it last moved a byte, and how many
-/// requests it has in the service right now.
+/// What a connection is doing: when it last moved a byte, whether a write
+/// is waiting for the client, and how many requests it has in the service.
 #[derive(Debug)]
 pub struct Activity {
     started: Instant,
     /// Milliseconds since `started` of the last read or write.
     last: AtomicU64,
+    /// Milliseconds since `started` of the last write.
+    wrote: AtomicU64,
+    /// Milliseconds since `started` when the service last became empty.
+    ended: AtomicU64,
+    /// The last write waits for the client to read: the response is still
+    /// going out, so no request head is being waited for.
+    blocked: AtomicBool,
     busy: AtomicUsize,
 }
 
@@ -129,6 +136,9 @@ impl Default for Activity {
         Activity {
             started: Instant::now(),
             last: AtomicU64::new(0),
+            wrote: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
         }
     }
@@ -140,15 +150,43 @@ pub struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
+        let now = self.0.touch();
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.store(now, Ordering::Release);
+        }
     }
 }
 
+/// Why [`Activity::watch`] ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Nothing in the service and no byte moved for the idle timeout.
+    Idle,
+    /// No whole request head within the header read timeout.
+    Head,
+}
+
 impl Activity {
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) -> u64 {
+        let now = self.now();
         self.last.store(now, Ordering::Release);
+        now
+    }
+
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let now = self.touch();
+                self.wrote.store(now, Ordering::Release);
+                self.blocked.store(false, Ordering::Release);
+            }
+            Poll::Pending => self.blocked.store(true, Ordering::Release),
+            Poll::Ready(_) => {}
+        }
     }
 
     pub fn busy(self: &Arc<Self>) -> Busy {
@@ -159,15 +197,48 @@ impl Activity {
     /// Resolves once the connection has had no request in the service and
     /// moved no byte for `limit` (Envoy's idle timeout: no active streams).
     pub async fn idle_for(self: Arc<Self>, limit: Duration) {
-        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        self.watch(limit, None).await;
+    }
+
+    /// Resolves once the connection is idle for `idle` (as
+    /// [`Activity::idle_for`]), or, with `head` (HTTP/1), once it has had
+    /// no request in the service and written nothing for `head`: a request
+    /// head must arrive whole within `head` of the last response going out
+    /// (or of the connection opening), however slowly its bytes trickle in.
+    /// While a write waits for the client to read, no head is due yet.
+    ///
+    /// One deadline per connection, checked by this one timer, instead of
+    /// a timer armed and dropped for every request (hyper's
+    /// `header_read_timeout`, which this replaces for HTTP/1).
+    pub async fn watch(self: Arc<Self>, idle: Duration, head: Option<Duration>) -> Expired {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let head_ms = head.map(|h| u64::try_from(h.as_millis()).unwrap_or(u64::MAX));
         loop {
-            let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let now = self.now();
+            let serving = self.busy.load(Ordering::Acquire) > 0;
             let quiet = now.saturating_sub(self.last.load(Ordering::Acquire));
-            if self.busy.load(Ordering::Acquire) == 0 && quiet >= limit_ms {
-                return;
+            if !serving && quiet >= idle_ms {
+                return Expired::Idle;
             }
-            let wait = limit_ms.saturating_sub(quiet).max(limit_ms / 8).max(10);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            // Idle is checked loosely (an eighth of the limit late at most);
+            // the head deadline exactly.
+            let mut wait = idle_ms.saturating_sub(quiet).max(idle_ms / 8);
+            if let Some(head_ms) = head_ms {
+                let since = self
+                    .ended
+                    .load(Ordering::Acquire)
+                    .max(self.wrote.load(Ordering::Acquire));
+                let waiting = !serving && !self.blocked.load(Ordering::Acquire);
+                let spent = now.saturating_sub(since);
+                if waiting && spent >= head_ms {
+                    return Expired::Head;
+                }
+                // Not waiting for a head now: the next one is due no sooner
+                // than a whole `head` from now.
+                let due = if waiting { head_ms - spent } else { head_ms };
+                wait = wait.min(due);
+            }
+            tokio::time::sleep(Duration::from_millis(wait.max(10))).await;
         }
     }
 }
@@ -208,9 +279,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.activity.wrote(&polled);
         polled
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -225,12 +294,53 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.activity.wrote(&polled);
         polled
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// The head deadline runs from the end of the last response, and not
+    /// while that response still waits for the client to read it.
+    #[tokio::test]
+    async fn no_head_is_due_while_a_response_is_going_out() {
+        let head = Duration::from_millis(300);
+        let activity = Arc::new(Activity::default());
+        // The client's side buffers 64 bytes: a larger response waits.
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = Tracked::new(server, activity.clone());
+        let watch = tokio::spawn(activity.clone().watch(Duration::from_secs(60), Some(head)));
+
+        let busy = activity.busy();
+        let writing = tokio::spawn(async move {
+            server.write_all(&[b'r'; 4096]).await.expect("write");
+            server
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The service is done; its response is still going out.
+        drop(busy);
+        tokio::time::sleep(head * 3).await;
+        assert!(
+            !watch.is_finished(),
+            "cut while the response was still going out"
+        );
+
+        let mut got = vec![0; 4096];
+        client.read_exact(&mut got).await.expect("read");
+        let _server = writing.await.expect("join");
+        let written = Instant::now();
+        assert_eq!(watch.await.expect("join"), Expired::Head);
+        let took = written.elapsed();
+        assert!(
+            took >= head - Duration::from_millis(50) && took < head * 3,
+            "the next head was due {took:?} after the response went out"
+        );
     }
 }

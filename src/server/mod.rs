@@ -1,8 +1,9 @@
 //! Listeners: the accept loop (bounded by `max_connections`), protocol
 //! choice (by ALPN with TLS; HTTP/1.1 or HTTP/2 prior knowledge by a
-//! bounded first read without), hyper's server
-//! builders with a `TokioTimer` so that `header_read_timeout` really fires,
-//! the idle timeout, and the graceful drain on shutdown.
+//! bounded first read without), hyper's server builders, the idle and
+//! header read timeouts (one deadline per connection, `io::Activity`; HTTP/2
+//! keeps hyper's `TokioTimer` for its own timers), and the graceful drain
+//! on shutdown.
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and [`proxy`].
 
@@ -246,15 +247,19 @@ impl Tunnels {
     }
 }
 
-/// Serves one connection until it ends, stays idle for the idle timeout,
-/// or the drain begins: then it finishes the requests in flight and closes.
+/// Serves one connection until it ends, a timeout of `Activity::watch`
+/// expires, or the drain begins: then it finishes the requests in flight
+/// and closes.
 /// A macro: hyper's HTTP/1 and HTTP/2 connections share no trait.
 macro_rules! until_done {
-    ($conn:expr, $idle:expr, $stop:expr) => {{
+    ($conn:expr, $watch:expr, $stop:expr, $addr:expr) => {{
         let mut conn = std::pin::pin!($conn);
         tokio::select! {
             result = conn.as_mut() => result,
-            () = $idle => Ok(()),
+            expired = $watch => {
+                tracing::debug!(peer = %$addr, "connection closed: {expired:?} timeout");
+                Ok(())
+            }
             () = stopped($stop) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
@@ -390,17 +395,19 @@ async fn serve_http<T, H: Handler>(
             Ok::<_, Infallible>(response.map(|inner| Sending { inner, _busy: busy }))
         }
     });
-    let idle = activity.clone().idle_for(limits.idle_timeout);
     let result = match protocol {
         io::Protocol::Http1 => {
+            // No timer for hyper: the header read timeout is the
+            // connection's own deadline (`Activity::watch`), not a timer
+            // allocated, armed and dropped for every request.
             let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                // hyper's floor; a lower limit is counted by `head_size`.
-                .max_buf_size(limits.max_request_header_bytes.max(8192));
+            // hyper's floor; a lower limit is counted by `head_size`.
+            builder.max_buf_size(limits.max_request_header_bytes.max(8192));
             let conn = builder.serve_connection(io, service).with_upgrades();
-            until_done!(conn, idle, &mut stop)
+            let watch = activity
+                .clone()
+                .watch(limits.idle_timeout, Some(limits.header_read_timeout));
+            until_done!(conn, watch, &mut stop, addr)
         }
         io::Protocol::H2c => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -408,9 +415,10 @@ async fn serve_http<T, H: Handler>(
                 u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
             );
             let conn = builder.serve_connection(io, service);
+            let watch = activity.clone().watch(limits.idle_timeout, None);
             // Boxed: HTTP/2's connection state is twice HTTP/1's, and
             // every HTTP/1 connection's task would carry room for it.
-            Box::pin(async { until_done!(conn, idle, &mut stop) }).await
+            Box::pin(async { until_done!(conn, watch, &mut stop, addr) }).await
         }
     };
     if let Err(e) = result {

@@ -292,3 +292,146 @@ async fn header_limits_below_eight_kib_hold() {
     assert_eq!(seen.len(), 1, "431s never reach the upstream");
     gw.stop().await;
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `stream`:
+/// its head, and how many body bytes came.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, usize) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.expect("read head");
+        assert!(n > 0, "closed before a whole head: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().expect("length"))
+        })
+        .expect("a content-length");
+    let mut got = buf.len() - head_end;
+    while got < length {
+        let n = stream.read(&mut chunk).await.expect("read body");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    (head, got)
+}
+
+/// How long until the gateway closes `stream`, sending nothing more.
+async fn closed_after(stream: &mut tokio::net::TcpStream, started: Instant) -> Duration {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "still open after 10 s");
+    assert!(rest.is_empty(), "closed with an answer: {rest:?}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_is_one_deadline_for_the_whole_head() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start(
+        &config(
+            upstream.addr,
+            "  header_read_timeout: 1s\n  idle_timeout: 60s\n",
+        ),
+        &[],
+    )
+    .await;
+    let head_limit = Duration::from_secs(1);
+
+    // A head trickled in a byte every 100 ms keeps the connection busy,
+    // never idle: the deadline cuts it anyway, without an answer.
+    let stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        if write
+            .write_all(b"GET /trickled HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let cut = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    trickle.abort();
+    assert!(cut.is_ok(), "a trickled head still open after 10 s");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        took >= head_limit && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    eprintln!("slow clients: a trickled head was cut after {took:?} (header_read_timeout 1s)");
+
+    // A kept-alive connection: served, then closed when no next head
+    // comes within the limit, counted from the end of the response.
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let took = closed_after(&mut stream, Instant::now()).await;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    // A response slower than the limit, on the same kind of connection,
+    // is not cut: no head is due while a request is in the service.
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /pause HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all)).await;
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("12345") && text.contains("67890"), "{text}");
+
+    // Nor is a response the client reads late: while it is still going
+    // out, no head is due either.
+    let mut stream = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /large HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(head_limit * 3).await;
+    let (head, got) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(got, crate::support::LARGE, "the whole body, read late");
+
+    let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        targets,
+        ["/first", "/pause", "/large"],
+        "a cut head never reaches the upstream"
+    );
+    gw.stop().await;
+}

@@ -113,6 +113,10 @@ fn drip_body() -> TestBody {
 /// How long a `/pause` response stops between its two halves.
 pub const PAUSE: Duration = Duration::from_millis(2500);
 
+/// The length of the body `/large` answers: more than the loopback socket
+/// buffers and hyper's write queue take before a client reads.
+pub const LARGE: usize = 8 << 20;
+
 /// `12345`, a pause of [`PAUSE`] (an SSE or long-poll upstream), `67890`.
 fn paused_body() -> TestBody {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -173,6 +177,7 @@ impl Upstream {
                 let slow = target.contains("/slow");
                 let drip = target.contains("/drip");
                 let pause = target.contains("/pause");
+                let large = target.contains("/large");
                 let cors = target.contains("/cors");
                 let unauthorized = target.contains("/unauthorized");
                 record.lock().expect("lock").push(Recorded {
@@ -198,6 +203,9 @@ impl Upstream {
                 }
                 if pause {
                     return Response::new(paused_body());
+                }
+                if large {
+                    return Response::new(Full::new(Bytes::from(vec![b'l'; LARGE])).boxed());
                 }
                 let mut resp = Response::new(full(format!("upstream-ok {body_len}")));
                 resp.headers_mut()
