@@ -1,6 +1,6 @@
-//! The upstream side: a pooled hyper client with a `TokioTimer` (so pool idle
-//! timeouts fire), the header rules of [`headers`], and the mapping of
-//! failures to 502 / 504.
+//! The upstream side: pooled hyper HTTP/1 connections (`pool`, driven
+//! by the requests that use them, idle ones closed by a reaper), the header
+//! rules of [`headers`], and the mapping of failures to 502 / 504.
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and the core.
 
