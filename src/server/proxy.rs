@@ -440,7 +440,7 @@ struct Outbound<'s> {
 fn outbound<'s>(
     state: &'s State,
     peer: &Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     allowed: Allowed<'_>,
 ) -> Result<Outbound<'s>, Refusal> {
     let Allowed {
@@ -460,7 +460,6 @@ fn outbound<'s>(
     else {
         return Err(Refusal::UpstreamUnavailable);
     };
-    let mut req = req;
     // A WebSocket handshake keeps its upgrade; every other `Upgrade`
     // (h2c above all) is dropped below as hop-by-hop.
     let upgrade = headers::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
