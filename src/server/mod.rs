@@ -306,13 +306,7 @@ async fn serve_connection<H: Handler>(
             serve_http(
                 protocol,
                 stream,
-                Peer {
-                    addr,
-                    address: crate::upstream::headers::address_text(addr.ip()),
-                    tls: false,
-                    certificate: None,
-                    tunnels: Tunnels::default(),
-                },
+                Peer::new(addr, false, None),
                 handler,
                 stop,
                 &limits,
@@ -356,13 +350,7 @@ async fn serve_tls<H: Handler>(
     serve_http(
         protocol,
         stream,
-        Peer {
-            addr,
-            address: crate::upstream::headers::address_text(addr.ip()),
-            tls: true,
-            certificate,
-            tunnels: Tunnels::default(),
-        },
+        Peer::new(addr, true, certificate),
         handler,
         stop,
         limits,

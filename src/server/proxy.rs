@@ -43,6 +43,19 @@ pub struct Peer {
     pub tunnels: super::Tunnels,
 }
 
+impl Peer {
+    /// The peer of a connection just accepted from `addr`.
+    pub fn new(addr: SocketAddr, tls: bool, certificate: Option<std::sync::Arc<str>>) -> Peer {
+        Peer {
+            addr,
+            address: headers::address_text(addr.ip()),
+            tls,
+            certificate,
+            tunnels: super::Tunnels::default(),
+        }
+    }
+}
+
 /// What every request of a listener shares.
 #[derive(Debug)]
 pub struct Proxy {

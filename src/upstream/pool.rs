@@ -38,7 +38,7 @@ use tower_service::Service as _;
 use crate::Body;
 
 /// Idle connections older than this are closed instead of reused.
-pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 
@@ -162,7 +162,7 @@ impl Pool {
     fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let (mut conn, since) = self.idle.lock().ok()?.pop()?;
-            if since.elapsed() > IDLE_TIMEOUT {
+            if expired(since) {
                 continue;
             }
             // One poll lets the connection notice a close by the upstream
@@ -229,6 +229,11 @@ impl Pool {
     }
 }
 
+/// Whether a connection idle since `since` is too old to be reused.
+fn expired(since: Instant) -> bool {
+    since.elapsed() > IDLE_TIMEOUT
+}
+
 /// Closes connections idle for longer than [`IDLE_TIMEOUT`], until the
 /// pool is gone (a reload replaced it).
 fn reap(pool: Weak<Pool>) {
@@ -242,7 +247,7 @@ fn reap(pool: Weak<Pool>) {
             tick.tick().await;
             let Some(pool) = pool.upgrade() else { return };
             if let Ok(mut idle) = pool.idle.lock() {
-                idle.retain(|(_, since)| since.elapsed() <= IDLE_TIMEOUT);
+                idle.retain(|(_, since)| !expired(*since));
             }
         }
     });
