@@ -125,8 +125,8 @@ pub struct Activity {
     wrote: AtomicU64,
     /// Milliseconds since `started` when the service last became empty.
     ended: AtomicU64,
-    /// The last write waits for the client to read: the response is still
-    /// going out, so no request head is being waited for.
+    /// The last write or flush waits for the client to read: the response
+    /// is still going out, so no request head is being waited for.
     blocked: AtomicBool,
     busy: AtomicUsize,
 }
@@ -179,14 +179,26 @@ impl Activity {
 
     fn wrote(&self, polled: &Poll<io::Result<usize>>) {
         match polled {
-            Poll::Ready(Ok(n)) if *n > 0 => {
-                let now = self.touch();
-                self.wrote.store(now, Ordering::Release);
-                self.blocked.store(false, Ordering::Release);
-            }
+            Poll::Ready(Ok(n)) if *n > 0 => self.went_out(),
             Poll::Pending => self.blocked.store(true, Ordering::Release),
             Poll::Ready(_) => {}
         }
+    }
+
+    /// A flush, too, can wait for the client (a TLS stream's last records).
+    /// One that was never held up moved nothing new: no clock read.
+    fn flushed(&self, polled: &Poll<io::Result<()>>) {
+        match polled {
+            Poll::Ready(Ok(())) if self.blocked.load(Ordering::Acquire) => self.went_out(),
+            Poll::Pending => self.blocked.store(true, Ordering::Release),
+            Poll::Ready(_) => {}
+        }
+    }
+
+    fn went_out(&self) {
+        let now = self.touch();
+        self.wrote.store(now, Ordering::Release);
+        self.blocked.store(false, Ordering::Release);
     }
 
     pub fn busy(self: &Arc<Self>) -> Busy {
@@ -283,7 +295,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         polled
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.flushed(&polled);
+        polled
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
