@@ -321,6 +321,69 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// A TLS stream takes a response's last bytes in `poll_write` and
+    /// sends their records in `poll_flush`: a flush held up by the client
+    /// is the response still going out too.
+    #[tokio::test]
+    async fn no_head_is_due_while_a_tls_flush_waits() {
+        let head = Duration::from_millis(300);
+        // More than the small socket buffers below hold, less than what
+        // rustls takes before it makes a write wait: the last write is
+        // taken whole, and its records wait in the flush.
+        const RESPONSE: usize = 48 * 1024;
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let cert_pem = key.cert.pem();
+        let server_tls = crate::tls::server_config(
+            cert_pem.as_bytes(),
+            key.signing_key.serialize_pem().as_bytes(),
+        )
+        .expect("server tls");
+        let client_tls = crate::tls::client_config(crate::tls::Roots::Pem(cert_pem.as_bytes()))
+            .expect("client tls");
+        let listening = tokio::net::TcpSocket::new_v4().expect("socket");
+        listening.set_send_buffer_size(4096).expect("sndbuf");
+        listening
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = listening.local_addr().expect("addr");
+        let listener = listening.listen(1).expect("listen");
+        let connecting = tokio::net::TcpSocket::new_v4().expect("socket");
+        connecting.set_recv_buffer_size(4096).expect("rcvbuf");
+        let (client_io, server_io) = tokio::join!(connecting.connect(addr), listener.accept());
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let (client, server) = tokio::join!(
+            tokio_rustls::TlsConnector::from(client_tls).connect(name, client_io.expect("connect")),
+            tokio_rustls::TlsAcceptor::from(server_tls).accept(server_io.expect("accept").0),
+        );
+        let mut client = client.expect("client handshake");
+        let activity = Arc::new(Activity::default());
+        let mut server = Tracked::new(server.expect("server handshake"), activity.clone());
+        let watch = tokio::spawn(activity.clone().watch(Duration::from_secs(60), Some(head)));
+
+        let busy = activity.busy();
+        let writing = tokio::spawn(async move {
+            server.write_all(&[b'r'; RESPONSE]).await.expect("write");
+            server.flush().await.expect("flush");
+            server
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(busy);
+        tokio::time::sleep(head * 3).await;
+        assert!(
+            !writing.is_finished(),
+            "the response went out whole: the flush was never held up"
+        );
+        assert!(
+            !watch.is_finished(),
+            "cut while the response's records waited to be flushed"
+        );
+
+        let mut got = vec![0; RESPONSE];
+        client.read_exact(&mut got).await.expect("read");
+        let _server = writing.await.expect("join");
+        assert_eq!(watch.await.expect("join"), Expired::Head);
+    }
+
     /// The head deadline runs from the end of the last response, and not
     /// while that response still waits for the client to read it.
     #[tokio::test]
