@@ -4,6 +4,8 @@
 # shared machine. The A/B check for changes on the request path.
 #
 #   deploy/callgrind.sh [BIN=target/release/scopegate] [N1=5000] [N2=15000]
+#   AUTH=rs256 deploy/callgrind.sh ...   every request verifies an RS256
+#                                       token (the token cache is off)
 #
 # Starts nginx (one worker, a fixed 3-byte answer) as the upstream and the
 # gateway under `valgrind --tool=callgrind` with one `auth: none` route,
@@ -42,14 +44,36 @@ http {
   }
 }
 CONF
+[ -f "$WORK/key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
+openssl pkey -in "$WORK/key.pem" -pubout -out "$WORK/pub.pem" 2>/dev/null
+AUTH=${AUTH:-none}
+HEADER=()
+case "$AUTH" in
+  none)
+    ROUTE='auth: none' ;;
+  rs256)
+    # Cache off: every request pays for a whole verification, as with
+    # every token distinct (HAProxy's jwt_verify verifies every request).
+    TOKEN=$("$BIN" token --key "$WORK/key.pem" --iss https://callgrind.local/ --aud https://api.callgrind --sub cg --scope read:messages --ttl 1h)
+    HEADER=(-H "Authorization: Bearer $TOKEN")
+    ROUTE='scopes: [read:messages]' ;;
+  *) echo "AUTH is none or rs256" >&2; exit 2 ;;
+esac
 cat > "$WORK/gateway.yaml" <<YAML
 listen: "127.0.0.1:$GW_PORT"
 workers: 1
 upstream:
   url: "http://127.0.0.1:$UP_PORT"
+issuers:
+  - issuer: https://callgrind.local/
+    audiences: [https://api.callgrind]
+    public_key_file: pub.pem
+    algorithms: [RS256]
+tokens:
+  cache_size: 0
 routes:
   - path: /api/public
-    auth: none
+    $ROUTE
 YAML
 
 "$NGINX" -c "$PWD/$WORK/nginx/nginx.conf" -e "$PWD/$WORK/nginx/logs/error.log" &
@@ -68,10 +92,10 @@ count() {
     "$BIN" run -c "$WORK/gateway.yaml" >/dev/null 2>"$WORK/valgrind.$n.log" &
   GW_PID=$!
   for _ in $(seq 1 300); do
-    curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/api/public" && break
+    curl -s -o /dev/null "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" && break
     sleep 0.2
   done
-  oha -n "$n" -c 8 --no-tui "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.$n.txt" 2>&1
+  oha -n "$n" -c 8 --no-tui "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.$n.txt" 2>&1
   grep -q "\[200\] $n responses" "$WORK/oha.$n.txt" || { echo "not every answer was 200: $WORK/oha.$n.txt" >&2; exit 1; }
   kill -TERM "$GW_PID"
   wait "$GW_PID" || true

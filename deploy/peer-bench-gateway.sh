@@ -5,6 +5,8 @@
 # /api/private any token, /api/private-scoped read:messages, one worker.
 #   cp -r ../shared/bench target/peer-bench && target/peer-bench/setup.sh
 #   GATEWAY_CMD=deploy/peer-bench-gateway.sh PEER_FILTER='P0|P1|P2|GW' target/peer-bench/run.sh 10 64
+# TOKEN_CACHE_SIZE=0 turns the token cache off: every request is verified
+# whole, as HAProxy's jwt_verify does and as with every token distinct.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=target/peer-bench-gateway.yaml
@@ -18,6 +20,8 @@ issuers:
     audiences: ["${BENCH_AUDIENCE}"]
     jwks_uri: "${BENCH_JWKS_URL}"
     algorithms: [RS256]
+tokens:
+  cache_size: ${TOKEN_CACHE_SIZE:-100000}
 routes:
   - path: /api/public
     methods: [GET]

@@ -36,20 +36,39 @@ impl ExtractError {
 
 fn is_token68(s: &str) -> bool {
     /// RFC 9110 token68 characters, less the trailing `=`: a table, since
-    /// every byte of every token is looked up.
-    const TOKEN68: [bool; 256] = {
-        let mut table = [false; 256];
+    /// every byte of every token is looked up (1 = allowed).
+    const TOKEN68: [u8; 256] = {
+        let mut table = [0; 256];
         let mut b = 0;
         while b < 256 {
             let c = b as u8;
-            table[b] =
+            let allowed =
                 c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            table[b] = allowed as u8;
             b += 1;
         }
         table
     };
-    let body = s.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| TOKEN68[usize::from(b)])
+    let body = s.trim_end_matches('=').as_bytes();
+    // Eight lookups folded without a branch between them: a token is a
+    // few hundred bytes, and a byte-at-a-time `all` spent more on its
+    // loop than on the lookups.
+    let mut chunks = body.chunks_exact(8);
+    let mut ok = 1;
+    for c in &mut chunks {
+        ok &= TOKEN68[usize::from(c[0])]
+            & TOKEN68[usize::from(c[1])]
+            & TOKEN68[usize::from(c[2])]
+            & TOKEN68[usize::from(c[3])]
+            & TOKEN68[usize::from(c[4])]
+            & TOKEN68[usize::from(c[5])]
+            & TOKEN68[usize::from(c[6])]
+            & TOKEN68[usize::from(c[7])];
+    }
+    for &b in chunks.remainder() {
+        ok &= TOKEN68[usize::from(b)];
+    }
+    !body.is_empty() && ok == 1
 }
 
 /// A token found in a request, and whether it came with the `DPoP` scheme
@@ -181,6 +200,32 @@ mod tests {
             map.append(*k, HeaderValue::from_static(v));
         }
         map
+    }
+
+    #[test]
+    fn token68_check_sees_every_byte_at_every_position() {
+        let allowed = |c: u8| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        };
+        // Lengths around the eight-byte chunks, each byte value at each
+        // position of an otherwise valid body.
+        for len in 1..=25 {
+            for at in 0..len {
+                for c in 0..=127u8 {
+                    let mut body = vec![b'a'; len];
+                    body[at] = c;
+                    let text = String::from_utf8(body).expect("ASCII");
+                    let expected = allowed(c)
+                        || (c == b'=' && at > 0 && text[at..].bytes().all(|b| b == b'='));
+                    assert_eq!(is_token68(&text), expected, "{text:?}");
+                }
+            }
+        }
+        assert!(!is_token68(""));
+        assert!(!is_token68("=="));
+        assert!(is_token68("abc=="));
+        assert!(!is_token68("a=bc"));
+        assert!(!is_token68("abcdefgh\u{e9}"));
     }
 
     #[test]
