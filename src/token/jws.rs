@@ -91,8 +91,8 @@ struct RawHeader<'a> {
     forbidden: u8,
 }
 
-/// A member's value: a string (borrowed when it had no escapes), or any
-/// other JSON value. Everything else is read as a `Value` would be, so a
+/// A member's name or value: a string (borrowed when it had no escapes),
+/// or any other JSON value. Everything else is read as a `Value` would be, so a
 /// header is refused for exactly the syntax, numbers and escapes a strict
 /// object refused.
 enum Text<'a> {
@@ -151,31 +151,6 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
-/// A member name, borrowed from the input when it had no escapes.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
-    }
-}
-
 impl<'de> Deserialize<'de> for RawHeader<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -193,7 +168,11 @@ impl<'de> Deserialize<'de> for RawHeader<'de> {
                 // Names we do not use, checked for duplicates once at the
                 // end (sorted: no quadratic scan, whatever the header holds).
                 let mut others: Vec<Cow<'de, str>> = Vec::new();
-                while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    // Never taken: a JSON member name is a string.
+                    let Text::Str(name) = key else {
+                        return Err(serde::de::Error::custom("a member name that is no string"));
+                    };
                     let slot = match &*name {
                         "alg" => &mut header.alg,
                         "kid" => &mut header.kid,
