@@ -41,6 +41,11 @@ use crate::Body;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
+/// The most an upstream connection's read buffer holds: a response head
+/// must fit (nginx's `proxy_buffer_size` is 4 or 8 KiB), and a body is read
+/// in pieces up to this size. hyper's default lets the buffer double up to
+/// about 400 KiB while a large body streams, per connection.
+const READ_BUFFER_MAX: usize = 64 * 1024;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
@@ -188,6 +193,7 @@ impl Pool {
             .await
             .map_err(|e| Failed(format!("connect: {e}")))?;
         let (sender, driver) = http1::Builder::new()
+            .max_buf_size(READ_BUFFER_MAX)
             .handshake(io)
             .await
             .map_err(|e| Failed(format!("handshake: {e}")))?;
