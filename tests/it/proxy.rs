@@ -1080,25 +1080,24 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
     gw.stop().await;
 }
 
-/// One upstream connection carries every kind of response body one after
-/// the other; a response the upstream closes after, and one the client
-/// abandons halfway, never put a connection back.
-#[tokio::test]
-async fn upstream_connections_are_reused_after_every_kind_of_body() {
-    use std::sync::{Arc, Mutex};
+/// A raw upstream on loopback: for each request head on each connection,
+/// `answer(connection number, request line)` gives the bytes to write and
+/// whether to close the connection after them (a body the request may
+/// carry is not read).
+async fn canned_upstream(
+    answer: impl Fn(usize, &str) -> (Vec<u8>, bool) + Send + Sync + 'static,
+) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    // (connection number, request line) for every request served.
-    let served: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
-    let log = served.clone();
+    let answer = std::sync::Arc::new(answer);
     tokio::spawn(async move {
         let mut n = 0;
         while let Ok((mut stream, _)) = listener.accept().await {
             n += 1;
-            let log = log.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -1110,34 +1109,54 @@ async fn upstream_connections_are_reused_after_every_kind_of_body() {
                         }
                         continue;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let line = String::from_utf8_lossy(&buf[..end])
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     buf.drain(..end + 4);
-                    let line = head.lines().next().unwrap_or_default().to_owned();
-                    log.lock().expect("log").push((n, line.clone()));
-                    let answer: Vec<u8> = if line.starts_with("HEAD ") {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()
-                    } else if line.contains("/chunked") {
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n".to_vec()
-                    } else if line.contains("/empty") {
-                        b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
-                    } else if line.contains("/close") {
-                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello"
-                            .to_vec()
-                    } else if line.contains("/big") {
-                        let mut big =
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 8000000\r\n\r\n".to_vec();
-                        big.resize(big.len() + 8_000_000, b'x');
-                        big
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()
-                    };
-                    if stream.write_all(&answer).await.is_err() || line.contains("/close") {
+                    let (bytes, close) = answer(n, &line);
+                    if stream.write_all(&bytes).await.is_err() || close {
                         return;
                     }
                 }
             });
         }
     });
+    addr
+}
+
+/// One upstream connection carries every kind of response body one after
+/// the other; a response the upstream closes after, and one the client
+/// abandons halfway, never put a connection back.
+#[tokio::test]
+async fn upstream_connections_are_reused_after_every_kind_of_body() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // (connection number, request line) for every request served.
+    let served: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let log = served.clone();
+    let addr = canned_upstream(move |n, line| {
+        log.lock().expect("log").push((n, line.to_owned()));
+        let answer: Vec<u8> = if line.starts_with("HEAD ") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()
+        } else if line.contains("/chunked") {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"
+                .to_vec()
+        } else if line.contains("/empty") {
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+        } else if line.contains("/close") {
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello".to_vec()
+        } else if line.contains("/big") {
+            let mut big = b"HTTP/1.1 200 OK\r\ncontent-length: 8000000\r\n\r\n".to_vec();
+            big.resize(big.len() + 8_000_000, b'x');
+            big
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()
+        };
+        (answer, line.contains("/close"))
+    })
+    .await;
     let cfg = format!(
         "upstream:\n  url: \"http://{addr}\"\nroutes:\n  - path: \"/{{*any}}\"\n    auth: none\n"
     );
@@ -1206,59 +1225,31 @@ async fn upstream_connections_are_reused_after_every_kind_of_body() {
 /// serving.
 #[tokio::test]
 async fn the_upstream_read_buffer_is_bounded_and_any_body_streams_through_it() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const BODY: usize = 3_000_000;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(len) => buf.extend_from_slice(&chunk[..len]),
-                        }
-                        continue;
-                    };
-                    let line = String::from_utf8_lossy(&buf[..end])
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    buf.drain(..end + 4);
-                    let head_with = |filler: usize| {
-                        format!(
-                            "HTTP/1.1 200 OK\r\nx-filler: {}\r\ncontent-length: 2\r\n\r\nok",
-                            "f".repeat(filler)
-                        )
-                        .into_bytes()
-                    };
-                    let answer = if line.contains("/body") {
-                        let mut big = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n")
-                            .into_bytes();
-                        // Not one repeated byte: a piece lost, doubled or
-                        // reordered between reads changes the sum below.
-                        big.extend((0..BODY).map(|i| (i % 251) as u8));
-                        big
-                    } else if line.contains("/head-fits") {
-                        head_with(60 * 1024)
-                    } else if line.contains("/head-too-large") {
-                        head_with(100 * 1024)
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
-                    };
-                    if stream.write_all(&answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = canned_upstream(|_, line| {
+        let head_with = |filler: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nx-filler: {}\r\ncontent-length: 2\r\n\r\nok",
+                "f".repeat(filler)
+            )
+            .into_bytes()
+        };
+        let answer = if line.contains("/body") {
+            let mut big = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n").into_bytes();
+            // Not one repeated byte: a piece lost, doubled or reordered
+            // between reads changes the sum below.
+            big.extend((0..BODY).map(|i| (i % 251) as u8));
+            big
+        } else if line.contains("/head-fits") {
+            head_with(60 * 1024)
+        } else if line.contains("/head-too-large") {
+            head_with(100 * 1024)
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+        };
+        (answer, false)
+    })
+    .await;
     let cfg = format!(
         "upstream:\n  url: \"http://{addr}\"\nroutes:\n  - path: \"/{{*any}}\"\n    auth: none\n"
     );

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Gateway, PAUSE, Upstream, get};
+use crate::support::{Gateway, PAUSE, Upstream, get, read_response};
 
 /// A WebSocket echo upstream.
 async fn ws_echo() -> std::net::SocketAddr {
@@ -286,39 +286,6 @@ async fn header_limits_below_eight_kib_hold() {
     gw.stop().await;
 }
 
-/// Reads one HTTP/1.1 response with a `Content-Length` from `stream`:
-/// its head, and how many body bytes came.
-async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, usize) {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = stream.read(&mut chunk).await.expect("read head");
-        assert!(n > 0, "closed before a whole head: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().expect("length"))
-        })
-        .expect("a content-length");
-    let mut got = buf.len() - head_end;
-    while got < length {
-        let n = stream.read(&mut chunk).await.expect("read body");
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    (head, got)
-}
-
 /// Writes a byte every `every` until the gateway stops listening.
 fn drip(
     mut write: tokio::net::tcp::OwnedWriteHalf,
@@ -388,8 +355,8 @@ async fn header_read_timeout_is_one_deadline_for_the_whole_head() {
         .write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .expect("write");
-    let (head, _) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let first = read_response(&mut stream).await;
+    assert_eq!(first.status, 200, "{}", first.text());
     let took = closed_after(&mut stream, Instant::now()).await;
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
@@ -420,9 +387,13 @@ async fn header_read_timeout_is_one_deadline_for_the_whole_head() {
         .await
         .expect("write");
     tokio::time::sleep(head_limit * 3).await;
-    let (head, got) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(got, crate::support::LARGE, "the whole body, read late");
+    let late = read_response(&mut stream).await;
+    assert_eq!(late.status, 200);
+    assert_eq!(
+        late.body.len(),
+        crate::support::LARGE,
+        "the whole body, read late"
+    );
 
     let targets: Vec<String> = upstream.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(
