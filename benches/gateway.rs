@@ -302,6 +302,7 @@ fn proxied(
             forward_auth: None,
             grpc: None,
             admin: None,
+            ..Default::default()
         };
         let gateway = tokio::spawn(scopegate::app::serve(runtime, listeners, std::future::pending()));
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

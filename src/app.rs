@@ -395,7 +395,7 @@ fn replay_for(
 
 /// The sockets a gateway serves, bound by the caller (tests bind
 /// `127.0.0.1:0`).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Listeners {
     /// The data plane; absent when only forward-auth is configured.
     pub proxy: Option<TcpListener>,
@@ -403,30 +403,255 @@ pub struct Listeners {
     /// Envoy's gRPC ext_authz.
     pub grpc: Option<TcpListener>,
     pub admin: Option<TcpListener>,
+    /// The data-plane sockets of every worker after the first (`workers:
+    /// N`), each served by a thread and runtime of its own.
+    pub workers: Vec<WorkerSockets>,
+}
+
+/// One more worker's sockets: the same addresses as the first worker's,
+/// every one of them bound with `SO_REUSEPORT`, so that the kernel spreads
+/// new connections over the workers. Not yet registered with a runtime:
+/// the worker's own does that.
+#[derive(Debug, Default)]
+pub struct WorkerSockets {
+    pub proxy: Option<std::net::TcpListener>,
+    pub forward_auth: Option<std::net::TcpListener>,
+    pub grpc: Option<std::net::TcpListener>,
+}
+
+/// The event loops `workers` asks for: 0 means one per core.
+pub fn workers(config: &Config) -> usize {
+    match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
 }
 
 impl Listeners {
-    /// Binds the addresses of `config`.
+    /// Binds the addresses of `config`: the data-plane ones once per
+    /// worker.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        async fn bind(addr: Option<std::net::SocketAddr>) -> std::io::Result<Option<TcpListener>> {
-            let Some(addr) = addr else { return Ok(None) };
-            TcpListener::bind(addr)
-                .await
-                .map(Some)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-        }
+        let workers = workers(config);
+        let mut proxy = bind_each(
+            (!config.upstreams.is_empty()).then_some(config.listen),
+            workers,
+        )?;
+        let forward_auth = config.forward_auth.as_ref();
+        let mut forward_auth = bind_each(forward_auth.and_then(|f| f.listen), workers)?;
+        let grpc = config.forward_auth.as_ref();
+        let mut grpc = bind_each(grpc.and_then(|f| f.grpc_listen), workers)?;
+        let mut first = || {
+            (
+                proxy.as_mut().map(|l| l.remove(0)),
+                forward_auth.as_mut().map(|l| l.remove(0)),
+                grpc.as_mut().map(|l| l.remove(0)),
+            )
+        };
+        let (proxy_0, forward_auth_0, grpc_0) = first();
+        let (proxy_0, forward_auth_0, grpc_0) = (
+            proxy_0.map(TcpListener::from_std).transpose()?,
+            forward_auth_0.map(TcpListener::from_std).transpose()?,
+            grpc_0.map(TcpListener::from_std).transpose()?,
+        );
+        let others = (1..workers)
+            .map(|_| {
+                let (proxy, forward_auth, grpc) = first();
+                WorkerSockets {
+                    proxy,
+                    forward_auth,
+                    grpc,
+                }
+            })
+            .collect();
         Ok(Listeners {
-            proxy: bind((!config.upstreams.is_empty()).then_some(config.listen)).await?,
-            forward_auth: bind(config.forward_auth.as_ref().and_then(|f| f.listen)).await?,
-            grpc: bind(config.forward_auth.as_ref().and_then(|f| f.grpc_listen)).await?,
-            admin: bind(config.admin_listen).await?,
+            proxy: proxy_0,
+            forward_auth: forward_auth_0,
+            grpc: grpc_0,
+            admin: match config.admin_listen {
+                Some(addr) => bind_each(Some(addr), 1)?
+                    .and_then(|mut l| l.pop())
+                    .map(TcpListener::from_std)
+                    .transpose()?,
+                None => None,
+            },
+            workers: others,
         })
+    }
+}
+
+/// `count` listening sockets on `addr` (with `SO_REUSEPORT` when more than
+/// one; the others on the port the first was given, for port 0), in
+/// non-blocking mode.
+fn bind_each(
+    addr: Option<std::net::SocketAddr>,
+    count: usize,
+) -> std::io::Result<Option<Vec<std::net::TcpListener>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let bind = |addr: std::net::SocketAddr| -> std::io::Result<std::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        {
+            socket.set_reuseaddr(true)?;
+            if count > 1 {
+                socket.set_reuseport(true)?;
+            }
+        }
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        listener.into_std()
+    };
+    let context =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let first = bind(addr).map_err(context)?;
+    let bound = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..count {
+        all.push(bind(bound).map_err(context)?);
+    }
+    Ok(Some(all))
+}
+
+/// A flag raised once, for every worker: stop, release.
+type Flag = tokio::sync::watch::Receiver<bool>;
+
+/// Resolves once `flag` is raised (or its sender is gone).
+async fn raised(mut flag: Flag) {
+    let _ = flag.wait_for(|raised| *raised).await;
+}
+
+/// What every worker's data-plane listeners share: the state, the metrics
+/// and, per address, the connection limit.
+#[derive(Clone)]
+struct DataPlane {
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    proxy: server::Admission,
+    forward_auth: server::Admission,
+}
+
+impl DataPlane {
+    /// Serves one worker's sockets until `stopped` resolves, each on a task
+    /// of the current runtime.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        worker: usize,
+        tasks: &mut tokio::task::JoinSet<()>,
+        (proxy, forward_auth, grpc): (
+            Option<TcpListener>,
+            Option<TcpListener>,
+            Option<TcpListener>,
+        ),
+        stopped: impl Fn() -> F,
+    ) {
+        if let Some(listener) = proxy {
+            let proxy = Arc::new(Proxy {
+                shared: self.shared.clone(),
+                metrics: self.metrics.clone(),
+            });
+            let accepted = self.metrics.accepted("proxy", worker);
+            let admission = self.proxy.clone();
+            tasks.spawn(server::serve(
+                listener,
+                proxy,
+                admission,
+                accepted,
+                stopped(),
+            ));
+        }
+        if let Some(listener) = forward_auth {
+            let handler = Arc::new(ForwardAuth {
+                shared: self.shared.clone(),
+                metrics: self.metrics.clone(),
+            });
+            let accepted = self.metrics.accepted("forward_auth", worker);
+            let admission = self.forward_auth.clone();
+            tasks.spawn(server::serve(
+                listener,
+                handler,
+                admission,
+                accepted,
+                stopped(),
+            ));
+        }
+        if let Some(listener) = grpc {
+            let check = crate::grpc::Check {
+                shared: self.shared.clone(),
+                metrics: self.metrics.clone(),
+            };
+            tasks.spawn(crate::grpc::serve(listener, check, stopped()));
+        }
+    }
+
+    /// Starts worker `worker` on a thread of its own: a current-thread
+    /// runtime serving `sockets`. It tells `drained` once its connections
+    /// are done, then keeps its runtime (and the connections other workers'
+    /// requests may have pooled on it) until `release`.
+    fn start_worker(
+        &self,
+        worker: usize,
+        sockets: WorkerSockets,
+        stop: Flag,
+        release: Flag,
+    ) -> std::io::Result<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )> {
+        let plane = self.clone();
+        let (drained, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("scopegate-worker-{worker}"))
+            .spawn(move || {
+                let tokio = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker, "cannot start the worker's runtime: {e}");
+                        return;
+                    }
+                };
+                tokio.block_on(async move {
+                    let registered = (|| {
+                        std::io::Result::Ok((
+                            sockets.proxy.map(TcpListener::from_std).transpose()?,
+                            sockets
+                                .forward_auth
+                                .map(TcpListener::from_std)
+                                .transpose()?,
+                            sockets.grpc.map(TcpListener::from_std).transpose()?,
+                        ))
+                    })();
+                    match registered {
+                        Ok(listeners) => {
+                            let mut tasks = tokio::task::JoinSet::new();
+                            plane.spawn(worker, &mut tasks, listeners, || raised(stop.clone()));
+                            while tasks.join_next().await.is_some() {}
+                        }
+                        Err(e) => tracing::error!(worker, "cannot serve the worker's sockets: {e}"),
+                    }
+                    let _ = drained.send(());
+                    raised(release).await;
+                });
+            })?;
+        Ok((thread, done))
     }
 }
 
 /// Serves until `shutdown` resolves, reloading the config when its
 /// directory changes or on SIGHUP, then drains every listener. Tests run
 /// the real gateway through this.
+///
+/// The first worker's sockets, the admin listener and every background
+/// task (key fetchers, token sources, the reload watcher) run on the
+/// caller's runtime; each further worker runs on a thread and
+/// current-thread runtime of its own. Nothing on a request's path crosses
+/// to another thread but the quota store's Redis connection and calls the
+/// gateway makes on its own (introspection, tokens).
 pub async fn serve(
     runtime: Arc<Runtime>,
     listeners: Listeners,
@@ -434,33 +659,23 @@ pub async fn serve(
 ) {
     let watcher = crate::reload::watch(runtime.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await.map(|_| ());
-        }
+    let stopped = || raised(stop_rx.clone());
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let plane = DataPlane {
+        shared: runtime.shared.clone(),
+        metrics: runtime.metrics.clone(),
+        proxy: server::Admission::new(&runtime.shared),
+        forward_auth: server::Admission::new(&runtime.shared),
     };
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(listener) = listeners.proxy {
-        let proxy = Arc::new(Proxy {
-            shared: runtime.shared.clone(),
-            metrics: runtime.metrics.clone(),
-        });
-        tasks.spawn(server::serve(listener, proxy, stopped()));
-    }
-    if let Some(listener) = listeners.forward_auth {
-        let handler = Arc::new(ForwardAuth {
-            shared: runtime.shared.clone(),
-            metrics: runtime.metrics.clone(),
-        });
-        tasks.spawn(server::serve(listener, handler, stopped()));
-    }
-    if let Some(listener) = listeners.grpc {
-        let check = crate::grpc::Check {
-            shared: runtime.shared.clone(),
-            metrics: runtime.metrics.clone(),
-        };
-        tasks.spawn(crate::grpc::serve(listener, check, stopped()));
+    let first = (listeners.proxy, listeners.forward_auth, listeners.grpc);
+    plane.spawn(0, &mut tasks, first, stopped);
+    let mut workers = Vec::new();
+    for (i, sockets) in listeners.workers.into_iter().enumerate() {
+        match plane.start_worker(i + 1, sockets, stop_rx.clone(), release_rx.clone()) {
+            Ok(worker) => workers.push(worker),
+            Err(e) => tracing::error!(worker = i + 1, "cannot start a worker thread: {e}"),
+        }
     }
     if let Some(listener) = listeners.admin {
         let admin = Arc::new(crate::admin::Admin {
@@ -472,6 +687,19 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    let mut threads = Vec::new();
+    for (thread, drained) in workers {
+        // An error: the worker ended without saying (it panicked).
+        let _ = drained.await;
+        threads.push(thread);
+    }
+    let _ = release_tx.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     drop(watcher);
     // Spans still queued are sent before the process ends.
     let trace = runtime.metrics.trace.clone();
@@ -513,18 +741,13 @@ pub fn run(path: &Path) -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One worker: the current-thread scheduler, without the work-stealing
-    // machinery a single thread cannot use.
-    let mut builder = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all();
-    if config.workers > 1 {
-        builder.worker_threads(config.workers);
-    }
-    let tokio = match builder.build() {
+    // The first worker's runtime: current-thread, like every worker's
+    // (`serve` starts the others). No work-stealing, no wake-ups across
+    // cores: a connection's requests stay on the thread that accepted it.
+    let tokio = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

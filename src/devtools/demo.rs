@@ -384,6 +384,7 @@ pub async fn run(port: u16) -> ExitCode {
         forward_auth: None,
         grpc: None,
         admin: None,
+        ..Default::default()
     };
     crate::app::serve(
         Arc::clone(&runtime),

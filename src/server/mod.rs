@@ -113,28 +113,36 @@ pub(crate) async fn decide<'s>(
 use crate::Body;
 use crate::state::Shared;
 
+/// What the workers serving one address share (`workers: N` gives each
+/// its own socket): the address's connection limit.
+#[derive(Clone, Debug)]
+pub struct Admission(Arc<Semaphore>);
+
+impl Admission {
+    /// `limits.max_connections` of the config the gateway started with.
+    pub fn new(shared: &Shared) -> Admission {
+        let limit = shared.load().config.limits.max_connections;
+        Admission(Arc::new(Semaphore::new(limit)))
+    }
+}
+
 /// Serves the proxy on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish for up to the drain timeout.
+/// in-flight requests finish for up to the drain timeout. Each connection
+/// takes a permit of `admission` and adds one to `accepted`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    admission: Admission,
+    accepted: prometheus_client::metrics::counter::Counter,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = handler.shared().load().config.limits.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = admission.0;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        // Further connections wait in the kernel's backlog until one closes.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -144,6 +152,19 @@ pub async fn serve<H: Handler>(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            () = &mut shutdown => break,
+        };
+        accepted.inc();
+        // With every permit taken (by any worker), the connection just
+        // accepted waits here, unread, and the next wait in the kernel's
+        // backlog. Accepting first: a worker waiting for a permit with an
+        // empty backlog would hold it while another worker's connections
+        // wait.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
             },
             () = &mut shutdown => break,
         };

@@ -51,6 +51,12 @@ pub enum UpstreamErrorKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: &'static str,
+    worker: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: UpstreamErrorKind,
 }
@@ -185,6 +191,7 @@ pub struct Metrics {
         std::collections::HashMap<RequestLabels, Counter, foldhash::fast::RandomState>,
     >,
     duration: Histogram,
+    connections: Family<ConnectionLabels, Counter>,
     upstream_errors: Family<KindLabels, Counter>,
     jwks_fetches: Family<JwksLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -247,6 +254,12 @@ impl Default for Metrics {
             "scopegate_request_duration_seconds",
             "Time from request head to response head",
             duration.clone(),
+        );
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "scopegate_connections_accepted",
+            "Connections accepted, by listener and worker (`workers: N` runs N event loops)",
+            connections.clone(),
         );
         let upstream_errors = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -340,6 +353,7 @@ impl Default for Metrics {
             requests,
             request_counters: std::sync::RwLock::default(),
             duration,
+            connections,
             upstream_errors,
             jwks_fetches,
             reloads,
@@ -389,6 +403,17 @@ impl Metrics {
             }
         }
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// The count of connections `worker` accepts on `listener`, started at
+    /// zero; the accept loop holds it.
+    pub fn accepted(&self, listener: &'static str, worker: usize) -> Counter {
+        self.connections
+            .get_or_create(&ConnectionLabels {
+                listener,
+                worker: worker as u64,
+            })
+            .clone()
     }
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {

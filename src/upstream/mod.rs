@@ -278,3 +278,118 @@ fn settle(result: Result<Response<Body>, pool::Failed>) -> Result<Response<Body>
         UpstreamError::Unavailable
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::Client;
+
+    /// An upstream on a plain socket that answers every request with `ok`
+    /// and counts the connections it accepted.
+    fn counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().expect("clone");
+                    let mut reader = BufReader::new(stream);
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => {
+                                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                                if writer.write_all(answer).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One request through `client`, its body read to the end (which puts
+    /// the connection back).
+    async fn fetch(client: &Client) {
+        let request = http::Request::get("/")
+            .body(crate::full(""))
+            .expect("request");
+        let response = client
+            .send(request, false, Duration::from_secs(5))
+            .await
+            .expect("response");
+        let body = response.into_body().collect().await.expect("body");
+        assert_eq!(body.to_bytes(), "ok");
+    }
+
+    /// With `workers: N`, each thread runs a runtime of its own: a
+    /// connection one thread's runtime opened is reused by that thread,
+    /// never taken by another (whose requests would then be woken by the
+    /// first thread's reactor).
+    #[test]
+    fn idle_connections_stay_with_the_thread_that_opened_them() {
+        let (addr, accepted) = counting_upstream();
+        let yaml =
+            format!("upstream:\n  url: http://{addr}\nroutes:\n  - path: /\n    auth: none\n");
+        let config = crate::config::parse(std::path::Path::new("pool.yaml"), yaml.as_bytes())
+            .expect("config");
+        let client = Client::new(&config.upstreams[0]);
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let (other_done_tx, other_done_rx) = tokio::sync::oneshot::channel::<()>();
+        let first = std::thread::spawn({
+            let client = client.clone();
+            let accepted = accepted.clone();
+            move || {
+                runtime().block_on(async {
+                    fetch(&client).await;
+                    let _ = opened_tx.send(());
+                    // This runtime stays up (its reactor running) while
+                    // the other thread sends its requests.
+                    let _ = other_done_rx.await;
+                    fetch(&client).await;
+                    accepted.load(Ordering::SeqCst)
+                })
+            }
+        });
+        runtime().block_on(async {
+            opened_rx.await.expect("the first thread's request");
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
+            fetch(&client).await;
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                2,
+                "this thread opens a connection of its own"
+            );
+            fetch(&client).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), 2, "and reuses it");
+            let _ = other_done_tx.send(());
+        });
+        assert_eq!(
+            first.join().expect("first thread"),
+            2,
+            "the first thread reuses its own"
+        );
+    }
+}

@@ -13,16 +13,26 @@
 //! by the upstream meanwhile: dropped, the next one tried) and dropped by
 //! a reaper once idle for [`IDLE_TIMEOUT`].
 //!
+//! Idle connections are kept per thread: with `workers: N` each thread
+//! runs a runtime of its own, and a connection is registered with the
+//! reactor of the runtime that opened it. Taken by another thread, it
+//! would still work, but every readiness event would wake a thread across
+//! cores; kept per thread, a request only ever takes a connection its own
+//! runtime reads.
+//!
 //! A WebSocket handshake gets a connection of its own, driven by a task of
 //! its own, since the tunnel outlives the request.
 //!
-//! Adapter: depends on hyper, hyper-util, hyper-rustls and tokio.
+//! Adapter: depends on hyper, hyper-util, hyper-rustls, tokio and
+//! thread_local.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use thread_local::ThreadLocal;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -39,7 +49,7 @@ use crate::Body;
 
 /// Idle connections older than this are closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle connections kept per upstream.
+/// Idle connections kept per upstream and thread.
 const MAX_IDLE: usize = 256;
 /// The most an upstream connection's read buffer holds: a response head
 /// must fit (nginx's `proxy_buffer_size` is 4 or 8 KiB), and a body is read
@@ -56,6 +66,9 @@ struct Conn {
     driver: http1::Connection<Io, Body>,
 }
 
+/// An idle connection, and since when.
+type Idle = (Box<Conn>, Instant);
+
 /// Why a request could not be sent.
 #[derive(Debug)]
 pub(super) struct Failed(pub String);
@@ -64,8 +77,10 @@ pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority/` of the upstream: what is connected to.
     target: Uri,
-    /// Boxed: a connection is a few kilobytes, moved in and out here.
-    idle: Mutex<Vec<(Box<Conn>, Instant)>>,
+    /// The idle connections of each thread that used the pool, most
+    /// recent last. Boxed: a connection is a few kilobytes, moved in and
+    /// out here. The lock is taken by its own thread, and by the reaper.
+    idle: ThreadLocal<Mutex<Vec<Idle>>>,
     /// Whether the reaper task runs (started with the first idle
     /// connection, inside the runtime).
     reaping: std::sync::atomic::AtomicBool,
@@ -84,7 +99,7 @@ impl Pool {
         Pool {
             connector,
             target,
-            idle: Mutex::new(Vec::new()),
+            idle: ThreadLocal::new(),
             reaping: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -166,7 +181,7 @@ impl Pool {
     /// for a request.
     fn checkout(&self) -> Option<Box<Conn>> {
         loop {
-            let (mut conn, since) = self.idle.lock().ok()?.pop()?;
+            let (mut conn, since) = self.idle.get()?.lock().ok()?.pop()?;
             if expired(since) {
                 continue;
             }
@@ -204,7 +219,7 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
+        if let Ok(mut idle) = self.idle.get_or_default().lock()
             && idle.len() < MAX_IDLE
         {
             idle.push((conn, Instant::now()));
@@ -252,8 +267,10 @@ fn reap(pool: Weak<Pool>) {
         loop {
             tick.tick().await;
             let Some(pool) = pool.upgrade() else { return };
-            if let Ok(mut idle) = pool.idle.lock() {
-                idle.retain(|(_, since)| !expired(*since));
+            for idle in &pool.idle {
+                if let Ok(mut idle) = idle.lock() {
+                    idle.retain(|(_, since)| !expired(*since));
+                }
             }
         }
     });

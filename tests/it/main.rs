@@ -28,4 +28,5 @@ mod tls;
 mod tokens;
 mod traces;
 mod websocket;
+mod workers;
 mod wycheproof;

@@ -408,6 +408,7 @@ impl Gateway {
             forward_auth,
             grpc,
             admin,
+            ..Default::default()
         };
         let task = tokio::spawn(scopegate::app::serve(runtime.clone(), listeners, async {
             let _ = rx.await;

@@ -1,0 +1,257 @@
+//! `workers: N`: the real binary with two event loops, each a thread and
+//! current-thread runtime of its own with its own socket on the address
+//! (`SO_REUSEPORT`). Both serve, under one state (reloads reach both), one
+//! connection limit, and one drain.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::proxy::{claims, config};
+use crate::support::keys::{jwks, keys};
+use crate::support::{Upstream, bearer, read_response, run_binary};
+
+/// Writes `yaml` (the proxy tests' config with `extra`, on fixed ports)
+/// and the key sets beside it; returns the directory and the config path.
+fn write_config(
+    upstream: &Upstream,
+    port: u16,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let k = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("jwks-a.json"), jwks(&[&k.rsa])).expect("write");
+    std::fs::write(dir.path().join("jwks-b.json"), jwks(&[&k.rsa_other])).expect("write");
+    let yaml = config(&upstream.addr.to_string(), extra).replace(
+        "listen: \"127.0.0.1:0\"",
+        &format!("listen: \"127.0.0.1:{port}\""),
+    );
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    (dir, path)
+}
+
+/// The gateway process, killed if the test fails before it ends it.
+struct Process(Option<std::process::Child>);
+
+impl Process {
+    fn signal(&self, sig: &str) {
+        crate::support::signal(self.0.as_ref().expect("running"), sig);
+    }
+
+    async fn wait(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("wait")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One request on a kept-alive connection.
+async fn send(stream: &mut TcpStream, path: &str, auth: Option<&str>) -> crate::support::Raw {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n{auth}\r\n").as_bytes())
+        .await
+        .expect("write");
+    read_response(stream).await
+}
+
+/// `scopegate_connections_accepted_total{listener="proxy",worker=…}`, by
+/// worker.
+async fn accepted_by_worker(admin: SocketAddr) -> Vec<(String, f64)> {
+    let metrics = crate::support::get(admin, "/metrics", &[]).await.text();
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("scopegate_connections_accepted_total{")?;
+            let (labels, value) = rest.split_once("} ")?;
+            labels.contains("listener=\"proxy\"").then_some(())?;
+            let worker = labels.split("worker=\"").nth(1)?.split('"').next()?;
+            Some((worker.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_serve_under_one_state_and_drain_together() {
+    let upstream = Upstream::start().await;
+    let (port, admin_port) = (crate::support::free_port(), crate::support::free_port());
+    let extra = format!("workers: 2\nadmin_listen: \"127.0.0.1:{admin_port}\"\n");
+    let (dir, path) = write_config(&upstream, port, &extra);
+    let (child, addr) = run_binary(&path, port, &[], false).await;
+    let gateway = Process(Some(child));
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let before: f64 = accepted_by_worker(admin).await.iter().map(|(_, n)| n).sum();
+
+    // 32 connections: the kernel spreads them over both sockets.
+    let k = keys();
+    let token = k.rsa.token(&claims(json!({"scope": "read:messages"})));
+    let unscoped = k.rsa.token(&claims(json!({})));
+    let mut streams = Vec::new();
+    for _ in 0..32 {
+        streams.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    upstream.take();
+    for stream in &mut streams {
+        let allowed = send(stream, "/api/private-scoped", Some(&bearer(&token))).await;
+        assert_eq!(allowed.status, 200, "{}", allowed.text());
+        let refused = send(stream, "/api/private-scoped", Some(&bearer(&unscoped))).await;
+        assert_eq!(refused.status, 403);
+        assert_eq!(
+            send(stream, "/api/private-scoped/../private-scoped", None)
+                .await
+                .status,
+            401
+        );
+    }
+    let seen = upstream.take();
+    assert_eq!(seen.len(), 32, "only the allowed requests arrive: {seen:?}");
+    for request in &seen {
+        assert_eq!(request.target, "/api/private-scoped");
+        let subject = request.headers.iter().find(|(n, _)| n == "x-auth-subject");
+        assert_eq!(subject.map(|(_, v)| v.as_str()), Some("user-1"));
+    }
+    let accepted = accepted_by_worker(admin).await;
+    let count = |worker: &str| {
+        accepted
+            .iter()
+            .find(|(w, _)| w == worker)
+            .map_or(0.0, |(_, n)| *n)
+    };
+    assert!(
+        count("0") > 0.0 && count("1") > 0.0,
+        "both workers accepted some of 32 connections: {accepted:?}"
+    );
+    assert_eq!(count("0") + count("1") - before, 32.0, "{accepted:?}");
+
+    // A reload, applied by the first worker's runtime, reaches every
+    // connection on both.
+    let (_reload_dir, reloaded) = write_config(
+        &upstream,
+        port,
+        &format!("  - path: /api/added\n    auth: none\n{extra}"),
+    );
+    std::fs::copy(&reloaded, &path).expect("replace the config");
+    let mut applied = false;
+    for _ in 0..100 {
+        if send(&mut streams[0], "/api/added", None).await.status == 200 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "the reload was applied");
+    for stream in &mut streams {
+        assert_eq!(send(stream, "/api/added", None).await.status, 200);
+    }
+
+    // Every connection streams a response; SIGTERM mid-way: both workers
+    // let theirs finish, then the process exits 0.
+    for stream in &mut streams {
+        stream
+            .write_all(b"GET /assets/drip HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    gateway.signal("-TERM");
+    let expected: String = (0..crate::support::DRIP_CHUNKS)
+        .map(|i| format!("chunk-{i};"))
+        .collect();
+    for stream in &mut streams {
+        let resp = read_response(stream).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.text(),
+            expected,
+            "the in-flight response arrives whole"
+        );
+    }
+    let status = gateway.wait().await;
+    assert_eq!(status.code(), Some(0), "exit 0 after both workers drained");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no worker listens any more"
+    );
+    drop(dir);
+}
+
+/// `limits.max_connections` counts the connections of every worker: with
+/// two workers and a limit of 4, four of eight connections are served and
+/// the others wait, whichever worker they reached; each slot freed serves
+/// one of them (a worker waiting for a slot with nobody in its own backlog
+/// must not keep it from the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_is_shared_by_the_workers() {
+    let upstream = Upstream::start().await;
+    let port = crate::support::free_port();
+    let (_dir, path) = write_config(
+        &upstream,
+        port,
+        "workers: 2\nlimits:\n  max_connections: 4\n",
+    );
+    let (child, addr) = run_binary(&path, port, &[], false).await;
+    let _gateway = Process(Some(child));
+    // run_binary's probe connection holds a slot until the gateway sees it
+    // closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (served_tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let mut close = Vec::new();
+    for i in 0..8 {
+        let served = served_tx.clone();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        close.push((i, Some(close_tx)));
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            let resp = send(&mut stream, "/api/public", None).await;
+            assert_eq!(resp.status, 200);
+            let _ = served.send(i);
+            let _ = close_rx.await;
+        });
+    }
+    let collect = |served: &mut tokio::sync::mpsc::UnboundedReceiver<usize>| {
+        let mut got = Vec::new();
+        while let Ok(i) = served.try_recv() {
+            got.push(i);
+        }
+        got
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = collect(&mut served);
+    assert_eq!(first.len(), 4, "four served, four waiting: {first:?}");
+    for round in 0..2 {
+        // Close the first two served connections: two more are served.
+        let freed: Vec<usize> = if round == 0 {
+            first[..2].to_vec()
+        } else {
+            first[2..].to_vec()
+        };
+        for i in &freed {
+            if let Some(tx) = close[*i].1.take() {
+                let _ = tx.send(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let next = collect(&mut served);
+        assert_eq!(
+            next.len(),
+            2,
+            "round {round}: each freed slot serves one waiting connection: {next:?}"
+        );
+    }
+}
