@@ -2,7 +2,10 @@
 //!
 //! # The life of a request
 //!
-//! [`server`] accepts a connection (bounded by `max_connections`) and hands
+//! Each of the `workers` event loops ([`app::serve`]: a thread with a
+//! current-thread runtime and its own `SO_REUSEPORT` socket per address)
+//! runs a request from start to end. [`server`] accepts a connection
+//! (bounded by `max_connections`, counted over the workers) and hands
 //! each request to [`server::proxy`] or [`server::forward_auth`] (and
 //! [`grpc`] serves Envoy's ext_authz `Check`); each loads
 //! the current [`state::State`] once, refuse malformed framing, and ask
