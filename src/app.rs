@@ -419,8 +419,12 @@ pub struct WorkerSockets {
     pub grpc: Option<std::net::TcpListener>,
 }
 
-/// The event loops `workers` asks for: 0 means one per core.
+/// The event loops `workers` asks for: 0 means one per core. One where
+/// there is no `SO_REUSEPORT` to spread connections over their sockets.
 pub fn workers(config: &Config) -> usize {
+    if cfg!(not(unix)) {
+        return 1;
+    }
     match config.workers {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
@@ -432,67 +436,48 @@ impl Listeners {
     /// worker.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
         let workers = workers(config);
-        let mut proxy = bind_each(
-            (!config.upstreams.is_empty()).then_some(config.listen),
-            workers,
-        )?;
-        let forward_auth = config.forward_auth.as_ref();
-        let mut forward_auth = bind_each(forward_auth.and_then(|f| f.listen), workers)?;
-        let grpc = config.forward_auth.as_ref();
-        let mut grpc = bind_each(grpc.and_then(|f| f.grpc_listen), workers)?;
-        let mut first = || {
-            (
-                proxy.as_mut().map(|l| l.remove(0)),
-                forward_auth.as_mut().map(|l| l.remove(0)),
-                grpc.as_mut().map(|l| l.remove(0)),
-            )
+        let each = |addr| bind_each(addr, workers).map(Vec::into_iter);
+        let ingress = config.forward_auth.as_ref();
+        let mut proxy = each((!config.upstreams.is_empty()).then_some(config.listen))?;
+        let mut forward_auth = each(ingress.and_then(|f| f.listen))?;
+        let mut grpc = each(ingress.and_then(|f| f.grpc_listen))?;
+        let registered =
+            |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
+        let mut listeners = Listeners {
+            proxy: registered(proxy.next())?,
+            forward_auth: registered(forward_auth.next())?,
+            grpc: registered(grpc.next())?,
+            admin: registered(bind_each(config.admin_listen, 1)?.pop())?,
+            workers: Vec::new(),
         };
-        let (proxy_0, forward_auth_0, grpc_0) = first();
-        let (proxy_0, forward_auth_0, grpc_0) = (
-            proxy_0.map(TcpListener::from_std).transpose()?,
-            forward_auth_0.map(TcpListener::from_std).transpose()?,
-            grpc_0.map(TcpListener::from_std).transpose()?,
-        );
-        let others = (1..workers)
-            .map(|_| {
-                let (proxy, forward_auth, grpc) = first();
-                WorkerSockets {
-                    proxy,
-                    forward_auth,
-                    grpc,
-                }
+        listeners.workers = (1..workers)
+            .map(|_| WorkerSockets {
+                proxy: proxy.next(),
+                forward_auth: forward_auth.next(),
+                grpc: grpc.next(),
             })
             .collect();
-        Ok(Listeners {
-            proxy: proxy_0,
-            forward_auth: forward_auth_0,
-            grpc: grpc_0,
-            admin: match config.admin_listen {
-                Some(addr) => bind_each(Some(addr), 1)?
-                    .and_then(|mut l| l.pop())
-                    .map(TcpListener::from_std)
-                    .transpose()?,
-                None => None,
-            },
-            workers: others,
-        })
+        Ok(listeners)
     }
 }
 
-/// `count` listening sockets on `addr` (with `SO_REUSEPORT` when more than
-/// one; the others on the port the first was given, for port 0), in
-/// non-blocking mode.
+/// `count` listening sockets on `addr`, none without one, with
+/// `SO_REUSEPORT` when more than one. Not registered with a runtime yet.
 fn bind_each(
     addr: Option<std::net::SocketAddr>,
     count: usize,
-) -> std::io::Result<Option<Vec<std::net::TcpListener>>> {
-    let Some(addr) = addr else { return Ok(None) };
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(Vec::new());
+    };
     let bind = |addr: std::net::SocketAddr| -> std::io::Result<std::net::TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        // As tokio's `TcpListener::bind`: a restart may bind while the
+        // last run's connections are in TIME_WAIT.
         #[cfg(unix)]
         {
             socket.set_reuseaddr(true)?;
@@ -501,18 +486,20 @@ fn bind_each(
             }
         }
         socket.bind(addr)?;
-        let listener = socket.listen(1024)?;
-        listener.into_std()
+        socket.listen(1024)?.into_std()
     };
     let context =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    let first = bind(addr).map_err(context)?;
-    let bound = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..count {
-        all.push(bind(bound).map_err(context)?);
-    }
-    Ok(Some(all))
+    // With `SO_REUSEPORT`, a second gateway on the same address would join
+    // the group and take a share of the connections. A plain bind first
+    // fails if anything listens there, as a single socket's bind does.
+    let addr = match count {
+        1 => addr,
+        _ => std::net::TcpListener::bind(addr)
+            .and_then(|probe| probe.local_addr())
+            .map_err(context)?,
+    };
+    (0..count).map(|_| bind(addr).map_err(context)).collect()
 }
 
 /// A flag raised once, for every worker: stop, release.

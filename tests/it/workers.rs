@@ -159,6 +159,44 @@ async fn two_workers_serve_under_one_state_and_drain_together() {
         assert_eq!(send(stream, "/api/added", None).await.status, 200);
     }
 
+    // A second gateway on the same address is refused, as with one
+    // socket: SO_REUSEPORT must not let it take a share of the connections.
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut second = Process(Some(second));
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = second
+            .0
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait"))
+        {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        exited.and_then(|s| s.code()),
+        Some(1),
+        "the second gateway must not start"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second.0.take().and_then(|c| c.stderr).expect("stderr"),
+        &mut stderr,
+    )
+    .expect("read");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+
     // Every connection streams a response; SIGTERM mid-way: both workers
     // let theirs finish, then the process exits 0.
     for stream in &mut streams {
