@@ -7,9 +7,14 @@
 # its second worker can run on either core. CPU is the proxy's user +
 # system time over the run (all its threads or worker processes), from
 # /proc. Bounded by the request count; every process is stopped by its
-# PID. Needs oha and nginx.
+# PID. Needs oha, nginx and openssl.
 #
 #   deploy/workers.sh [BIN=target/release/scopegate] [ROUNDS=2] [N=100000] [C=64]
+#   AUTH=cached deploy/workers.sh ...  one RS256 token, verified once and
+#                                      then found in the shared cache
+#   AUTH=rs256 deploy/workers.sh ...   the cache off: every request
+#                                      verifies the token's signature
+# (nginx stays a plain proxy in every mode: the reference for the hop.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,20 @@ for tool in oha nginx; do
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 TICK=$(getconf CLK_TCK)
+[ -f "$WORK/key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
+openssl pkey -in "$WORK/key.pem" -pubout -out "$WORK/pub.pem" 2>/dev/null
+AUTH=${AUTH:-none}
+HEADER=()
+CACHE=1000
+case "$AUTH" in
+  none) ROUTE='auth: none' ;;
+  cached | rs256)
+    TOKEN=$("$BIN" token --key "$WORK/key.pem" --iss https://workers.local/ --aud https://api.workers --sub w --scope read:messages --ttl 1h)
+    HEADER=(-H "Authorization: Bearer $TOKEN")
+    ROUTE='scopes: [read:messages]'
+    [ "$AUTH" = rs256 ] && CACHE=0 ;;
+  *) echo "AUTH is none, cached or rs256" >&2; exit 2 ;;
+esac
 
 cat > "$WORK/upstream.conf" <<CONF
 worker_processes 1;
@@ -71,9 +90,16 @@ listen: "127.0.0.1:$PROXY_PORT"
 workers: $1
 upstream:
   url: "http://127.0.0.1:$UP_PORT"
+issuers:
+  - issuer: https://workers.local/
+    audiences: [https://api.workers]
+    public_key_file: pub.pem
+    algorithms: [RS256]
+tokens:
+  cache_size: $CACHE
 routes:
   - path: /api/public
-    auth: none
+    $ROUTE
 YAML
 }
 
@@ -95,13 +121,13 @@ ticks() {
 
 measure() { # NAME WORKERS
   for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$PROXY_PORT/api/public" && break
+    curl -s -o /dev/null "${HEADER[@]}" "http://127.0.0.1:$PROXY_PORT/api/public" && break
     sleep 0.1
   done
-  taskset -c 0 oha -n 2000 -c "$C" --no-tui "http://127.0.0.1:$PROXY_PORT/api/public" >/dev/null 2>&1
+  taskset -c 0 oha -n 2000 -c "$C" --no-tui "${HEADER[@]}" "http://127.0.0.1:$PROXY_PORT/api/public" >/dev/null 2>&1
   local t0 t1
   t0=$(ticks "$PROXY_PID")
-  taskset -c 0 oha -n "$N" -c "$C" --no-tui "http://127.0.0.1:$PROXY_PORT/api/public" >"$WORK/oha.txt" 2>&1
+  taskset -c 0 oha -n "$N" -c "$C" --no-tui "${HEADER[@]}" "http://127.0.0.1:$PROXY_PORT/api/public" >"$WORK/oha.txt" 2>&1
   t1=$(ticks "$PROXY_PID")
   kill "$PROXY_PID"
   wait "$PROXY_PID" 2>/dev/null || true
