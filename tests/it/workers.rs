@@ -70,16 +70,28 @@ async fn send(stream: &mut TcpStream, path: &str, auth: Option<&str>) -> crate::
     read_response(stream).await
 }
 
-/// `scopegate_connections_accepted_total{listener="proxy",worker=…}`, by
+/// A forward-auth question (nginx's `auth_request` convention) on a
+/// kept-alive connection.
+async fn ask(stream: &mut TcpStream, token: &str) -> crate::support::Raw {
+    let request = format!(
+        "GET /auth HTTP/1.1\r\nHost: a\r\nX-Original-URI: /api/private-scoped\r\nX-Original-Method: GET\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    read_response(stream).await
+}
+
+/// `scopegate_connections_accepted_total{listener=…,worker=…}`, by
 /// worker.
-async fn accepted_by_worker(admin: SocketAddr) -> Vec<(String, f64)> {
+async fn accepted_by_worker(admin: SocketAddr, listener: &str) -> Vec<(String, f64)> {
     let metrics = crate::support::get(admin, "/metrics", &[]).await.text();
     metrics
         .lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("scopegate_connections_accepted_total{")?;
             let (labels, value) = rest.split_once("} ")?;
-            labels.contains("listener=\"proxy\"").then_some(())?;
+            labels
+                .contains(&format!("listener=\"{listener}\""))
+                .then_some(())?;
             let worker = labels.split("worker=\"").nth(1)?.split('"').next()?;
             Some((worker.to_owned(), value.trim().parse().ok()?))
         })
@@ -90,12 +102,19 @@ async fn accepted_by_worker(admin: SocketAddr) -> Vec<(String, f64)> {
 async fn two_workers_serve_under_one_state_and_drain_together() {
     let upstream = Upstream::start().await;
     let (port, admin_port) = (crate::support::free_port(), crate::support::free_port());
-    let extra = format!("workers: 2\nadmin_listen: \"127.0.0.1:{admin_port}\"\n");
+    let fa_port = crate::support::free_port();
+    let extra = format!(
+        "workers: 2\nadmin_listen: \"127.0.0.1:{admin_port}\"\nforward_auth:\n  listen: \"127.0.0.1:{fa_port}\"\n  convention: nginx\n"
+    );
     let (dir, path) = write_config(&upstream, port, &extra);
     let (child, addr) = run_binary(&path, port, &[], false).await;
     let gateway = Process(Some(child));
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let before: f64 = accepted_by_worker(admin).await.iter().map(|(_, n)| n).sum();
+    let before: f64 = accepted_by_worker(admin, "proxy")
+        .await
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
 
     // 32 connections: the kernel spreads them over both sockets.
     let k = keys();
@@ -125,7 +144,7 @@ async fn two_workers_serve_under_one_state_and_drain_together() {
         let subject = request.headers.iter().find(|(n, _)| n == "x-auth-subject");
         assert_eq!(subject.map(|(_, v)| v.as_str()), Some("user-1"));
     }
-    let accepted = accepted_by_worker(admin).await;
+    let accepted = accepted_by_worker(admin, "proxy").await;
     let count = |worker: &str| {
         accepted
             .iter()
@@ -137,6 +156,23 @@ async fn two_workers_serve_under_one_state_and_drain_together() {
         "both workers accepted some of 32 connections: {accepted:?}"
     );
     assert_eq!(count("0") + count("1") - before, 32.0, "{accepted:?}");
+
+    // Forward-auth has a socket per worker too.
+    let fa: SocketAddr = ([127, 0, 0, 1], fa_port).into();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(fa).await.expect("connect");
+        let allowed = ask(&mut stream, &token).await;
+        assert_eq!(allowed.status, 200);
+        assert_eq!(allowed.header("x-auth-subject"), Some("user-1"));
+        assert_eq!(ask(&mut stream, &unscoped).await.status, 403);
+    }
+    let asked = accepted_by_worker(admin, "forward_auth").await;
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(
+        asked.iter().all(|(_, n)| *n > 0.0),
+        "both workers answered some of 16 forward-auth connections: {asked:?}"
+    );
+    assert!(upstream.take().is_empty(), "forward-auth forwards nothing");
 
     // A reload, applied by the first worker's runtime, reaches every
     // connection on both.
