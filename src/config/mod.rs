@@ -38,6 +38,9 @@ use raw::RawConfig;
 
 /// Configs larger than this are refused before parsing.
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
+/// Event loops: each is a thread with sockets of its own; past this, a
+/// typo rather than a machine.
+const MAX_WORKERS: usize = 1024;
 
 /// A config error: `FILE:LINE:COLUMN: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -453,6 +456,14 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    if raw.workers.value > MAX_WORKERS {
+        return Err(ctx.err(
+            raw.workers.referenced,
+            "workers",
+            format!("must be at most {MAX_WORKERS} (0: one per core)"),
+        ));
+    }
+
     let mut issuers = Vec::new();
     let mut remote_jwks = Vec::new();
     let mut introspections: Vec<(String, Introspection)> = Vec::new();
@@ -612,7 +623,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         },
         cors,
         resource_metadata: resource_metadata.map(|(_, m)| m),
-        workers: raw.workers,
+        workers: raw.workers.value,
         verifier: Verifier::new(issuers, raw.tokens.max_bytes),
         remote_jwks,
         introspections,

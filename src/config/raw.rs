@@ -248,6 +248,9 @@ pub(super) fn unspanned<T>(value: T) -> Spanned<T> {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
+fn default_workers() -> Spanned<usize> {
+    unspanned(0)
+}
 fn default_realm() -> Spanned<String> {
     unspanned("api".into())
 }
@@ -283,8 +286,9 @@ pub struct RawConfig {
     #[serde(default = "default_realm")]
     #[schemars(with = "String")]
     pub realm: Spanned<String>,
-    #[serde(default)]
-    pub workers: usize,
+    #[serde(default = "default_workers")]
+    #[schemars(with = "usize")]
+    pub workers: Spanned<usize>,
     #[serde(default)]
     #[schemars(with = "Vec<RawIssuer>")]
     pub issuers: Vec<Spanned<RawIssuer>>,

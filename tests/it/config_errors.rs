@@ -21,6 +21,10 @@ fn errors_name_file_line_column_and_field() {
             "conf/gateway.yaml:6:5: routes[0].methodz: unknown field `methodz`",
         ),
         (
+            "workers: 100000\nupstream:\n  url: http://127.0.0.1:3000\n",
+            "conf/gateway.yaml:1:10: workers: must be at most 1024 (0: one per core)",
+        ),
+        (
             "listen: nope\nupstream:\n  url: http://127.0.0.1:3000\n",
             "conf/gateway.yaml:1:9: listen: invalid socket address syntax",
         ),
