@@ -201,7 +201,7 @@ pub enum UpstreamError {
     Timeout,
 }
 
-/// A pooled HTTP/1.1 client to the upstream ([`pool`]).
+/// A pooled HTTP/1.1 client to the upstream (the `pool` module).
 #[derive(Clone, Debug)]
 pub struct Client {
     pool: Arc<pool::Pool>,

@@ -1,5 +1,6 @@
 //! Composition root: build the state from a config, keep remote key sets
-//! fresh, serve, reload, and wait for a shutdown signal.
+//! fresh, serve on the `workers` event loops ([`workers`]), reload, and
+//! wait for a shutdown signal.
 //!
 //! Depends on everything; nothing depends on it but the CLI.
 
@@ -10,6 +11,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::net::TcpListener;
 
+mod workers;
+
+pub use workers::{WorkerSockets, workers};
+
 use crate::config::QuotaStore;
 use crate::config::{self, Config, ConfigError, Credential, RemoteSource};
 use crate::credentials::{Injector, TokenSource};
@@ -17,8 +22,6 @@ use crate::dpop::replay::Replay;
 use crate::introspect::Introspector;
 use crate::jwks::fetch::Remote;
 use crate::quota::Limiter;
-use crate::server::forward_auth::ForwardAuth;
-use crate::server::{self, Proxy};
 use crate::state::{Shared, State};
 use crate::telemetry::{Metrics, ReloadResult};
 use crate::token::KeyCell;
@@ -408,227 +411,6 @@ pub struct Listeners {
     pub workers: Vec<WorkerSockets>,
 }
 
-/// One more worker's sockets: the same addresses as the first worker's,
-/// every one of them bound with `SO_REUSEPORT`, so that the kernel spreads
-/// new connections over the workers. Not yet registered with a runtime:
-/// the worker's own does that.
-#[derive(Debug, Default)]
-pub struct WorkerSockets {
-    pub proxy: Option<std::net::TcpListener>,
-    pub forward_auth: Option<std::net::TcpListener>,
-    pub grpc: Option<std::net::TcpListener>,
-}
-
-/// The event loops `workers` asks for: 0 means one per core. One where
-/// there is no `SO_REUSEPORT` to spread connections over their sockets.
-pub fn workers(config: &Config) -> usize {
-    if cfg!(not(unix)) {
-        return 1;
-    }
-    match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        n => n,
-    }
-}
-
-impl Listeners {
-    /// Binds the addresses of `config`: the data-plane ones once per
-    /// worker.
-    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let workers = workers(config);
-        let each = |addr| bind_each(addr, workers).map(Vec::into_iter);
-        let ingress = config.forward_auth.as_ref();
-        let mut proxy = each((!config.upstreams.is_empty()).then_some(config.listen))?;
-        let mut forward_auth = each(ingress.and_then(|f| f.listen))?;
-        let mut grpc = each(ingress.and_then(|f| f.grpc_listen))?;
-        let registered =
-            |l: Option<std::net::TcpListener>| l.map(TcpListener::from_std).transpose();
-        let mut listeners = Listeners {
-            proxy: registered(proxy.next())?,
-            forward_auth: registered(forward_auth.next())?,
-            grpc: registered(grpc.next())?,
-            admin: registered(bind_each(config.admin_listen, 1)?.pop())?,
-            workers: Vec::new(),
-        };
-        listeners.workers = (1..workers)
-            .map(|_| WorkerSockets {
-                proxy: proxy.next(),
-                forward_auth: forward_auth.next(),
-                grpc: grpc.next(),
-            })
-            .collect();
-        Ok(listeners)
-    }
-}
-
-/// `count` listening sockets on `addr`, none without one, with
-/// `SO_REUSEPORT` when more than one. Not registered with a runtime yet.
-fn bind_each(
-    addr: Option<std::net::SocketAddr>,
-    count: usize,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let Some(addr) = addr else {
-        return Ok(Vec::new());
-    };
-    let bind = |addr: std::net::SocketAddr| -> std::io::Result<std::net::TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // As tokio's `TcpListener::bind`: a restart may bind while the
-        // last run's connections are in TIME_WAIT.
-        #[cfg(unix)]
-        {
-            socket.set_reuseaddr(true)?;
-            if count > 1 {
-                socket.set_reuseport(true)?;
-            }
-        }
-        socket.bind(addr)?;
-        socket.listen(1024)?.into_std()
-    };
-    let context =
-        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    // With `SO_REUSEPORT`, a second gateway on the same address would join
-    // the group and take a share of the connections. A plain bind first
-    // fails if anything listens there, as a single socket's bind does.
-    let addr = match count {
-        1 => addr,
-        _ => std::net::TcpListener::bind(addr)
-            .and_then(|probe| probe.local_addr())
-            .map_err(context)?,
-    };
-    (0..count).map(|_| bind(addr).map_err(context)).collect()
-}
-
-/// A flag raised once, for every worker: stop, release.
-type Flag = tokio::sync::watch::Receiver<bool>;
-
-/// Resolves once `flag` is raised (or its sender is gone).
-async fn raised(mut flag: Flag) {
-    let _ = flag.wait_for(|raised| *raised).await;
-}
-
-/// What every worker's data-plane listeners share: the state, the metrics
-/// and, per address, the connection limit.
-#[derive(Clone)]
-struct DataPlane {
-    shared: Arc<Shared>,
-    metrics: Arc<Metrics>,
-    proxy: server::Admission,
-    forward_auth: server::Admission,
-}
-
-impl DataPlane {
-    /// Serves one worker's sockets until `stopped` resolves, each on a task
-    /// of the current runtime.
-    fn spawn<F: Future<Output = ()> + Send + 'static>(
-        &self,
-        worker: usize,
-        tasks: &mut tokio::task::JoinSet<()>,
-        (proxy, forward_auth, grpc): (
-            Option<TcpListener>,
-            Option<TcpListener>,
-            Option<TcpListener>,
-        ),
-        stopped: impl Fn() -> F,
-    ) {
-        if let Some(listener) = proxy {
-            let proxy = Arc::new(Proxy {
-                shared: self.shared.clone(),
-                metrics: self.metrics.clone(),
-            });
-            let accepted = self.metrics.accepted("proxy", worker);
-            let admission = self.proxy.clone();
-            tasks.spawn(server::serve(
-                listener,
-                proxy,
-                admission,
-                accepted,
-                stopped(),
-            ));
-        }
-        if let Some(listener) = forward_auth {
-            let handler = Arc::new(ForwardAuth {
-                shared: self.shared.clone(),
-                metrics: self.metrics.clone(),
-            });
-            let accepted = self.metrics.accepted("forward_auth", worker);
-            let admission = self.forward_auth.clone();
-            tasks.spawn(server::serve(
-                listener,
-                handler,
-                admission,
-                accepted,
-                stopped(),
-            ));
-        }
-        if let Some(listener) = grpc {
-            let check = crate::grpc::Check {
-                shared: self.shared.clone(),
-                metrics: self.metrics.clone(),
-            };
-            tasks.spawn(crate::grpc::serve(listener, check, stopped()));
-        }
-    }
-
-    /// Starts worker `worker` on a thread of its own: a current-thread
-    /// runtime serving `sockets`. It tells `drained` once its connections
-    /// are done, then keeps its runtime (and the connections other workers'
-    /// requests may have pooled on it) until `release`.
-    fn start_worker(
-        &self,
-        worker: usize,
-        sockets: WorkerSockets,
-        stop: Flag,
-        release: Flag,
-    ) -> std::io::Result<(
-        std::thread::JoinHandle<()>,
-        tokio::sync::oneshot::Receiver<()>,
-    )> {
-        let plane = self.clone();
-        let (drained, done) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("scopegate-worker-{worker}"))
-            .spawn(move || {
-                let tokio = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(worker, "cannot start the worker's runtime: {e}");
-                        return;
-                    }
-                };
-                tokio.block_on(async move {
-                    let registered = (|| {
-                        std::io::Result::Ok((
-                            sockets.proxy.map(TcpListener::from_std).transpose()?,
-                            sockets
-                                .forward_auth
-                                .map(TcpListener::from_std)
-                                .transpose()?,
-                            sockets.grpc.map(TcpListener::from_std).transpose()?,
-                        ))
-                    })();
-                    match registered {
-                        Ok(listeners) => {
-                            let mut tasks = tokio::task::JoinSet::new();
-                            plane.spawn(worker, &mut tasks, listeners, || raised(stop.clone()));
-                            while tasks.join_next().await.is_some() {}
-                        }
-                        Err(e) => tracing::error!(worker, "cannot serve the worker's sockets: {e}"),
-                    }
-                    let _ = drained.send(());
-                    raised(release).await;
-                });
-            })?;
-        Ok((thread, done))
-    }
-}
-
 /// Serves until `shutdown` resolves, reloading the config when its
 /// directory changes or on SIGHUP, then drains every listener. Tests run
 /// the real gateway through this.
@@ -636,9 +418,7 @@ impl DataPlane {
 /// The first worker's sockets, the admin listener and every background
 /// task (key fetchers, token sources, the reload watcher) run on the
 /// caller's runtime; each further worker runs on a thread and
-/// current-thread runtime of its own. Nothing on a request's path crosses
-/// to another thread but the quota store's Redis connection and calls the
-/// gateway makes on its own (introspection, tokens).
+/// current-thread runtime of its own ([`workers`]).
 pub async fn serve(
     runtime: Arc<Runtime>,
     listeners: Listeners,
@@ -646,21 +426,20 @@ pub async fn serve(
 ) {
     let watcher = crate::reload::watch(runtime.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = || raised(stop_rx.clone());
+    let stopped = || workers::raised(stop_rx.clone());
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    let plane = DataPlane {
-        shared: runtime.shared.clone(),
-        metrics: runtime.metrics.clone(),
-        proxy: server::Admission::new(&runtime.shared),
-        forward_auth: server::Admission::new(&runtime.shared),
-    };
+    let plane = workers::DataPlane::new(runtime.shared.clone(), runtime.metrics.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    let first = (listeners.proxy, listeners.forward_auth, listeners.grpc);
-    plane.spawn(0, &mut tasks, first, stopped);
-    let mut workers = Vec::new();
+    let first = workers::Registered {
+        proxy: listeners.proxy,
+        forward_auth: listeners.forward_auth,
+        grpc: listeners.grpc,
+    };
+    plane.serve(0, &mut tasks, first, stopped);
+    let mut started = Vec::new();
     for (i, sockets) in listeners.workers.into_iter().enumerate() {
-        match plane.start_worker(i + 1, sockets, stop_rx.clone(), release_rx.clone()) {
-            Ok(worker) => workers.push(worker),
+        match plane.start(i + 1, sockets, stop_rx.clone(), release_rx.clone()) {
+            Ok(worker) => started.push(worker),
             Err(e) => tracing::error!(worker = i + 1, "cannot start a worker thread: {e}"),
         }
     }
@@ -675,10 +454,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let mut threads = Vec::new();
-    for (thread, drained) in workers {
+    for worker in started {
         // An error: the worker ended without saying (it panicked).
-        let _ = drained.await;
-        threads.push(thread);
+        let _ = worker.drained.await;
+        threads.push(worker.thread);
     }
     let _ = release_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || {
