@@ -7,13 +7,16 @@
 # its second worker can run on either core. CPU is the proxy's user +
 # system time over the run (all its threads or worker processes), from
 # /proc. Bounded by the request count; every process is stopped by its
-# PID. Needs oha, nginx and openssl.
+# PID. Needs oha, nginx and openssl (and redis-server for AUTH=quota).
 #
 #   deploy/workers.sh [BIN=target/release/scopegate] [ROUNDS=2] [N=100000] [C=64]
 #   AUTH=cached deploy/workers.sh ...  one RS256 token, verified once and
 #                                      then found in the shared cache
 #   AUTH=rs256 deploy/workers.sh ...   the cache off: every request
 #                                      verifies the token's signature
+#   AUTH=quota deploy/workers.sh ...   no token, but every request takes
+#                                      from a Redis quota that never limits
+#                                      (redis-server on core 1)
 # (nginx stays a plain proxy in every mode: the reference for the hop.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,7 @@ N=${3:-100000}
 C=${4:-64}
 UP_PORT=${UP_PORT:-18480}
 PROXY_PORT=${PROXY_PORT:-18481}
+REDIS_PORT=${REDIS_PORT:-18482}
 WORK=target/workers
 mkdir -p "$WORK/logs" "$WORK/tmp"
 for tool in oha nginx; do
@@ -36,14 +40,28 @@ openssl pkey -in "$WORK/key.pem" -pubout -out "$WORK/pub.pem" 2>/dev/null
 AUTH=${AUTH:-none}
 HEADER=()
 CACHE=1000
+QUOTAS=
 case "$AUTH" in
   none) ROUTE='auth: none' ;;
+  quota)
+    ROUTE='auth: none
+    rate_limit: never'
+    QUOTAS="rate_limits:
+  store: redis
+  redis:
+    url: \"redis://127.0.0.1:$REDIS_PORT/0\"
+    timeout: 50ms
+    on_error: deny
+  policies:
+    never:
+      key: ip
+      rate: 1000000/s" ;;
   cached | rs256)
     TOKEN=$("$BIN" token --key "$WORK/key.pem" --iss https://workers.local/ --aud https://api.workers --sub w --scope read:messages --ttl 1h)
     HEADER=(-H "Authorization: Bearer $TOKEN")
     ROUTE='scopes: [read:messages]'
     [ "$AUTH" = rs256 ] && CACHE=0 ;;
-  *) echo "AUTH is none, cached or rs256" >&2; exit 2 ;;
+  *) echo "AUTH is none, cached, rs256 or quota" >&2; exit 2 ;;
 esac
 
 cat > "$WORK/upstream.conf" <<CONF
@@ -97,6 +115,7 @@ issuers:
     algorithms: [RS256]
 tokens:
   cache_size: $CACHE
+$QUOTAS
 routes:
   - path: /api/public
     $ROUTE
@@ -105,8 +124,13 @@ YAML
 
 taskset -c 1 "$NGINX" -c "$PWD/$WORK/upstream.conf" -e "$PWD/$WORK/logs/upstream.log" &
 UP_PID=$!
+REDIS_PID=
+if [ "$AUTH" = quota ]; then
+  taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  REDIS_PID=$!
+fi
 PROXY_PID=
-trap 'kill $PROXY_PID "$UP_PID" 2>/dev/null || true' EXIT
+trap 'kill $PROXY_PID $REDIS_PID "$UP_PID" 2>/dev/null || true' EXIT
 
 # CPU ticks of a process and its children (nginx's workers), or of every
 # thread of one process (the gateway's /proc/PID/stat counts them all).

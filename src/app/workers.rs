@@ -3,10 +3,10 @@
 //! one thread and current-thread runtime per worker after the first, and
 //! the order they stop in.
 //!
-//! Nothing on a request's path crosses to another thread but the quota
-//! store's Redis connection and the calls the gateway makes on its own
-//! (introspection, client-credentials tokens), which live on the runtime
-//! that opened them.
+//! Nothing on a request's path crosses to another thread but the calls the
+//! gateway makes on its own (introspection, client-credentials tokens),
+//! whose pooled connections live on the runtime that opened them. The
+//! upstream pools and the Redis store keep a connection per thread.
 
 use std::future::Future;
 use std::net::SocketAddr;

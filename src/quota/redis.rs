@@ -7,7 +7,11 @@
 //! made lazily and re-made with backoff (at most 5 s) by redis-rs's
 //! connection manager. Redis Cluster and Sentinel are not supported.
 //!
-//! Adapter: depends on redis-rs and tokio.
+//! One connection per thread that asks: with `workers: N`, each worker's
+//! runtime drives its own, so that a quota check never wakes another
+//! worker's thread to write and read for it.
+//!
+//! Adapter: depends on redis-rs, tokio and thread_local.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use thread_local::ThreadLocal;
 
 use super::{Shared, Verdict};
 use crate::config::QuotaPolicy;
@@ -39,7 +44,10 @@ return {1, limit - (new_tat - now), new_tat - now}
 ";
 
 pub struct Store {
-    connection: ConnectionManager,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Each thread's connection, made on its first call.
+    connections: ThreadLocal<ConnectionManager>,
     script: redis::Script,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -63,18 +71,33 @@ impl Store {
             .set_max_delay(Duration::from_secs(5))
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(timeout));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        // Made once here so that a config it refuses is an error now.
+        let first = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| format!("redis connection: {:?}", e.kind()))?;
+        let connections = ThreadLocal::new();
+        connections.get_or(|| first);
         Ok(Store {
-            connection,
+            client,
+            config,
+            connections,
             script: redis::Script::new(SCRIPT),
             timeout,
             metrics,
         })
     }
 
+    /// This thread's connection (a handle: cloned per call).
+    fn connection(&self) -> Result<ConnectionManager, ()> {
+        self.connections
+            .get_or_try(|| {
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+            })
+            .cloned()
+            .map_err(|e| tracing::warn!("redis connection: {:?}", e.kind()))
+    }
+
     async fn call(&self, bucket: &str, policy: &QuotaPolicy) -> Result<Verdict, ()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(bucket)
@@ -117,7 +140,7 @@ impl Store {
 
 impl Store {
     async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, ()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("NX").arg("PX").arg(millis);

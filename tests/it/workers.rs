@@ -329,3 +329,52 @@ async fn the_connection_limit_is_shared_by_the_workers() {
         );
     }
 }
+
+/// A Redis quota on two workers: one bucket (four requests of 32, over
+/// connections the kernel spread on both workers), and one Redis
+/// connection per worker, each driven by its own runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_asks_redis_on_its_own_connection() {
+    let Some(redis) = crate::support::redis::Redis::start().await else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (port, admin_port) = (crate::support::free_port(), crate::support::free_port());
+    let extra = format!(
+        "  - path: /quota\n    auth: none\n    rate_limit: four\nworkers: 2\nadmin_listen: \"127.0.0.1:{admin_port}\"\nrate_limits:\n  store: redis\n  redis:\n    url: \"{}\"\n    timeout: 200ms\n  policies:\n    four:\n      key: ip\n      rate: 1/m\n      burst: 4\n",
+        redis.url()
+    );
+    let (_dir, path) = write_config(&upstream, port, &extra);
+    let (child, addr) = run_binary(&path, port, &[], false).await;
+    let _gateway = Process(Some(child));
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let mut statuses = Vec::new();
+    for _ in 0..32 {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        statuses.push(send(&mut stream, "/quota", None).await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        28,
+        "{statuses:?}"
+    );
+    let accepted = accepted_by_worker(admin, "proxy").await;
+    assert!(
+        accepted.iter().all(|(_, n)| *n > 0.0),
+        "both workers served: {accepted:?}"
+    );
+    let clients = redis.cli(&["CLIENT", "LIST"]);
+    let gateway_connections = clients
+        .lines()
+        .filter(|line| !line.contains("cmd=client"))
+        .count();
+    assert_eq!(
+        gateway_connections, 2,
+        "one connection per worker:\n{clients}"
+    );
+}
