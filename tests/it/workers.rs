@@ -1,7 +1,8 @@
 //! `workers: N`: the real binary with two event loops, each a thread and
 //! current-thread runtime of its own with its own socket on the address
 //! (`SO_REUSEPORT`). Both serve, under one state (reloads reach both), one
-//! connection limit, and one drain.
+//! connection limit, one Redis quota (over a connection each), and one
+//! drain.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use crate::proxy::{claims, config};
 use crate::support::keys::{jwks, keys};
 use crate::support::{Upstream, bearer, read_response, run_binary};
 
-/// Writes `yaml` (the proxy tests' config with `extra`, on fixed ports)
-/// and the key sets beside it; returns the directory and the config path.
+/// Writes the proxy tests' config with `extra` (listening on `port`) and
+/// the key sets beside it; returns the directory and the config path.
 fn write_config(
     upstream: &Upstream,
     port: u16,
