@@ -71,27 +71,32 @@ impl Store {
             .set_max_delay(Duration::from_secs(5))
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(timeout));
-        // Made once here so that a config it refuses is an error now.
-        let first = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| format!("redis connection: {:?}", e.kind()))?;
-        let connections = ThreadLocal::new();
-        connections.get_or(|| first);
-        Ok(Store {
+        let store = Store {
             client,
             config,
-            connections,
+            connections: ThreadLocal::new(),
             script: redis::Script::new(SCRIPT),
             timeout,
             metrics,
+        };
+        // This thread's, made now so that a config it refuses is an error
+        // now rather than on the first call.
+        store
+            .this_threads()
+            .map_err(|e| format!("redis connection: {:?}", e.kind()))?;
+        Ok(store)
+    }
+
+    /// This thread's connection, made (lazily connected) on first use.
+    fn this_threads(&self) -> redis::RedisResult<&ConnectionManager> {
+        self.connections.get_or_try(|| {
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
         })
     }
 
     /// This thread's connection (a handle: cloned per call).
     fn connection(&self) -> Result<ConnectionManager, ()> {
-        self.connections
-            .get_or_try(|| {
-                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-            })
+        self.this_threads()
             .cloned()
             .map_err(|e| tracing::warn!("redis connection: {:?}", e.kind()))
     }

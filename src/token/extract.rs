@@ -34,17 +34,19 @@ impl ExtractError {
     }
 }
 
+/// An RFC 9110 token68 character, less the trailing `=`.
+const fn is_token68_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
+
 fn is_token68(s: &str) -> bool {
-    /// RFC 9110 token68 characters, less the trailing `=`: a table, since
-    /// every byte of every token is looked up (1 = allowed).
+    /// [`is_token68_char`] as a table, since every byte of every token is
+    /// looked up (1 = allowed).
     const TOKEN68: [u8; 256] = {
         let mut table = [0; 256];
         let mut b = 0;
         while b < 256 {
-            let c = b as u8;
-            let allowed =
-                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-            table[b] = allowed as u8;
+            table[b] = is_token68_char(b as u8) as u8;
             b += 1;
         }
         table
@@ -204,9 +206,6 @@ mod tests {
 
     #[test]
     fn token68_check_sees_every_byte_at_every_position() {
-        let allowed = |c: u8| {
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        };
         // Lengths around the eight-byte chunks, each byte value at each
         // position of an otherwise valid body.
         for len in 1..=25 {
@@ -215,7 +214,7 @@ mod tests {
                     let mut body = vec![b'a'; len];
                     body[at] = c;
                     let text = String::from_utf8(body).expect("ASCII");
-                    let expected = allowed(c)
+                    let expected = is_token68_char(c)
                         || (c == b'=' && at > 0 && text[at..].bytes().all(|b| b == b'='));
                     assert_eq!(is_token68(&text), expected, "{text:?}");
                 }

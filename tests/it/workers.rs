@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::proxy::{claims, config};
 use crate::support::keys::{jwks, keys};
-use crate::support::{Upstream, bearer, read_response, run_binary};
+use crate::support::{Raw, Upstream, bearer, read_response, run_binary};
 
 /// Writes the proxy tests' config with `extra` (listening on `port`) and
 /// the key sets beside it; returns the directory and the config path.
@@ -61,24 +61,34 @@ impl Drop for Process {
     }
 }
 
-/// One request on a kept-alive connection.
-async fn send(stream: &mut TcpStream, path: &str, auth: Option<&str>) -> crate::support::Raw {
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n{auth}\r\n").as_bytes())
-        .await
-        .expect("write");
+/// `GET path` with `headers` on a kept-alive connection.
+async fn get_on(stream: &mut TcpStream, path: &str, headers: &[(&str, &str)]) -> Raw {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
     read_response(stream).await
 }
 
-/// A forward-auth question (nginx's `auth_request` convention) on a
-/// kept-alive connection.
-async fn ask(stream: &mut TcpStream, token: &str) -> crate::support::Raw {
-    let request = format!(
-        "GET /auth HTTP/1.1\r\nHost: a\r\nX-Original-URI: /api/private-scoped\r\nX-Original-Method: GET\r\nAuthorization: Bearer {token}\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    read_response(stream).await
+/// A request to the proxy, with a bearer token or none.
+async fn send(stream: &mut TcpStream, path: &str, token: Option<&str>) -> Raw {
+    match token {
+        Some(token) => get_on(stream, path, &[("Authorization", &bearer(token))]).await,
+        None => get_on(stream, path, &[]).await,
+    }
+}
+
+/// A forward-auth question (nginx's `auth_request` convention).
+async fn ask(stream: &mut TcpStream, token: &str) -> Raw {
+    let auth = bearer(token);
+    let headers = [
+        ("X-Original-URI", "/api/private-scoped"),
+        ("X-Original-Method", "GET"),
+        ("Authorization", auth.as_str()),
+    ];
+    get_on(stream, "/auth", &headers).await
 }
 
 /// `scopegate_connections_accepted_total{listener=…,worker=…}`, by
@@ -127,9 +137,9 @@ async fn two_workers_serve_under_one_state_and_drain_together() {
     }
     upstream.take();
     for stream in &mut streams {
-        let allowed = send(stream, "/api/private-scoped", Some(&bearer(&token))).await;
+        let allowed = send(stream, "/api/private-scoped", Some(&token)).await;
         assert_eq!(allowed.status, 200, "{}", allowed.text());
-        let refused = send(stream, "/api/private-scoped", Some(&bearer(&unscoped))).await;
+        let refused = send(stream, "/api/private-scoped", Some(&unscoped)).await;
         assert_eq!(refused.status, 403);
         assert_eq!(
             send(stream, "/api/private-scoped/../private-scoped", None)
