@@ -4,6 +4,7 @@
 //!
 //! Adapter: depends on hyper, hyper-util, tokio and the core.
 
+mod h1;
 pub mod headers;
 mod pool;
 

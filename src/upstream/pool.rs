@@ -1,17 +1,25 @@
-//! The connections to one upstream: hyper's HTTP/1 client connections,
-//! each driven by the task of the request that uses it.
+//! The connections to one upstream, and HTTP/1.1 over them ([`super::h1`]
+//! is the codec).
 //!
-//! hyper-util's pooled client spawns a task per connection and hands it
-//! every request through channels, and spawns another per request to wait
-//! for the connection to become idle again: two tasks woken per request,
-//! a pool keyed by hashing the scheme and authority, and their futures
-//! moved around. Here a request checks a connection out of a LIFO list,
-//! polls the connection itself while it waits for the response head, and
-//! the response body goes on polling it while it streams; when the body
-//! has ended, dropping it puts the connection back. A connection nobody
-//! uses is polled by nobody: it is checked when it is next taken (closed
-//! by the upstream meanwhile: dropped, the next one tried) and dropped by
-//! a reaper once idle for [`IDLE_TIMEOUT`].
+//! A request checks a connection out of a LIFO list, writes its head (and
+//! body) on it and reads the response head, in the request's own task;
+//! the response body then reads the rest from the same connection while it
+//! streams, and when the body has ended, dropping it puts the connection
+//! back. No task, channel or wake-up besides the request's own. A
+//! connection nobody uses is polled by nobody: it is checked when it is next
+//! taken (closed by the upstream, or holding bytes nobody asked for:
+//! dropped, the next one tried) and dropped by a reaper once idle for
+//! [`IDLE_TIMEOUT`].
+//!
+//! Before this, hyper's client connection did the HTTP/1.1: it costs a
+//! request channel, a response oneshot, a dispatcher and a fresh 8 KiB
+//! read buffer per response (its parsed head keeps the old one shared),
+//! about 13,000 instructions per request; this path costs about a third.
+//!
+//! An upload is written as it streams; an upstream that answers before the
+//! body has been sent whole gets its answer forwarded, the rest of the
+//! body is not sent, and the connection is closed after the response
+//! (hyper's client went on sending).
 //!
 //! Idle connections are kept per thread: with `workers: N` each thread
 //! runs a runtime of its own, and a connection is registered with the
@@ -20,13 +28,14 @@
 //! cores; kept per thread, a request only ever takes a connection its own
 //! runtime reads.
 //!
-//! A WebSocket handshake gets a connection of its own, driven by a task of
-//! its own, since the tunnel outlives the request.
+//! A WebSocket handshake gets a hyper connection of its own, driven by a
+//! task of its own, since the tunnel outlives the request.
 //!
-//! Adapter: depends on hyper, hyper-util, hyper-rustls, tokio and
-//! thread_local.
+//! Adapter: depends on hyper (upgrades), hyper-util, hyper-rustls, tokio,
+//! tokio-rustls and thread_local.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -34,17 +43,18 @@ use std::time::{Duration, Instant};
 
 use thread_local::ThreadLocal;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
+use bytes::{BufMut as _, Bytes, BytesMut};
+use http::{Method, Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service as _;
 
+use super::h1::{self, Chunked, Framing, Head, Parsed, Sending, Step};
 use crate::Body;
 
 /// Idle connections older than this are closed instead of reused.
@@ -53,17 +63,74 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE: usize = 256;
 /// The most an upstream connection's read buffer holds: a response head
 /// must fit (nginx's `proxy_buffer_size` is 4 or 8 KiB), and a body is read
-/// in pieces up to this size. hyper's default lets the buffer double up to
-/// about 400 KiB while a large body streams, per connection.
+/// in pieces up to this size.
 const READ_BUFFER_MAX: usize = 64 * 1024;
+/// The first read's size; it doubles while reads fill it, up to
+/// [`READ_BUFFER_MAX`].
+const READ_FIRST: usize = 8 * 1024;
 
+/// What hyper-rustls connects (the WebSocket path keeps it as it is).
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+type TlsStream = tokio_rustls::client::TlsStream<TokioIo<TokioIo<TcpStream>>>;
 
-/// One HTTP/1 connection: the handle requests are sent with, and the
-/// state machine that reads and writes the socket when polled.
+/// A connection's transport.
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed: a TLS session is kilobytes.
+    Tls(Box<TlsStream>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to the upstream.
 struct Conn {
-    sender: http1::SendRequest<Body>,
-    driver: http1::Connection<Io, Body>,
+    io: Stream,
+    /// Read and not yet consumed. One allocation for the connection's
+    /// life while responses are small: heads and small body pieces are
+    /// copied out of it.
+    read: BytesMut,
+    /// The request head being written (kept for its capacity).
+    write: Vec<u8>,
+    /// How much the next read asks for.
+    next_read: usize,
 }
 
 /// An idle connection, and since when.
@@ -73,13 +140,196 @@ type Idle = (Box<Conn>, Instant);
 #[derive(Debug)]
 pub(super) struct Failed(pub String);
 
+impl Conn {
+    fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            read: BytesMut::new(),
+            write: Vec::with_capacity(512),
+            next_read: READ_FIRST,
+        }
+    }
+
+    /// Reads once into the buffer, never past `READ_BUFFER_MAX` buffered.
+    /// `Ok(0)`: the upstream closed the connection (or the buffer is full).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let want = self
+            .next_read
+            .min(READ_BUFFER_MAX.saturating_sub(self.read.len()));
+        if want == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if self.read.capacity() - self.read.len() < want {
+            self.read.reserve(want);
+        }
+        let mut limited = (&mut self.read).limit(want);
+        let read = std::pin::pin!(self.io.read_buf(&mut limited)).poll(cx);
+        if let Poll::Ready(Ok(n)) = read {
+            self.next_read = if n == want {
+                (self.next_read * 2).min(READ_BUFFER_MAX)
+            } else if n < self.next_read / 2 {
+                (self.next_read / 2).max(READ_FIRST)
+            } else {
+                self.next_read
+            };
+        }
+        read
+    }
+
+    /// The final response head, reading as needed; interim (1xx) ones are
+    /// skipped.
+    fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<Head, Failed>> {
+        loop {
+            match h1::parse_response(&self.read, method) {
+                Ok(Parsed::Final(len, head)) => {
+                    bytes::Buf::advance(&mut self.read, len);
+                    return Poll::Ready(Ok(head));
+                }
+                Ok(Parsed::Interim(len)) => {
+                    bytes::Buf::advance(&mut self.read, len);
+                    continue;
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Poll::Ready(Err(Failed(format!("response: {e}")))),
+            }
+            if self.read.len() >= READ_BUFFER_MAX {
+                return Poll::Ready(Err(Failed(format!(
+                    "response head larger than {READ_BUFFER_MAX} bytes"
+                ))));
+            }
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(Failed("connection closed before a response".into())));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Failed(format!("read: {e}")))),
+            }
+        }
+    }
+
+    /// Streams the request body. `Some(head)`: the upstream answered
+    /// before the body was sent whole, which ends the upload.
+    async fn send_body(
+        &mut self,
+        body: &mut Body,
+        sending: Sending,
+        method: &Method,
+    ) -> Result<Option<Head>, Failed> {
+        // The head, waiting in `write`, goes out with what the body has
+        // ready on the first poll.
+        let mut pending = std::mem::take(&mut self.write);
+        let mut offset = 0;
+        let mut sent: u64 = 0;
+        let mut finished = false;
+        let mut first = true;
+        let result = std::future::poll_fn(|cx| {
+            loop {
+                while offset < pending.len() && !first {
+                    match Pin::new(&mut self.io).poll_write(cx, &pending[offset..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(Failed("upstream closed the upload".into())));
+                        }
+                        Poll::Ready(Ok(n)) => offset += n,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(Failed(format!("write: {e}"))));
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if offset == pending.len() || first {
+                    if finished {
+                        return match Pin::new(&mut self.io).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => Poll::Ready(Ok(None)),
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(Failed(format!("write: {e}")))),
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                    if !first {
+                        pending.clear();
+                        offset = 0;
+                    }
+                    let polled = Pin::new(&mut *body).poll_frame(cx);
+                    if first && polled.is_pending() {
+                        first = false;
+                        continue;
+                    }
+                    first = false;
+                    match polled {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            // Trailers are not sent: `Trailer` is hop-by-hop here.
+                            if let Ok(data) = frame.into_data() {
+                                sent += data.len() as u64;
+                                if let Sending::Length(length) = sending
+                                    && sent > length
+                                {
+                                    return Poll::Ready(Err(Failed(
+                                        "request body longer than its Content-Length".into(),
+                                    )));
+                                }
+                                h1::encode_piece(sending, &data, &mut pending);
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            return Poll::Ready(Err(Failed(format!("request body: {e}"))));
+                        }
+                        Poll::Ready(None) => {
+                            if let Sending::Length(length) = sending
+                                && sent != length
+                            {
+                                return Poll::Ready(Err(Failed(
+                                    "request body shorter than its Content-Length".into(),
+                                )));
+                            }
+                            if sending == Sending::Chunked {
+                                pending.extend_from_slice(h1::LAST_CHUNK);
+                            }
+                            finished = true;
+                            continue;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                // Waiting for the client's body or for the upstream to read:
+                // an answer that comes meanwhile ends the upload.
+                return match self.poll_head(cx, method) {
+                    Poll::Ready(Ok(head)) => Poll::Ready(Ok(Some(head))),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        })
+        .await;
+        pending.clear();
+        self.write = pending;
+        result
+    }
+
+    /// Whether an idle connection can carry a request: still open, and
+    /// nothing arrived that nobody asked for. Polled with a waker that
+    /// wakes nobody (no task owns an idle connection).
+    fn still_open(&mut self) -> bool {
+        self.read.is_empty()
+            && self
+                .poll_fill(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+    }
+}
+
+/// Writes a request head that has no body after it.
+async fn write_head(io: &mut Stream, head: &[u8]) -> Result<(), Failed> {
+    io.write_all(head)
+        .await
+        .and(io.flush().await)
+        .map_err(|e| Failed(format!("write: {e}")))
+}
+
 pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority/` of the upstream: what is connected to.
     target: Uri,
     /// The idle connections of each thread that used the pool, most
-    /// recent last. Boxed: a connection is a few kilobytes, moved in and
-    /// out here. The lock is taken by its own thread, and by the reaper.
+    /// recent last. The lock is taken by its own thread, and by the reaper.
     idle: ThreadLocal<Mutex<Vec<Idle>>>,
     /// Whether the reaper task runs (started with the first idle
     /// connection, inside the runtime).
@@ -105,64 +355,70 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form) on an idle connection, or a new one,
-    /// and returns the response head once it has come. A request that an
-    /// idle connection closed under before it was written is sent once
-    /// more on a fresh connection, as hyper-util's client does.
+    /// and returns the response head once it has come. A request whose
+    /// head could not be written on an idle connection (closed under it)
+    /// is sent once more on a fresh one, as hyper-util's client does; once
+    /// written, it is never sent again.
     pub(super) async fn send(
         self: &Arc<Self>,
-        mut request: Request<Body>,
+        request: Request<Body>,
         upgrade: bool,
     ) -> Result<Response<Body>, Failed> {
         if upgrade {
             return self.send_upgrade(request).await;
         }
+        let (mut parts, mut body) = request.into_parts();
+        let hint = if body.is_end_stream() {
+            None
+        } else {
+            Some(body.size_hint().exact())
+        };
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                // Boxed: connecting holds a TLS stream by value, and would
-                // make every request's future kilobytes larger.
+                // Boxed: connecting holds a TLS handshake by value, and
+                // would make every request's future kilobytes larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            // The response head, with the connection polled alongside: no
-            // other task runs it. Unconstrained: the answer comes through a
-            // oneshot polled with no waker (below), so a refusal for the
-            // task's budget would never be retried.
-            let sending = conn.sender.try_send_request(request);
-            let mut sending = std::pin::pin!(tokio::task::unconstrained(sending));
-            let driver = &mut conn.driver;
-            let mut closed = false;
-            let sent = std::future::poll_fn(|cx| {
-                if !closed && Pin::new(&mut *driver).poll(cx).is_ready() {
-                    closed = true;
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let Conn { io, write, .. } = &mut *conn;
+            write.clear();
+            let sending =
+                h1::encode_request(&parts.method, target, &mut parts.headers, hint, write);
+            let (head, whole) = if sending == Sending::Nothing {
+                if let Err(e) = write_head(io, write).await {
+                    if reused {
+                        continue;
+                    }
+                    return Err(e);
                 }
-                // Only the connection, polled just above, completes this
-                // future: it needs no waker of its own, and one would wake
-                // this task once more for nothing.
-                match sending
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                {
-                    // Closed without an answer, not even an error.
-                    Poll::Pending if closed => Poll::Ready(None),
-                    polled => polled.map(Some),
+                (None, true)
+            } else {
+                // The head goes with the body's first piece: a body that
+                // fails at once (broken chunked framing) sends nothing.
+                match conn.send_body(&mut body, sending, &parts.method).await? {
+                    Some(early) => (Some(early), false),
+                    None => (None, true),
                 }
-            })
-            .await;
-            match sent {
-                Some(Ok(response)) => return Ok(self.returning(conn, response)),
-                Some(Err(mut e)) => match e.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(Failed(e.into_error().to_string())),
-                },
-                None => return Err(Failed("connection closed".into())),
-            }
+            };
+            let head = match head {
+                Some(head) => head,
+                None => std::future::poll_fn(|cx| conn.poll_head(cx, &parts.method)).await?,
+            };
+            return Ok(self.returning(conn, head, whole));
         }
     }
 
-    /// A WebSocket handshake: its own connection, driven by its own task
-    /// so that the upgrade completes after the response has been answered.
+    /// A WebSocket handshake: its own hyper connection, driven by its own
+    /// task so that the upgrade completes after the response has been
+    /// answered.
     async fn send_upgrade(&self, request: Request<Body>) -> Result<Response<Body>, Failed> {
-        let Conn { mut sender, driver } = *Box::pin(self.connect()).await?;
+        let io = Box::pin(self.connect_io()).await?;
+        let (mut sender, driver) = http1::Builder::new()
+            .max_buf_size(READ_BUFFER_MAX)
+            .handshake::<_, Body>(io)
+            .await
+            .map_err(|e| Failed(format!("handshake: {e}")))?;
         tokio::spawn(async move {
             if let Err(e) = driver.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {e}");
@@ -177,48 +433,33 @@ impl Pool {
         }))
     }
 
-    /// The most recently used idle connection that is still open and ready
-    /// for a request.
+    /// The most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let (mut conn, since) = self.idle.get()?.lock().ok()?.pop()?;
-            if expired(since) {
-                continue;
-            }
-            // One poll lets the connection notice a close by the upstream
-            // and, after a response, get ready for the next request. Its
-            // waker wakes nobody: otherwise handing it this request would
-            // wake the task that used it last (the request's own task
-            // polls it from here on).
-            let mut quiet = Context::from_waker(Waker::noop());
-            if Pin::new(&mut conn.driver).poll(&mut quiet).is_ready() {
-                continue;
-            }
-            if conn.sender.is_ready() {
+            if !expired(since) && conn.still_open() {
                 return Some(conn);
             }
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, Failed> {
-        let io = self
-            .connector
+    async fn connect_io(&self) -> Result<Io, Failed> {
+        self.connector
             .clone()
             .call(self.target.clone())
             .await
-            .map_err(|e| Failed(format!("connect: {e}")))?;
-        let (sender, driver) = http1::Builder::new()
-            .max_buf_size(READ_BUFFER_MAX)
-            .handshake(io)
-            .await
-            .map_err(|e| Failed(format!("handshake: {e}")))?;
-        Ok(Box::new(Conn { sender, driver }))
+            .map_err(|e| Failed(format!("connect: {e}")))
+    }
+
+    async fn connect(&self) -> Result<Box<Conn>, Failed> {
+        let io = match self.connect_io().await? {
+            MaybeHttpsStream::Http(tcp) => Stream::Plain(tcp.into_inner()),
+            MaybeHttpsStream::Https(tls) => Stream::Tls(Box::new(tls.into_inner())),
+        };
+        Ok(Box::new(Conn::new(io)))
     }
 
     fn check_in(self: &Arc<Self>, conn: Box<Conn>) {
-        if conn.sender.is_closed() {
-            return;
-        }
         if let Ok(mut idle) = self.idle.get_or_default().lock()
             && idle.len() < MAX_IDLE
         {
@@ -232,21 +473,23 @@ impl Pool {
         }
     }
 
-    /// The response, whose body drives the connection while it streams and
-    /// hands it back once it has ended.
-    fn returning(
-        self: &Arc<Self>,
-        conn: Box<Conn>,
-        response: Response<Incoming>,
-    ) -> Response<Body> {
-        let (parts, body) = response.into_parts();
+    /// The response, whose body reads the rest from the connection and
+    /// hands it back once it has ended. `whole`: the request was sent
+    /// whole, so the connection may carry another.
+    fn returning(self: &Arc<Self>, conn: Box<Conn>, head: Head, whole: bool) -> Response<Body> {
+        let reading = match head.framing {
+            Framing::Empty | Framing::Length(0) => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(Chunked::Size),
+            Framing::UntilClose => Reading::UntilClose,
+        };
         let body = Returning {
-            ended: body.is_end_stream(),
-            inner: body,
             conn: Some(conn),
+            reading,
+            reusable: head.keep_alive && whole,
             pool: self.clone(),
         };
-        Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+        Response::from_parts(head.parts, http_body_util::BodyExt::boxed(body))
     }
 }
 
@@ -276,14 +519,84 @@ fn reap(pool: Weak<Pool>) {
     });
 }
 
-/// A response body that polls its connection while it streams, and puts
-/// the connection back into the pool when dropped after its end.
+/// Where a response body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from its connection as it streams; the
+/// connection goes back into the pool when the body is dropped after its
+/// end.
 struct Returning {
-    inner: Incoming,
-    /// `None` once the connection has ended or failed.
+    /// `None` once the connection failed.
     conn: Option<Box<Conn>>,
-    ended: bool,
+    reading: Reading,
+    /// The connection may carry another request once this body has ended.
+    reusable: bool,
     pool: Arc<Pool>,
+}
+
+impl Returning {
+    fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Failed>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let need_more = match &mut self.reading {
+                Reading::Done => return Poll::Ready(None),
+                Reading::Length(remaining) => {
+                    if conn.read.is_empty() {
+                        true
+                    } else {
+                        let n = usize::try_from(*remaining)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.read.len());
+                        let piece = h1::take(&mut conn.read, n);
+                        *remaining -= n as u64;
+                        if *remaining == 0 {
+                            self.reading = Reading::Done;
+                        }
+                        return Poll::Ready(Some(Ok(piece)));
+                    }
+                }
+                Reading::Chunked(state) => match state.step(&mut conn.read) {
+                    Ok(Step::Data(piece)) => return Poll::Ready(Some(Ok(piece))),
+                    Ok(Step::End) => {
+                        self.reading = Reading::Done;
+                        continue;
+                    }
+                    Ok(Step::More) => true,
+                    Err(e) => return Poll::Ready(Some(Err(Failed(format!("response body: {e}"))))),
+                },
+                Reading::UntilClose => {
+                    if conn.read.is_empty() {
+                        true
+                    } else {
+                        let n = conn.read.len();
+                        return Poll::Ready(Some(Ok(h1::take(&mut conn.read, n))));
+                    }
+                }
+            };
+            debug_assert!(need_more);
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) if self.reading == Reading::UntilClose => {
+                    self.reading = Reading::Done;
+                    self.reusable = false;
+                }
+                Ok(0) => {
+                    return Poll::Ready(Some(Err(Failed(
+                        "connection closed before the response body ended".into(),
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Failed(format!("read: {e}"))))),
+            }
+        }
+    }
 }
 
 impl http_body::Body for Returning {
@@ -294,42 +607,38 @@ impl http_body::Body for Returning {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, crate::BoxError>>> {
-        let this = &mut *self;
-        if let Some(conn) = &mut this.conn
-            && Pin::new(&mut conn.driver).poll(cx).is_ready()
-        {
-            // The connection is done (closed after this body, or failed):
-            // what it read is in the body's channel; it is not reused.
-            this.conn = None;
+        match std::task::ready!(self.next(cx)) {
+            Some(Ok(piece)) => Poll::Ready(Some(Ok(Frame::data(piece)))),
+            Some(Err(Failed(e))) => {
+                // A broken exchange: the connection is not reused.
+                self.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            None => Poll::Ready(None),
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.ended = true,
-            // The last frame: a server may stop polling once the body
-            // says it has ended.
-            Poll::Ready(Some(Ok(_))) => this.ended = this.inner.is_end_stream(),
-            // A broken exchange: the connection is not reused.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            Poll::Pending => {}
-        }
-        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.reading == Reading::Done || self.conn.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.reading {
+            Reading::Length(n) => SizeHint::with_exact(n),
+            Reading::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for Returning {
     fn drop(&mut self) {
-        // Dropped before its end (the client went away): the exchange is
-        // unfinished and the connection closes with it.
-        if self.ended
+        // Dropped before its end (the client went away), or with bytes
+        // after the response that nobody asked for: the connection closes.
+        if self.reading == Reading::Done
+            && self.reusable
             && let Some(conn) = self.conn.take()
+            && conn.read.is_empty()
         {
             self.pool.check_in(conn);
         }

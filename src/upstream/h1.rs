@@ -1,0 +1,774 @@
+//! HTTP/1.1 toward the upstream, as the proxy speaks it: the request head
+//! written from the outbound request as it stands, with the framing
+//! hyper's client would choose; the response head parsed with httparse
+//! (hyper's own parser, with hyper's defaults); the response body's framing
+//! chosen by RFC 9112 §6.3; the chunked coding decoded.
+//!
+//! Pure: bytes in, bytes out. [`super::pool`] does the I/O.
+//!
+//! Stricter than hyper's client in two places, both toward smuggling:
+//! a response with both `Transfer-Encoding` and `Content-Length` loses its
+//! `Content-Length` (RFC 9112 §6.3, rule 3) and its connection is not
+//! reused, and a chunk line holding a bare CR or LF is refused.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// The most fields a response head or trailer section may have (hyper's
+/// default).
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// The largest trailer section (dropped, but read).
+const MAX_TRAILERS: usize = 64 * 1024;
+/// Body pieces up to this size are copied out of the read buffer, which
+/// then stays one allocation, reused for the connection's next response;
+/// larger ones are split off it without a copy.
+const COPY_MAX: usize = 4096;
+
+/// Why a response could not be read: the upstream broke HTTP/1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Malformed(pub &'static str);
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// How a request body follows its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sending {
+    /// No body is sent.
+    Nothing,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// The chunked coding.
+    Chunked,
+}
+
+/// What is known of the request body: `None` when it is known to be
+/// empty, else its exact length if known.
+pub(super) type BodyHint = Option<Option<u64>>;
+
+/// Sets the request's framing headers as hyper's HTTP/1.1 client would,
+/// and writes its head (origin-form target, fields in map order, names in
+/// lower case) into `dst`.
+pub(super) fn encode_request(
+    method: &Method,
+    target: &str,
+    headers: &mut HeaderMap,
+    body: BodyHint,
+    dst: &mut Vec<u8>,
+) -> Sending {
+    let sending = request_framing(method, headers, body);
+    dst.extend_from_slice(method.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers.iter() {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    sending
+}
+
+/// hyper's `Client::set_length` for HTTP/1.1: headers the request already
+/// has are respected; otherwise the body's known length, else chunked —
+/// except that a GET, HEAD or CONNECT without framing headers sends no
+/// body (the proxy marks such a body chunked itself).
+fn request_framing(method: &Method, headers: &mut HeaderMap, body: BodyHint) -> Sending {
+    let Some(exact) = body else {
+        headers.remove(TRANSFER_ENCODING);
+        return Sending::Nothing;
+    };
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if !is_chunked(headers) {
+            add_chunked(headers);
+        }
+        headers.remove(CONTENT_LENGTH);
+        return Sending::Chunked;
+    }
+    if let Some(Ok(length)) = content_length(headers) {
+        return Sending::Length(length);
+    }
+    match exact {
+        Some(length) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+            Sending::Length(length)
+        }
+        None if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) => Sending::Nothing,
+        None => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            headers.remove(CONTENT_LENGTH);
+            Sending::Chunked
+        }
+    }
+}
+
+/// Appends `chunked` to the last `Transfer-Encoding` value.
+fn add_chunked(headers: &mut HeaderMap) {
+    let last = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .cloned();
+    let value = match last {
+        Some(last) => {
+            let mut joined = last.as_bytes().to_vec();
+            joined.extend_from_slice(b", chunked");
+            HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("chunked"))
+        }
+        None => HeaderValue::from_static("chunked"),
+    };
+    let mut kept: Vec<HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().cloned().collect();
+    kept.pop();
+    headers.remove(TRANSFER_ENCODING);
+    for v in kept {
+        headers.append(TRANSFER_ENCODING, v);
+    }
+    headers.append(TRANSFER_ENCODING, value);
+}
+
+/// Whether the final transfer coding is `chunked` (RFC 9112 §6.1).
+fn is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|value| value.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Every `Content-Length` value, list members included: `None` without
+/// one, `Some(Err)` unless all are the same run of digits.
+fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            let member = member.trim_ascii();
+            let parsed =
+                (!member.is_empty() && member.len() <= 19 && member.iter().all(u8::is_ascii_digit))
+                    .then(|| {
+                        member
+                            .iter()
+                            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+                    });
+            match (parsed, found) {
+                (None, _) => return Some(Err(())),
+                (Some(n), Some(seen)) if n != seen => return Some(Err(())),
+                (Some(n), _) => found = Some(n),
+            }
+        }
+    }
+    found.map(Ok)
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A response head, parsed.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// What [`parse_response`] found at the start of the buffer.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An interim (1xx) response of this many bytes, to be skipped.
+    Interim(usize),
+    /// The final response's head, of this many bytes.
+    Final(usize, Head),
+}
+
+/// Parses the response head at the start of `buf`, for a request made with
+/// `method`. The fields are copied out in one allocation shared by their
+/// values, so `buf` can be reused.
+pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Malformed("more than 100 response header fields"));
+        }
+        Err(_) => return Err(Malformed("malformed response head")),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| Malformed("response status code"))?;
+    match code {
+        // Only a WebSocket handshake asks for an upgrade, and it does not
+        // come this way.
+        101 => {
+            return Err(Malformed(
+                "101 Switching Protocols without an upgrade asked for",
+            ));
+        }
+        100..=199 => return Ok(Parsed::Interim(len)),
+        _ => {}
+    }
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+
+    let block = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Malformed("response header name"))?;
+        // The value as a slice of the shared copy; httparse's slices point
+        // into `buf`.
+        let start = (field.value.as_ptr() as usize).wrapping_sub(base);
+        let value = match block.get(start..start.wrapping_add(field.value.len())) {
+            Some(_) if !field.value.is_empty() => {
+                HeaderValue::from_maybe_shared(block.slice(start..start + field.value.len()))
+            }
+            _ => HeaderValue::from_bytes(field.value),
+        }
+        .map_err(|_| Malformed("response header value"))?;
+        headers.append(name, value);
+    }
+
+    let mut keep_alive = connection_allows_reuse(&headers, version);
+    let framing = if matches!(code, 204 | 304) || *method == Method::HEAD {
+        Framing::Empty
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Malformed("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            // Both: the coding wins, the length goes, and the connection
+            // is not trusted with another request.
+            headers.remove(CONTENT_LENGTH);
+            keep_alive = false;
+        }
+        if is_chunked(&headers) {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length(&headers) {
+            Some(Ok(length)) => Framing::Length(length),
+            Some(Err(())) => return Err(Malformed("response Content-Length")),
+            None => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    if let Some(reason) = response.reason
+        && Some(reason) != status.canonical_reason()
+        && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec())
+    {
+        // hyper's server writes it back as it came, as hyper's client kept it.
+        parts.extensions.insert(reason);
+    }
+    Ok(Parsed::Final(
+        len,
+        Head {
+            parts,
+            framing,
+            keep_alive,
+        },
+    ))
+}
+
+/// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive`.
+fn connection_allows_reuse(headers: &HeaderMap, version: Version) -> bool {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (version == Version::HTTP_11 || keep_alive)
+}
+
+/// Takes the first `n` bytes of `buf` as a body piece.
+pub(super) fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_MAX {
+        let piece = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        piece
+    } else {
+        buf.split_to(n).freeze()
+    }
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+    Done,
+}
+
+/// One step of [`Chunked::step`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    Data(Bytes),
+    /// `buf` holds too little to go on.
+    More,
+    End,
+}
+
+impl Chunked {
+    /// Decodes from the start of `buf`, removing what it consumed. The
+    /// trailer section is read and dropped: `Trailer` is hop-by-hop here,
+    /// so no trailer field is forwarded.
+    pub(super) fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Malformed> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(Malformed("chunk-size line too long"));
+                        }
+                        return Ok(Step::More);
+                    };
+                    if end > MAX_CHUNK_LINE {
+                        return Err(Malformed("chunk-size line too long"));
+                    }
+                    let size = chunk_size(&buf[..end])?;
+                    buf.advance(end + 2);
+                    *self = if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(remaining) => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    let piece = take(buf, n);
+                    let left = remaining - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Step::Data(piece));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Malformed("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        *self = Chunked::Done;
+                        continue;
+                    }
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((len, _))) => {
+                            buf.advance(len);
+                            *self = Chunked::Done;
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILERS => {
+                            return Ok(Step::More);
+                        }
+                        _ => return Err(Malformed("malformed trailer section")),
+                    }
+                }
+                Chunked::Done => return Ok(Step::End),
+            }
+        }
+    }
+}
+
+/// `chunk-size [ BWS ; chunk-ext ]` (RFC 9112 §7.1), the line without
+/// its CRLF. The extensions are ignored; a bare CR or LF anywhere in the
+/// line is refused.
+fn chunk_size(line: &[u8]) -> Result<u64, Malformed> {
+    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(Malformed("bare CR or LF in a chunk-size line"));
+    }
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(Malformed("chunk size"));
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or(Malformed("chunk size overflows"))?;
+    }
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
+    if !(rest.is_empty() || rest[0] == b';') {
+        return Err(Malformed("chunk size"));
+    }
+    Ok(size)
+}
+
+/// Frames one piece of a request body for `sending` into `dst`.
+pub(super) fn encode_piece(sending: Sending, piece: &[u8], dst: &mut Vec<u8>) {
+    if sending == Sending::Chunked {
+        if piece.is_empty() {
+            return;
+        }
+        dst.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        dst.extend_from_slice(piece);
+        dst.extend_from_slice(b"\r\n");
+    } else {
+        dst.extend_from_slice(piece);
+    }
+}
+
+/// The end of a chunked request body (no trailers: `Trailer` is
+/// hop-by-hop here).
+pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: &Method) -> Result<Head, Malformed> {
+        match parse_response(raw.as_bytes(), method)? {
+            Parsed::Final(len, head) => {
+                assert_eq!(len, raw.find("\r\n\r\n").map(|i| i + 4).expect("end"));
+                Ok(head)
+            }
+            other => panic!("not a final head: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let get = &Method::GET;
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n",
+                get,
+                Framing::Length(3),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n",
+                get,
+                Framing::Length(3),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                get,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                get,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
+                get,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                get,
+                Framing::Chunked,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", get, Framing::UntilClose, false),
+            (
+                "HTTP/1.1 204 No Content\r\ncontent-length: 3\r\n\r\n",
+                get,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+                get,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n",
+                &Method::HEAD,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\n",
+                get,
+                Framing::Length(3),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: x, Close\r\n\r\n",
+                get,
+                Framing::Length(3),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\n",
+                get,
+                Framing::Length(3),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 3\r\nconnection: keep-alive\r\n\r\n",
+                get,
+                Framing::Length(3),
+                true,
+            ),
+        ];
+        for (raw, method, framing, keep_alive) in cases {
+            let parsed = head(raw, method).expect(raw);
+            assert_eq!(
+                (parsed.framing, parsed.keep_alive),
+                (framing, keep_alive),
+                "{raw}"
+            );
+            if raw.contains("transfer-encoding") && method == get && framing != Framing::Empty {
+                assert!(
+                    !parsed.parts.headers.contains_key(CONTENT_LENGTH),
+                    "a length beside a coding is not forwarded: {raw}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0x3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad name: x\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/2.0 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\nx: \x01\r\n\r\n",
+        ] {
+            assert!(
+                parse_response(raw.as_bytes(), &Method::GET).is_err(),
+                "{raw:?}"
+            );
+        }
+        let many: String = (0..101).map(|i| format!("x{i}: y\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(parse_response(raw.as_bytes(), &Method::GET).is_err());
+    }
+
+    #[test]
+    fn heads_keep_their_fields_and_interim_ones_are_skipped() {
+        let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Made\r\nX-One: a\r\nx-one: b\r\nempty:\r\n\r\nbody";
+        let Ok(Parsed::Interim(n)) = parse_response(raw.as_bytes(), &Method::POST) else {
+            panic!("interim");
+        };
+        assert_eq!(&raw[..n], "HTTP/1.1 100 Continue\r\n\r\n");
+        let Ok(Parsed::Final(len, head)) = parse_response(&raw.as_bytes()[n..], &Method::POST)
+        else {
+            panic!("final");
+        };
+        assert_eq!(&raw[n + len..], "body");
+        assert_eq!(head.parts.status, 201);
+        let ones: Vec<_> = head.parts.headers.get_all("x-one").iter().collect();
+        assert_eq!(ones, ["a", "b"]);
+        assert_eq!(head.parts.headers["empty"], "");
+        let reason = head.parts.extensions.get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Made"[..]));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-le", &Method::GET),
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    /// Decodes `wire` fed in pieces of `step` bytes.
+    fn decode(wire: &[u8], step: usize) -> Result<(Vec<u8>, usize), Malformed> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match state.step(&mut buf)? {
+                Step::Data(piece) => body.extend_from_slice(&piece),
+                Step::End => return Ok((body, wire.len() - fed + buf.len())),
+                Step::More if fed == wire.len() => return Err(Malformed("incomplete")),
+                Step::More => {
+                    let n = step.min(wire.len() - fed);
+                    buf.extend_from_slice(&wire[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_reads() {
+        let wire =
+            b"5\r\nhello\r\n1;ext=\"x\"\r\n \r\nA \t; e\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 100] {
+            let (body, left) = decode(wire, step).expect("decodes");
+            assert_eq!(body, b"hello 0123456789", "step {step}");
+            assert_eq!(left, 4, "what follows the body is left: step {step}");
+        }
+        assert_eq!(decode(b"0\r\n\r\n", 1).expect("empty").0, b"");
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for wire in [
+            &b"5\r\nhelloX\r\n0\r\n\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\rx\r\nhello\r\n0\r\n\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"x\r\n",
+            b"-5\r\nhello\r\n",
+            b"+5\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            b"10000000000000000\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                decode(wire, 3).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert!(decode(&long, 1000).is_err(), "an endless chunk-size line");
+    }
+
+    #[test]
+    fn request_framing_matches_hypers_client() {
+        let frame = |method: Method, headers: &[(&str, &str)], body: BodyHint| {
+            let mut map = HeaderMap::new();
+            for (n, v) in headers {
+                map.append(
+                    HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            let mut dst = Vec::new();
+            let sending = encode_request(&method, "/p?q", &mut map, body, &mut dst);
+            (sending, String::from_utf8(dst).expect("ascii"))
+        };
+        assert_eq!(
+            frame(Method::GET, &[("host", "u")], None),
+            (
+                Sending::Nothing,
+                "GET /p?q HTTP/1.1\r\nhost: u\r\n\r\n".into()
+            )
+        );
+        assert_eq!(
+            frame(Method::POST, &[("content-length", "0")], None),
+            (
+                Sending::Nothing,
+                "POST /p?q HTTP/1.1\r\ncontent-length: 0\r\n\r\n".into()
+            )
+        );
+        assert_eq!(
+            frame(Method::POST, &[("content-length", "5")], Some(Some(5))),
+            (
+                Sending::Length(5),
+                "POST /p?q HTTP/1.1\r\ncontent-length: 5\r\n\r\n".into()
+            )
+        );
+        assert_eq!(
+            frame(Method::POST, &[], Some(Some(5))),
+            (
+                Sending::Length(5),
+                "POST /p?q HTTP/1.1\r\ncontent-length: 5\r\n\r\n".into()
+            )
+        );
+        assert_eq!(
+            frame(Method::POST, &[], Some(None)),
+            (
+                Sending::Chunked,
+                "POST /p?q HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".into()
+            )
+        );
+        assert_eq!(frame(Method::GET, &[], Some(None)).0, Sending::Nothing);
+        assert_eq!(
+            frame(Method::GET, &[("transfer-encoding", "chunked")], Some(None)),
+            (
+                Sending::Chunked,
+                "GET /p?q HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".into()
+            )
+        );
+        assert_eq!(
+            frame(
+                Method::PUT,
+                &[("transfer-encoding", "gzip"), ("content-length", "5")],
+                Some(Some(5))
+            ),
+            (
+                Sending::Chunked,
+                "PUT /p?q HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n".into()
+            )
+        );
+        let mut dst = Vec::new();
+        encode_piece(Sending::Chunked, &[b'x'; 26], &mut dst);
+        encode_piece(Sending::Chunked, b"", &mut dst);
+        dst.extend_from_slice(LAST_CHUNK);
+        assert_eq!(decode(&dst, 4).expect("round trip").0, [b'x'; 26]);
+    }
+}
