@@ -203,9 +203,19 @@ pub(super) enum Parsed {
 /// `method`. The fields are copied out in one allocation shared by their
 /// values, so `buf` can be reused.
 pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
+    if buf.is_empty() {
+        return Ok(Parsed::Partial);
+    }
+    // Uninitialized: 100 empty fields written out would cost more than
+    // parsing a small head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => {
@@ -234,7 +244,10 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
 
     let block = Bytes::copy_from_slice(&buf[..len]);
     let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    // Room to spare: hyper's server keeps the map of each response it
+    // writes for the next request it parses, which the proxy then adds
+    // its forwarding headers to.
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + 8);
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Malformed("response header name"))?;

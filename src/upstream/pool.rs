@@ -207,104 +207,6 @@ impl Conn {
         }
     }
 
-    /// Streams the request body. `Some(head)`: the upstream answered
-    /// before the body was sent whole, which ends the upload.
-    async fn send_body(
-        &mut self,
-        body: &mut Body,
-        sending: Sending,
-        method: &Method,
-    ) -> Result<Option<Head>, Failed> {
-        // The head, waiting in `write`, goes out with what the body has
-        // ready on the first poll.
-        let mut pending = std::mem::take(&mut self.write);
-        let mut offset = 0;
-        let mut sent: u64 = 0;
-        let mut finished = false;
-        let mut first = true;
-        let result = std::future::poll_fn(|cx| {
-            loop {
-                while offset < pending.len() && !first {
-                    match Pin::new(&mut self.io).poll_write(cx, &pending[offset..]) {
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err(Failed("upstream closed the upload".into())));
-                        }
-                        Poll::Ready(Ok(n)) => offset += n,
-                        Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(Failed(format!("write: {e}"))));
-                        }
-                        Poll::Pending => break,
-                    }
-                }
-                if offset == pending.len() || first {
-                    if finished {
-                        return match Pin::new(&mut self.io).poll_flush(cx) {
-                            Poll::Ready(Ok(())) => Poll::Ready(Ok(None)),
-                            Poll::Ready(Err(e)) => Poll::Ready(Err(Failed(format!("write: {e}")))),
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
-                    if !first {
-                        pending.clear();
-                        offset = 0;
-                    }
-                    let polled = Pin::new(&mut *body).poll_frame(cx);
-                    if first && polled.is_pending() {
-                        first = false;
-                        continue;
-                    }
-                    first = false;
-                    match polled {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            // Trailers are not sent: `Trailer` is hop-by-hop here.
-                            if let Ok(data) = frame.into_data() {
-                                sent += data.len() as u64;
-                                if let Sending::Length(length) = sending
-                                    && sent > length
-                                {
-                                    return Poll::Ready(Err(Failed(
-                                        "request body longer than its Content-Length".into(),
-                                    )));
-                                }
-                                h1::encode_piece(sending, &data, &mut pending);
-                            }
-                            continue;
-                        }
-                        Poll::Ready(Some(Err(e))) => {
-                            return Poll::Ready(Err(Failed(format!("request body: {e}"))));
-                        }
-                        Poll::Ready(None) => {
-                            if let Sending::Length(length) = sending
-                                && sent != length
-                            {
-                                return Poll::Ready(Err(Failed(
-                                    "request body shorter than its Content-Length".into(),
-                                )));
-                            }
-                            if sending == Sending::Chunked {
-                                pending.extend_from_slice(h1::LAST_CHUNK);
-                            }
-                            finished = true;
-                            continue;
-                        }
-                        Poll::Pending => {}
-                    }
-                }
-                // Waiting for the client's body or for the upstream to read:
-                // an answer that comes meanwhile ends the upload.
-                return match self.poll_head(cx, method) {
-                    Poll::Ready(Ok(head)) => Poll::Ready(Ok(Some(head))),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                };
-            }
-        })
-        .await;
-        pending.clear();
-        self.write = pending;
-        result
-    }
-
     /// Whether an idle connection can carry a request: still open, and
     /// nothing arrived that nobody asked for. Polled with a waker that
     /// wakes nobody (no task owns an idle connection).
@@ -313,6 +215,110 @@ impl Conn {
             && self
                 .poll_fill(&mut Context::from_waker(Waker::noop()))
                 .is_pending()
+    }
+}
+
+/// A request body on its way to the upstream, written as it streams. The
+/// response may come before it has been sent whole: the response body then
+/// goes on sending it (an upload the upstream answers as it reads).
+struct Upload {
+    body: Body,
+    sending: Sending,
+    /// Framed and not yet written; at first the request head, which waits
+    /// for what the body has ready on its first poll, so that a body that
+    /// fails at once (broken chunked framing) sends nothing.
+    pending: Vec<u8>,
+    written: usize,
+    /// Data bytes taken from the body.
+    sent: u64,
+    /// The body has been polled once.
+    started: bool,
+    /// The body has ended; its end is framed in `pending`.
+    ended: bool,
+}
+
+impl Upload {
+    fn new(head: Vec<u8>, body: Body, sending: Sending) -> Upload {
+        Upload {
+            body,
+            sending,
+            pending: head,
+            written: 0,
+            sent: 0,
+            started: false,
+            ended: false,
+        }
+    }
+
+    /// Writes what can be written now; ready once the body has been sent
+    /// whole and flushed.
+    fn poll_send(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        loop {
+            if self.started {
+                while self.written < self.pending.len() {
+                    match Pin::new(&mut *io).poll_write(cx, &self.pending[self.written..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(Failed("upstream closed the upload".into())));
+                        }
+                        Poll::Ready(Ok(n)) => self.written += n,
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(Failed(format!("write: {e}"))));
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                if self.ended {
+                    return Pin::new(io)
+                        .poll_flush(cx)
+                        .map_err(|e| Failed(format!("write: {e}")));
+                }
+                self.pending.clear();
+                self.written = 0;
+            }
+            let first = !self.started;
+            self.started = true;
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not sent: `Trailer` is hop-by-hop here.
+                    if let Ok(data) = frame.into_data() {
+                        self.sent += data.len() as u64;
+                        if let Sending::Length(length) = self.sending
+                            && self.sent > length
+                        {
+                            return Poll::Ready(Err(Failed(
+                                "request body longer than its Content-Length".into(),
+                            )));
+                        }
+                        h1::encode_piece(self.sending, &data, &mut self.pending);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(Failed(format!("request body: {e}"))));
+                }
+                Poll::Ready(None) => {
+                    if let Sending::Length(length) = self.sending
+                        && self.sent != length
+                    {
+                        return Poll::Ready(Err(Failed(
+                            "request body shorter than its Content-Length".into(),
+                        )));
+                    }
+                    if self.sending == Sending::Chunked {
+                        self.pending.extend_from_slice(h1::LAST_CHUNK);
+                    }
+                    self.ended = true;
+                }
+                // Nothing yet: the head goes alone.
+                Poll::Pending if first => {}
+                Poll::Pending => {
+                    // A TLS stream may hold what was written.
+                    if let Poll::Ready(Err(e)) = Pin::new(io).poll_flush(cx) {
+                        return Poll::Ready(Err(Failed(format!("write: {e}"))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
@@ -367,7 +373,7 @@ impl Pool {
         if upgrade {
             return self.send_upgrade(request).await;
         }
-        let (mut parts, mut body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let hint = if body.is_end_stream() {
             None
         } else {
@@ -381,31 +387,39 @@ impl Pool {
                 None => (Box::pin(self.connect()).await?, false),
             };
             let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let Conn { io, write, .. } = &mut *conn;
-            write.clear();
-            let sending =
-                h1::encode_request(&parts.method, target, &mut parts.headers, hint, write);
-            let (head, whole) = if sending == Sending::Nothing {
-                if let Err(e) = write_head(io, write).await {
+            conn.write.clear();
+            let sending = h1::encode_request(
+                &parts.method,
+                target,
+                &mut parts.headers,
+                hint,
+                &mut conn.write,
+            );
+            let mut upload = None;
+            if sending == Sending::Nothing {
+                if let Err(e) = write_head(&mut conn.io, &conn.write).await {
                     if reused {
                         continue;
                     }
                     return Err(e);
                 }
-                (None, true)
             } else {
-                // The head goes with the body's first piece: a body that
-                // fails at once (broken chunked framing) sends nothing.
-                match conn.send_body(&mut body, sending, &parts.method).await? {
-                    Some(early) => (Some(early), false),
-                    None => (None, true),
+                let head = std::mem::take(&mut conn.write);
+                upload = Some(Upload::new(head, body, sending));
+            }
+            // The response head; an upload goes on meanwhile.
+            let head = std::future::poll_fn(|cx| {
+                if let Some(sending) = &mut upload {
+                    match sending.poll_send(&mut conn.io, cx) {
+                        Poll::Ready(Ok(())) => upload = None,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
                 }
-            };
-            let head = match head {
-                Some(head) => head,
-                None => std::future::poll_fn(|cx| conn.poll_head(cx, &parts.method)).await?,
-            };
-            return Ok(self.returning(conn, head, whole));
+                conn.poll_head(cx, &parts.method)
+            })
+            .await?;
+            return Ok(self.returning(conn, head, upload));
         }
     }
 
@@ -473,10 +487,15 @@ impl Pool {
         }
     }
 
-    /// The response, whose body reads the rest from the connection and
-    /// hands it back once it has ended. `whole`: the request was sent
-    /// whole, so the connection may carry another.
-    fn returning(self: &Arc<Self>, conn: Box<Conn>, head: Head, whole: bool) -> Response<Body> {
+    /// The response, whose body reads the rest from the connection (and
+    /// sends the rest of an upload still under way) and hands it back once
+    /// both have ended.
+    fn returning(
+        self: &Arc<Self>,
+        conn: Box<Conn>,
+        head: Head,
+        upload: Option<Upload>,
+    ) -> Response<Body> {
         let reading = match head.framing {
             Framing::Empty | Framing::Length(0) => Reading::Done,
             Framing::Length(n) => Reading::Length(n),
@@ -486,7 +505,8 @@ impl Pool {
         let body = Returning {
             conn: Some(conn),
             reading,
-            reusable: head.keep_alive && whole,
+            upload,
+            reusable: head.keep_alive,
             pool: self.clone(),
         };
         Response::from_parts(head.parts, http_body_util::BodyExt::boxed(body))
@@ -535,7 +555,10 @@ struct Returning {
     /// `None` once the connection failed.
     conn: Option<Box<Conn>>,
     reading: Reading,
-    /// The connection may carry another request once this body has ended.
+    /// The rest of a request body the upstream answered early.
+    upload: Option<Upload>,
+    /// The connection may carry another request once this body, and the
+    /// upload, have ended.
     reusable: bool,
     pool: Arc<Pool>,
 }
@@ -545,6 +568,19 @@ impl Returning {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(upload) = &mut self.upload {
+            match upload.poll_send(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                // The upload failed: the response is still read, but the
+                // connection is not reused.
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("upload after an early response: {}", e.0);
+                    self.upload = None;
+                    self.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
         loop {
             let need_more = match &mut self.reading {
                 Reading::Done => return Poll::Ready(None),
@@ -637,6 +673,7 @@ impl Drop for Returning {
         // after the response that nobody asked for: the connection closes.
         if self.reading == Reading::Done
             && self.reusable
+            && self.upload.is_none()
             && let Some(conn) = self.conn.take()
             && conn.read.is_empty()
         {
