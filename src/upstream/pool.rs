@@ -252,17 +252,19 @@ impl Upload {
 
     /// Writes what can be written now; ready once the body has been sent
     /// whole and flushed.
-    fn poll_send(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+    fn poll_send(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<Result<(), Broke>> {
         loop {
             if self.started {
                 while self.written < self.pending.len() {
                     match Pin::new(&mut *io).poll_write(cx, &self.pending[self.written..]) {
                         Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err(Failed("upstream closed the upload".into())));
+                            return Poll::Ready(Err(Broke::Wire(Failed(
+                                "upstream closed the upload".into(),
+                            ))));
                         }
                         Poll::Ready(Ok(n)) => self.written += n,
                         Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(Failed(format!("write: {e}"))));
+                            return Poll::Ready(Err(Broke::Wire(Failed(format!("write: {e}")))));
                         }
                         Poll::Pending => return Poll::Pending,
                     }
@@ -270,7 +272,7 @@ impl Upload {
                 if self.ended {
                     return Pin::new(io)
                         .poll_flush(cx)
-                        .map_err(|e| Failed(format!("write: {e}")));
+                        .map_err(|e| Broke::Wire(Failed(format!("write: {e}"))));
                 }
                 self.pending.clear();
                 self.written = 0;
@@ -285,23 +287,23 @@ impl Upload {
                         if let Sending::Length(length) = self.sending
                             && self.sent > length
                         {
-                            return Poll::Ready(Err(Failed(
+                            return Poll::Ready(Err(Broke::Body(Failed(
                                 "request body longer than its Content-Length".into(),
-                            )));
+                            ))));
                         }
                         h1::encode_piece(self.sending, &data, &mut self.pending);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(Failed(format!("request body: {e}"))));
+                    return Poll::Ready(Err(Broke::Body(Failed(format!("request body: {e}")))));
                 }
                 Poll::Ready(None) => {
                     if let Sending::Length(length) = self.sending
                         && self.sent != length
                     {
-                        return Poll::Ready(Err(Failed(
+                        return Poll::Ready(Err(Broke::Body(Failed(
                             "request body shorter than its Content-Length".into(),
-                        )));
+                        ))));
                     }
                     if self.sending == Sending::Chunked {
                         self.pending.extend_from_slice(h1::LAST_CHUNK);
@@ -313,13 +315,22 @@ impl Upload {
                 Poll::Pending => {
                     // A TLS stream may hold what was written.
                     if let Poll::Ready(Err(e)) = Pin::new(io).poll_flush(cx) {
-                        return Poll::Ready(Err(Failed(format!("write: {e}"))));
+                        return Poll::Ready(Err(Broke::Wire(Failed(format!("write: {e}")))));
                     }
                     return Poll::Pending;
                 }
             }
         }
     }
+}
+
+/// How an upload broke.
+enum Broke {
+    /// The client's body failed (too large, too slow, malformed): the
+    /// request fails now, the client's fault.
+    Body(Failed),
+    /// The connection failed: the upstream may have answered already.
+    Wire(Failed),
 }
 
 /// Writes a request head that has no body after it.
@@ -407,19 +418,30 @@ impl Pool {
                 let head = std::mem::take(&mut conn.write);
                 upload = Some(Upload::new(head, body, sending));
             }
-            // The response head; an upload goes on meanwhile.
+            // The response head; an upload goes on meanwhile. An upload
+            // that fails (an upstream that answered and closed without
+            // reading the rest: a 413, say) leaves the answer to come,
+            // or the read's own error.
+            let mut upload_failed = None;
             let head = std::future::poll_fn(|cx| {
                 if let Some(sending) = &mut upload {
                     match sending.poll_send(&mut conn.io, cx) {
                         Poll::Ready(Ok(())) => upload = None,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Err(Broke::Body(e))) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Err(Broke::Wire(e))) => {
+                            upload = None;
+                            upload_failed = Some(e);
+                        }
                         Poll::Pending => {}
                     }
                 }
-                conn.poll_head(cx, &parts.method)
+                match conn.poll_head(cx, &parts.method) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(upload_failed.take().unwrap_or(e))),
+                    polled => polled,
+                }
             })
             .await?;
-            return Ok(self.returning(conn, head, upload));
+            return Ok(self.returning(conn, head, upload, upload_failed.is_none()));
         }
     }
 
@@ -489,12 +511,13 @@ impl Pool {
 
     /// The response, whose body reads the rest from the connection (and
     /// sends the rest of an upload still under way) and hands it back once
-    /// both have ended.
+    /// both have ended. `intact`: no upload failed on the connection.
     fn returning(
         self: &Arc<Self>,
         conn: Box<Conn>,
         head: Head,
         upload: Option<Upload>,
+        intact: bool,
     ) -> Response<Body> {
         let reading = match head.framing {
             Framing::Empty | Framing::Length(0) => Reading::Done,
@@ -506,7 +529,7 @@ impl Pool {
             conn: Some(conn),
             reading,
             upload,
-            reusable: head.keep_alive,
+            reusable: head.keep_alive && intact,
             pool: self.clone(),
         };
         Response::from_parts(head.parts, http_body_util::BodyExt::boxed(body))
@@ -573,7 +596,7 @@ impl Returning {
                 Poll::Ready(Ok(())) => self.upload = None,
                 // The upload failed: the response is still read, but the
                 // connection is not reused.
-                Poll::Ready(Err(e)) => {
+                Poll::Ready(Err(Broke::Body(e) | Broke::Wire(e))) => {
                     tracing::debug!("upload after an early response: {}", e.0);
                     self.upload = None;
                     self.reusable = false;

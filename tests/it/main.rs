@@ -27,6 +27,7 @@ mod support;
 mod tls;
 mod tokens;
 mod traces;
+mod upstream_h1;
 mod websocket;
 mod workers;
 mod wycheproof;

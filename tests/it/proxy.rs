@@ -1084,7 +1084,7 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
 /// `answer(connection number, request line)` gives the bytes to write and
 /// whether to close the connection after them (a body the request may
 /// carry is not read).
-async fn canned_upstream(
+pub(crate) async fn canned_upstream(
     answer: impl Fn(usize, &str) -> (Vec<u8>, bool) + Send + Sync + 'static,
 ) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
