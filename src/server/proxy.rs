@@ -426,9 +426,9 @@ impl Proxy {
         if let Some(client_side) = upgrade {
             return Ok(tunnel(client_side, response, &peer.tunnels));
         }
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body))
+        // The upstream client left the response's hop-by-hop fields (and
+        // those its `Connection` names) out as it parsed them.
+        Ok(response)
     }
 }
 

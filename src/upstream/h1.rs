@@ -12,7 +12,7 @@
 //! reused, and a chunk line holding a bare CR or LF is refused.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 /// The most fields a response head or trailer section may have (hyper's
@@ -93,7 +93,12 @@ fn request_framing(method: &Method, headers: &mut HeaderMap, body: BodyHint) -> 
         headers.remove(CONTENT_LENGTH);
         return Sending::Chunked;
     }
-    if let Some(Ok(length)) = content_length(headers) {
+    if let Some(Ok(length)) = content_length(
+        headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    ) {
         return Sending::Length(length);
     }
     match exact {
@@ -134,22 +139,29 @@ fn add_chunked(headers: &mut HeaderMap) {
     headers.append(TRANSFER_ENCODING, value);
 }
 
-/// Whether the final transfer coding is `chunked` (RFC 9112 §6.1).
+/// Whether the last `Transfer-Encoding` field's final coding is
+/// `chunked` (RFC 9112 §6.1).
 fn is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|value| value.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|value| ends_in_chunked(value.as_bytes()))
+}
+
+fn ends_in_chunked(codings: &[u8]) -> bool {
+    codings
+        .rsplit(|&b| b == b',')
+        .next()
         .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// Every `Content-Length` value, list members included: `None` without
-/// one, `Some(Err)` unless all are the same run of digits.
-fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+/// Every `Content-Length` value given, list members included: `None`
+/// without one, `Some(Err)` unless all are the same run of digits.
+fn content_length<'v>(values: impl Iterator<Item = &'v [u8]>) -> Option<Result<u64, ()>> {
     let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for member in value.as_bytes().split(|&b| b == b',') {
+    for value in values {
+        for member in value.split(|&b| b == b',') {
             let member = member.trim_ascii();
             let parsed =
                 (!member.is_empty() && member.len() <= 19 && member.iter().all(u8::is_ascii_digit))
@@ -166,6 +178,15 @@ fn content_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
         }
     }
     found.map(Ok)
+}
+
+/// The tokens of every `Connection` field of a response head, trimmed.
+fn connection_tokens<'h>(fields: &'h [httparse::Header<'h>]) -> impl Iterator<Item = &'h [u8]> {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|f| f.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -242,17 +263,69 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
         Version::HTTP_11
     };
 
+    // The framing and the connection's fate, from the fields as they came.
+    let fields = &*response.headers;
+    let named = |field: &&httparse::Header<'_>, name: &str| field.name.eq_ignore_ascii_case(name);
+    let lengths = content_length(
+        fields
+            .iter()
+            .filter(|f| named(f, "content-length"))
+            .map(|f| f.value),
+    );
+    let coding = fields.iter().rfind(|f| named(f, "transfer-encoding"));
+    let (mut close, mut persist) = (false, false);
+    for token in connection_tokens(fields) {
+        close |= token.eq_ignore_ascii_case(b"close");
+        persist |= token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    let mut keep_alive = !close && (version == Version::HTTP_11 || persist);
+    let framing = if matches!(code, 204 | 304) || *method == Method::HEAD {
+        Framing::Empty
+    } else if let Some(coding) = coding {
+        if version == Version::HTTP_10 {
+            return Err(Malformed("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        if lengths.is_some() {
+            // Both: the coding wins, and the connection is not trusted
+            // with another request.
+            keep_alive = false;
+        }
+        if ends_in_chunked(coding.value) {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match lengths {
+            Some(Ok(length)) => Framing::Length(length),
+            Some(Err(())) => return Err(Malformed("response Content-Length")),
+            None => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+
+    // The fields forwarded: not the hop-by-hop ones, nor those `Connection`
+    // names, nor a length beside a coding. Their values share one copy of
+    // the head, so `buf` can be reused.
     let block = Bytes::copy_from_slice(&buf[..len]);
     let base = buf.as_ptr() as usize;
     // Room to spare: hyper's server keeps the map of each response it
     // writes for the next request it parses, which the proxy then adds
     // its forwarding headers to.
-    let mut headers = HeaderMap::with_capacity(response.headers.len() + 8);
-    for field in response.headers.iter() {
+    let mut headers = HeaderMap::with_capacity(fields.len() + 8);
+    for field in fields {
+        if super::headers::is_hop_by_hop_name(field.name.as_bytes())
+            || connection_tokens(fields)
+                .any(|token| token.eq_ignore_ascii_case(field.name.as_bytes()))
+            || (coding.is_some() && named(&field, "content-length"))
+        {
+            continue;
+        }
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Malformed("response header name"))?;
-        // The value as a slice of the shared copy; httparse's slices point
-        // into `buf`.
+        // httparse's slices point into `buf`: the same range of the copy.
         let start = (field.value.as_ptr() as usize).wrapping_sub(base);
         let value = match block.get(start..start.wrapping_add(field.value.len())) {
             Some(_) if !field.value.is_empty() => {
@@ -262,35 +335,6 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
         }
         .map_err(|_| Malformed("response header value"))?;
         headers.append(name, value);
-    }
-
-    let mut keep_alive = connection_allows_reuse(&headers, version);
-    let framing = if matches!(code, 204 | 304) || *method == Method::HEAD {
-        Framing::Empty
-    } else if headers.contains_key(TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 {
-            return Err(Malformed("Transfer-Encoding in an HTTP/1.0 response"));
-        }
-        if headers.contains_key(CONTENT_LENGTH) {
-            // Both: the coding wins, the length goes, and the connection
-            // is not trusted with another request.
-            headers.remove(CONTENT_LENGTH);
-            keep_alive = false;
-        }
-        if is_chunked(&headers) {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else {
-        match content_length(&headers) {
-            Some(Ok(length)) => Framing::Length(length),
-            Some(Err(())) => return Err(Malformed("response Content-Length")),
-            None => Framing::UntilClose,
-        }
-    };
-    if framing == Framing::UntilClose {
-        keep_alive = false;
     }
 
     let mut parts = http::Response::new(()).into_parts().0;
@@ -312,20 +356,6 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
             keep_alive,
         },
     ))
-}
-
-/// HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive`.
-fn connection_allows_reuse(headers: &HeaderMap, version: Version) -> bool {
-    let (mut close, mut keep_alive) = (false, false);
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep_alive)
 }
 
 /// Takes the first `n` bytes of `buf` as a body piece.
@@ -601,6 +631,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_left_out() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+                   x-private: 1\r\nX-Public: 2\r\nTE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\n\
+                   Proxy-Authenticate: Basic\r\nproxy-connection: close\r\ncontent-length: 0\r\n\r\n";
+        let parsed = head(raw, &Method::GET).expect("head");
+        let names: Vec<&str> = parsed.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-public", "content-length"]);
+        assert!(parsed.keep_alive, "proxy-connection is not connection");
     }
 
     #[test]

@@ -19,11 +19,25 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    match name.as_str() {
-        "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive" => true,
-        // Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, …
-        other => other.starts_with("proxy-"),
-    }
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// Whether a field is hop-by-hop by its name alone, in any case: the
+/// upstream client ([`super::h1`]) leaves these out as it parses.
+pub(super) fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let is = |hop: &[u8]| name.eq_ignore_ascii_case(hop);
+    let listed = match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        17 => is(b"transfer-encoding"),
+        _ => false,
+    };
+    // Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, …
+    listed
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
 }
 
 /// Removes hop-by-hop headers, including every header that `Connection`
