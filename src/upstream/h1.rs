@@ -273,10 +273,13 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
             .map(|f| f.value),
     );
     let coding = fields.iter().rfind(|f| named(f, "transfer-encoding"));
-    let (mut close, mut persist) = (false, false);
+    let (mut close, mut persist, mut names) = (false, false, false);
     for token in connection_tokens(fields) {
-        close |= token.eq_ignore_ascii_case(b"close");
-        persist |= token.eq_ignore_ascii_case(b"keep-alive");
+        let is = |option: &[u8]| token.eq_ignore_ascii_case(option);
+        close |= is(b"close");
+        persist |= is(b"keep-alive");
+        // Anything else names a field (`keep-alive` is one too, hop-by-hop anyway).
+        names |= !is(b"close") && !is(b"keep-alive");
     }
     let mut keep_alive = !close && (version == Version::HTTP_11 || persist);
     let framing = if matches!(code, 204 | 304) || *method == Method::HEAD {
@@ -317,8 +320,9 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
     let mut headers = HeaderMap::with_capacity(fields.len() + 8);
     for field in fields {
         if super::headers::is_hop_by_hop_name(field.name.as_bytes())
-            || connection_tokens(fields)
-                .any(|token| token.eq_ignore_ascii_case(field.name.as_bytes()))
+            || (names
+                && connection_tokens(fields)
+                    .any(|token| token.eq_ignore_ascii_case(field.name.as_bytes())))
             || (coding.is_some() && named(&field, "content-length"))
         {
             continue;
