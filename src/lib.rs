@@ -25,7 +25,8 @@
 //! [`upstream::headers`], given the gateway's own credential toward its
 //! upstream ([`credentials`]: a static header, or a client-credentials
 //! token) and forwarded by that upstream's [`upstream::Client`] (a pool of
-//! HTTP/1.1 connections, each driven by the task of the request using it)
+//! HTTP/1.1 connections, spoken by the gateway's own codec `upstream::h1`
+//! in the task of the request using each)
 //! with the normalized path, its body guarded (size, stalls, the client's
 //! own framing errors). A WebSocket tunnel is run by the connection that
 //! carried its handshake. With `tracing:`, [`telemetry::trace`] gives the
@@ -37,7 +38,7 @@
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
-//! [`cors`], [`upstream::headers`] — knows nothing of sockets or the
+//! [`cors`], [`upstream::headers`], `upstream::h1` — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
 //! [`grpc`], [`upstream`],

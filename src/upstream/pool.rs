@@ -131,6 +131,8 @@ struct Conn {
     write: Vec<u8>,
     /// How much the next read asks for.
     next_read: usize,
+    /// The last read did not fill half of `next_read`.
+    shrink: bool,
 }
 
 /// An idle connection, and since when.
@@ -147,33 +149,45 @@ impl Conn {
             read: BytesMut::new(),
             write: Vec::with_capacity(512),
             next_read: READ_FIRST,
+            shrink: false,
         }
     }
 
     /// Reads once into the buffer, never past `READ_BUFFER_MAX` buffered.
     /// `Ok(0)`: the upstream closed the connection (or the buffer is full).
+    /// The read asks for at least `next_read` bytes, and takes what room
+    /// the buffer has beyond it.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let want = self
-            .next_read
-            .min(READ_BUFFER_MAX.saturating_sub(self.read.len()));
+        let room = READ_BUFFER_MAX.saturating_sub(self.read.len());
+        let want = self.next_read.min(room);
         if want == 0 {
             return Poll::Ready(Ok(0));
         }
         if self.read.capacity() - self.read.len() < want {
             self.read.reserve(want);
         }
-        let mut limited = (&mut self.read).limit(want);
+        let mut limited = (&mut self.read).limit(room);
         let read = std::pin::pin!(self.io.read_buf(&mut limited)).poll(cx);
         if let Poll::Ready(Ok(n)) = read {
-            self.next_read = if n == want {
-                (self.next_read * 2).min(READ_BUFFER_MAX)
-            } else if n < self.next_read / 2 {
-                (self.next_read / 2).max(READ_FIRST)
-            } else {
-                self.next_read
-            };
+            self.record(n);
         }
         read
+    }
+
+    /// hyper's adaptive read size: doubled after a read that filled it,
+    /// halved after two in a row that did not fill half of it.
+    fn record(&mut self, n: usize) {
+        if n >= self.next_read {
+            self.next_read = (self.next_read * 2).min(READ_BUFFER_MAX);
+            self.shrink = false;
+        } else if n < self.next_read / 2 {
+            if self.shrink {
+                self.next_read = (self.next_read / 2).max(READ_FIRST);
+            }
+            self.shrink = !self.shrink;
+        } else {
+            self.shrink = false;
+        }
     }
 
     /// The final response head, reading as needed; interim (1xx) ones are
