@@ -11,15 +11,20 @@
 //! dropped, the next one tried) and dropped by a reaper once idle for
 //! [`IDLE_TIMEOUT`].
 //!
-//! Before this, hyper's client connection did the HTTP/1.1: it costs a
-//! request channel, a response oneshot, a dispatcher and a fresh 8 KiB
-//! read buffer per response (its parsed head keeps the old one shared),
-//! about 13,000 instructions per request; this path costs about a third.
+//! Before this, hyper's client connection did the HTTP/1.1: a request
+//! channel, a response oneshot, a dispatcher and a fresh 8 KiB read buffer
+//! per response (its parsed head keeps the old one shared), about 13,000
+//! instructions per request; without it the whole hop went from 39,996 to
+//! 31,695 (README, Performance, "Issue 17, fifth sitting").
 //!
-//! An upload is written as it streams; an upstream that answers before the
-//! body has been sent whole gets its answer forwarded, the rest of the
-//! body is not sent, and the connection is closed after the response
-//! (hyper's client went on sending).
+//! A request is written once every request its runtime has ready has got
+//! that far ([`tokio::task::yield_now`]): an upstream on the same core is
+//! then woken once for the batch, not once per request.
+//!
+//! An upload is written as it streams. An upstream that answers before the
+//! body has been sent whole gets the rest while its response streams; one
+//! that answers and closes without reading it has its answer forwarded.
+//! Either way the connection is reused only if the upload finished.
 //!
 //! Idle connections are kept per thread: with `workers: N` each thread
 //! runs a runtime of its own, and a connection is registered with the

@@ -304,6 +304,11 @@ where
     (addr, seen)
 }
 
+/// What the recording upstream has received since last asked.
+fn take_text(seen: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8(std::mem::take(&mut *seen.lock().expect("log"))).expect("ascii")
+}
+
 /// Reads the rest of an upload into the log until `end` has been seen.
 async fn record_until(stream: &mut TcpStream, log: &Mutex<Vec<u8>>, end: &[u8]) {
     let mut buf = [0u8; 65536];
@@ -344,8 +349,7 @@ async fn uploads_reach_the_upstream_with_their_framing() {
     )
     .await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
-    let received =
-        String::from_utf8(std::mem::take(&mut *seen.lock().expect("log"))).expect("ascii");
+    let received = take_text(&seen);
     assert!(received.starts_with("POST /len HTTP/1.1\r\n"), "{received}");
     assert!(
         received.contains("\r\ncontent-length: 11\r\n"),
@@ -363,8 +367,7 @@ async fn uploads_reach_the_upstream_with_their_framing() {
     )
     .await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
-    let received =
-        String::from_utf8(std::mem::take(&mut *seen.lock().expect("log"))).expect("ascii");
+    let received = take_text(&seen);
     let (head, body) = received.split_once("\r\n\r\n").expect("head");
     assert!(
         head.contains("\r\ntransfer-encoding: chunked"),
@@ -442,28 +445,30 @@ async fn uploads_the_upstream_answers_early_or_as_it_reads() {
         .await
         .expect("write");
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("first") {
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
-            .await
-            .expect("the first piece echoed before the upload has ended")
-            .expect("read");
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut client, &mut got, |got| {
+        got.windows(5).any(|w| w == b"first")
+    })
+    .await;
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
     client
         .write_all(b"6\r\nsecond\r\n0\r\n\r\n")
         .await
         .expect("write");
-    while !got.ends_with(b"0\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
-            .await
-            .expect("the rest echoed")
-            .expect("read");
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut client, &mut got, |got| got.ends_with(b"0\r\n\r\n")).await;
     assert!(String::from_utf8_lossy(&got).contains("second"));
     gw.stop().await;
+}
+
+/// Reads into `got` until `done` holds, each read within 5 s (the first
+/// piece must come back before the client sends the second).
+async fn read_until(client: &mut TcpStream, got: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    let mut buf = [0u8; 4096];
+    while !done(got) {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..n]);
+    }
 }
