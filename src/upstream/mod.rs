@@ -1,8 +1,10 @@
-//! The upstream side: pooled hyper HTTP/1 connections (`pool`, driven
-//! by the requests that use them, idle ones closed by a reaper), the header
-//! rules of [`headers`], and the mapping of failures to 502 / 504.
+//! The upstream side: pooled HTTP/1.1 connections (`pool`, read and
+//! written by the requests that use them with the gateway's own codec,
+//! `h1`; idle ones closed by a reaper), the header rules of [`headers`],
+//! and the mapping of failures to 502 / 504.
 //!
-//! Adapter: depends on hyper, hyper-util, tokio and the core.
+//! Adapter: depends on hyper (the WebSocket handshake, body types),
+//! hyper-util, tokio and the core.
 
 mod h1;
 pub mod headers;
