@@ -13,7 +13,7 @@ use crate::proxy::start;
 const SMUGGLED: &str = "GET /api/private-scoped HTTP/1.1\r\nHost: a\r\n\r\n";
 
 /// Sends the bytes, reads everything until the gateway closes (or 5 s).
-async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+pub(crate) async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = stream.write_all(bytes).await;
     let mut out = Vec::new();

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::proxy::canned_upstream;
+use crate::smuggling::exchange;
 use crate::support::{Gateway, get, raw, read_response};
 
 fn config(addr: std::net::SocketAddr) -> String {
@@ -207,18 +208,12 @@ async fn unusual_response_framing_is_forwarded_unambiguously() {
     )
     .await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
-    let mut client = TcpStream::connect(gw.addr).await.expect("connect");
-    client
-        .write_all(b"GET /reason HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut bytes)).await;
-    assert!(
-        bytes.starts_with(b"HTTP/1.1 200 Quite Fine\r\n"),
-        "{:?}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let text = exchange(
+        gw.addr,
+        b"GET /reason HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 Quite Fine\r\n"), "{text:?}");
     gw.stop().await;
 }
 
@@ -244,16 +239,13 @@ async fn a_broken_upstream_body_is_cut_off_not_completed() {
         })
         .await;
         let gw = Gateway::start(&config(addr), &[]).await;
-        let mut client = TcpStream::connect(gw.addr).await.expect("connect");
-        client
-            .write_all(b"GET /broken HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
-            .await
-            .expect("write");
-        let mut bytes = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut bytes)).await;
         // Nothing at all (the body failed before hyper flushed the head),
         // or the head and part of the body, then the close.
-        let text = String::from_utf8_lossy(&bytes);
+        let text = exchange(
+            gw.addr,
+            b"GET /broken HTTP/1.1\r\nHost: gateway.test\r\n\r\n",
+        )
+        .await;
         if !text.is_empty() {
             assert!(text.starts_with("HTTP/1.1 200"), "{text}");
             let body = &text[text.find("\r\n\r\n").expect("head") + 4..];
