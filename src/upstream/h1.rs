@@ -6,10 +6,11 @@
 //!
 //! Pure: bytes in, bytes out. [`super::pool`] does the I/O.
 //!
-//! Stricter than hyper's client in two places, both toward smuggling:
-//! a response with both `Transfer-Encoding` and `Content-Length` loses its
-//! `Content-Length` (RFC 9112 §6.3, rule 3) and its connection is not
-//! reused, and a chunk line holding a bare CR or LF is refused.
+//! Where it is stricter than hyper's client (the README, "Proxying", has
+//! the whole list): a response with both `Transfer-Encoding` and
+//! `Content-Length` loses its `Content-Length` (RFC 9112 §6.3, rule 3) and
+//! its connection is not reused; a chunk line holding a bare CR or LF, or
+//! longer than 4 KiB, is refused; a `101` nobody asked for is an error.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -117,26 +118,13 @@ fn request_framing(method: &Method, headers: &mut HeaderMap, body: BodyHint) -> 
 
 /// Appends `chunked` to the last `Transfer-Encoding` value.
 fn add_chunked(headers: &mut HeaderMap) {
-    let last = headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .cloned();
-    let value = match last {
-        Some(last) => {
-            let mut joined = last.as_bytes().to_vec();
-            joined.extend_from_slice(b", chunked");
-            HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("chunked"))
-        }
-        None => HeaderValue::from_static("chunked"),
+    let http::header::Entry::Occupied(mut codings) = headers.entry(TRANSFER_ENCODING) else {
+        return;
     };
-    let mut kept: Vec<HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().cloned().collect();
-    kept.pop();
-    headers.remove(TRANSFER_ENCODING);
-    for v in kept {
-        headers.append(TRANSFER_ENCODING, v);
+    if let Some(last) = codings.iter_mut().next_back() {
+        let joined = [last.as_bytes(), b", chunked"].concat();
+        *last = HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("chunked"));
     }
-    headers.append(TRANSFER_ENCODING, value);
 }
 
 /// Whether the last `Transfer-Encoding` field's final coding is
@@ -362,6 +350,15 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
     ))
 }
 
+/// The next body piece of at most `remaining` bytes from a non-empty
+/// `buf`, and how many bytes remain after it.
+pub(super) fn take_within(buf: &mut BytesMut, remaining: u64) -> (Bytes, u64) {
+    let n = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    (take(buf, n), remaining - n as u64)
+}
+
 /// Takes the first `n` bytes of `buf` as a body piece.
 pub(super) fn take(buf: &mut BytesMut, n: usize) -> Bytes {
     if n <= COPY_MAX {
@@ -425,11 +422,7 @@ impl Chunked {
                     if buf.is_empty() {
                         return Ok(Step::More);
                     }
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(buf.len());
-                    let piece = take(buf, n);
-                    let left = remaining - n as u64;
+                    let (piece, left) = take_within(buf, remaining);
                     *self = if left == 0 {
                         Chunked::DataEnd
                     } else {

@@ -227,13 +227,12 @@ impl Conn {
     }
 
     /// Whether an idle connection can carry a request: still open, and
-    /// nothing arrived that nobody asked for. Polled with a waker that
-    /// wakes nobody (no task owns an idle connection).
+    /// nothing arrived since its last response (its buffer was empty when
+    /// it was put back). Polled with a waker that wakes nobody (no task
+    /// owns an idle connection).
     fn still_open(&mut self) -> bool {
-        self.read.is_empty()
-            && self
-                .poll_fill(&mut Context::from_waker(Waker::noop()))
-                .is_pending()
+        self.poll_fill(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
     }
 }
 
@@ -283,15 +282,13 @@ impl Upload {
                         }
                         Poll::Ready(Ok(n)) => self.written += n,
                         Poll::Ready(Err(e)) => {
-                            return Poll::Ready(Err(Broke::Wire(Failed(format!("write: {e}")))));
+                            return Poll::Ready(Err(wire(&e)));
                         }
                         Poll::Pending => return Poll::Pending,
                     }
                 }
                 if self.ended {
-                    return Pin::new(io)
-                        .poll_flush(cx)
-                        .map_err(|e| Broke::Wire(Failed(format!("write: {e}"))));
+                    return Pin::new(io).poll_flush(cx).map_err(|e| wire(&e));
                 }
                 self.pending.clear();
                 self.written = 0;
@@ -334,7 +331,7 @@ impl Upload {
                 Poll::Pending => {
                     // A TLS stream may hold what was written.
                     if let Poll::Ready(Err(e)) = Pin::new(io).poll_flush(cx) {
-                        return Poll::Ready(Err(Broke::Wire(Failed(format!("write: {e}")))));
+                        return Poll::Ready(Err(wire(&e)));
                     }
                     return Poll::Pending;
                 }
@@ -350,6 +347,11 @@ enum Broke {
     Body(Failed),
     /// The connection failed: the upstream may have answered already.
     Wire(Failed),
+}
+
+/// A write that failed: the connection's fault.
+fn wire(e: &io::Error) -> Broke {
+    Broke::Wire(Failed(format!("write: {e}")))
 }
 
 /// Writes a request head that has no body after it.
@@ -428,7 +430,7 @@ impl Pool {
             // Written once every request the runtime has ready got this
             // far: an upstream sharing the core is woken once for a batch
             // instead of preempting the gateway for each request (README,
-            // "Writes to the upstream, batched").
+            // Performance, "Issue 17, fifth sitting").
             tokio::task::yield_now().await;
             let mut upload = None;
             if sending == Sending::Nothing {
@@ -635,11 +637,8 @@ impl Returning {
                     if conn.read.is_empty() {
                         true
                     } else {
-                        let n = usize::try_from(*remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(conn.read.len());
-                        let piece = h1::take(&mut conn.read, n);
-                        *remaining -= n as u64;
+                        let piece;
+                        (piece, *remaining) = h1::take_within(&mut conn.read, *remaining);
                         if *remaining == 0 {
                             self.reading = Reading::Done;
                         }
