@@ -168,8 +168,13 @@ impl Conn {
         if want == 0 {
             return Poll::Ready(Ok(0));
         }
-        if self.read.capacity() - self.read.len() < want {
-            self.read.reserve(want);
+        if self.read.capacity() - self.read.len() < want && !self.read.try_reclaim(want) {
+            // Exactly what is wanted. `reserve` grows a buffer no body
+            // piece shares any more the way a `Vec` grows, by doubling:
+            // up to 112 KiB per connection for 64 KiB reads.
+            let mut fresh = BytesMut::with_capacity(self.read.len() + want);
+            fresh.extend_from_slice(&self.read);
+            self.read = fresh;
         }
         let mut limited = (&mut self.read).limit(room);
         let read = std::pin::pin!(self.io.read_buf(&mut limited)).poll(cx);
@@ -725,5 +730,52 @@ impl Drop for Returning {
         {
             self.pool.check_in(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    /// A body read at full speed, each piece dropped as soon as it is
+    /// handed on (a fast client): the read buffer's allocation never grows
+    /// past [`READ_BUFFER_MAX`], though the reads grow to it.
+    #[tokio::test]
+    async fn a_read_buffer_stays_within_its_maximum() {
+        const BODY: usize = 4 << 20;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            socket.write_all(&vec![b'x'; BODY]).await.expect("write");
+        });
+        let io = TcpStream::connect(addr).await.expect("connect");
+        let mut conn = Conn::new(Stream::Plain(io));
+
+        let (mut total, mut largest_read, mut largest_buffer) = (0, 0, 0);
+        while total < BODY {
+            let n = std::future::poll_fn(|cx| conn.poll_fill(cx))
+                .await
+                .expect("read");
+            assert!(n > 0, "closed after {total} bytes");
+            largest_read = largest_read.max(n);
+            largest_buffer = largest_buffer.max(conn.read.capacity());
+            let len = conn.read.len();
+            total += h1::take(&mut conn.read, len).len();
+        }
+        upstream.await.expect("upstream");
+        assert_eq!(total, BODY);
+        assert!(
+            largest_buffer <= READ_BUFFER_MAX,
+            "a buffer of {largest_buffer} bytes"
+        );
+        assert!(
+            largest_read > READ_FIRST,
+            "reads never grew past {largest_read} bytes"
+        );
     }
 }
