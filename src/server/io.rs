@@ -4,11 +4,12 @@
 //!
 //! Adapter: depends on tokio.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -255,6 +256,78 @@ impl Activity {
     }
 }
 
+/// Polls a future only once it has been woken: on the first poll, then
+/// after each wake-up of its own. A future that is rarely ready (the
+/// drain's start, a connection's deadline) shares its task with a
+/// connection that is polled several times per request; it would
+/// otherwise be polled each time for nothing (a lock and a timer check per
+/// poll). Any future may be polled this way: one that returns `Pending`
+/// promises to wake its waker when it can make progress.
+pub struct OnWake<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+    /// The waker `inner` is polled with: it raises the flag.
+    waker: Waker,
+    /// The task's waker as last handed to the flag: it changes only if
+    /// the future moves to another task, so the lock is rarely taken.
+    task: Option<Waker>,
+}
+
+struct WakeFlag {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Ok(task) = self.task.lock()
+            && let Some(task) = task.as_ref()
+        {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<F: Future> OnWake<F> {
+    pub fn new(inner: F) -> Self {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        OnWake {
+            inner: Box::pin(inner),
+            waker: Waker::from(flag.clone()),
+            flag,
+            task: None,
+        }
+    }
+}
+
+impl<F: Future> Future for OnWake<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            this.task = Some(cx.waker().clone());
+            if let Ok(mut task) = this.flag.task.lock() {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
 /// An I/O stream that records its activity.
 #[derive(Debug)]
 pub struct Tracked<T> {
@@ -320,6 +393,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// A task's waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The inner future is polled first, then only after it woke its
+    /// waker; its wake-up reaches the task, and its result comes out.
+    #[test]
+    fn on_wake_polls_only_after_a_wake_up() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let inner_waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let ready = Arc::new(AtomicBool::new(false));
+        let future = {
+            let (polls, inner_waker, ready) = (polls.clone(), inner_waker.clone(), ready.clone());
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                *inner_waker.lock().expect("lock") = Some(cx.waker().clone());
+                if ready.load(Ordering::SeqCst) {
+                    Poll::Ready(7)
+                } else {
+                    Poll::Pending
+                }
+            })
+        };
+        let mut on_wake = std::pin::pin!(OnWake::new(future));
+        let count = Arc::new(Count::default());
+        let task = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&task);
+
+        assert!(on_wake.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "the first poll reaches it");
+        for _ in 0..3 {
+            assert!(on_wake.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled without a wake-up");
+
+        ready.store(true, Ordering::SeqCst);
+        let woken = inner_waker.lock().expect("lock").take().expect("a waker");
+        woken.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was not woken");
+        assert_eq!(on_wake.as_mut().poll(&mut cx), Poll::Ready(7));
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
 
     /// A TLS stream takes a response's last bytes in `poll_write` and
     /// sends their records in `poll_flush`: a flush held up by the client

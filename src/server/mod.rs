@@ -276,12 +276,13 @@ macro_rules! until_done {
     ($conn:expr, $watch:expr, $stop:expr, $addr:expr) => {{
         let mut conn = std::pin::pin!($conn);
         tokio::select! {
+            biased;
             result = conn.as_mut() => result,
-            expired = $watch => {
+            expired = io::OnWake::new($watch) => {
                 tracing::debug!(peer = %$addr, "connection closed: {expired:?} timeout");
                 Ok(())
             }
-            () = stopped($stop) => {
+            () = io::OnWake::new(stopped($stop)) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
