@@ -313,6 +313,13 @@ async fn sighup_reloads_and_sigterm_drains() {
         }
         assert!(applied, "SIGHUP reloads");
 
+        // A kept-alive connection that waits for its next request.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        idle.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(crate::support::read_response(&mut idle).await.status, 200);
+
         // A response that streams for about a second, then SIGTERM mid-way.
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream
@@ -321,6 +328,18 @@ async fn sighup_reloads_and_sigterm_drains() {
             .expect("write");
         tokio::time::sleep(Duration::from_millis(250)).await;
         signal("-TERM");
+        // The idle connection is closed when the drain begins, not at its
+        // end (`drain_timeout` is 30 s by default).
+        let mut rest = [0u8; 64];
+        let closed = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut idle, &mut rest),
+        )
+        .await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "an idle connection was not closed by the drain: {closed:?}"
+        );
         let resp = crate::support::read_response(&mut stream).await;
         assert_eq!(resp.status, 200);
         let expected: String = (0..crate::support::DRIP_CHUNKS)
