@@ -6,8 +6,9 @@
 # answering `ok`) to core 1; the proxy under test is not pinned, so that
 # its second worker can run on either core. CPU is the proxy's user +
 # system time over the run (all its threads or worker processes), from
-# /proc. Bounded by the request count; every process is stopped by its
-# PID. Needs oha, nginx and openssl (and redis-server for AUTH=quota).
+# /proc, and each of the two. Bounded by the request count; every
+# process is stopped by its PID. Needs oha, nginx and openssl (and
+# redis-server for AUTH=quota).
 #
 #   deploy/workers.sh [BIN=target/release/scopegate] [ROUNDS=2] [N=100000] [C=64]
 #   AUTH=cached deploy/workers.sh ...  one RS256 token, verified once and
@@ -132,15 +133,18 @@ fi
 PROXY_PID=
 trap 'kill $PROXY_PID $REDIS_PID "$UP_PID" 2>/dev/null || true' EXIT
 
-# CPU ticks of a process and its children (nginx's workers), or of every
-# thread of one process (the gateway's /proc/PID/stat counts them all).
+# CPU ticks, user then system, of a process and its children (nginx's
+# workers), or of every thread of one process (the gateway's
+# /proc/PID/stat counts them all).
 ticks() {
-  local total
-  total=$(awk '{print $14 + $15}' "/proc/$1/stat")
+  local user system u s
+  read -r user system < <(awk '{print $14, $15}' "/proc/$1/stat")
   for child in $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$child/stat")))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$child/stat")
+    user=$((user + u))
+    system=$((system + s))
   done
-  echo "$total"
+  echo "$user $system"
 }
 
 measure() { # NAME WORKERS
@@ -149,18 +153,18 @@ measure() { # NAME WORKERS
     sleep 0.1
   done
   taskset -c 0 oha -n 2000 -c "$C" --no-tui "${HEADER[@]}" "http://127.0.0.1:$PROXY_PORT/api/public" >/dev/null 2>&1
-  local t0 t1
-  t0=$(ticks "$PROXY_PID")
+  local u0 s0 u1 s1
+  read -r u0 s0 < <(ticks "$PROXY_PID")
   taskset -c 0 oha -n "$N" -c "$C" --no-tui "${HEADER[@]}" "http://127.0.0.1:$PROXY_PORT/api/public" >"$WORK/oha.txt" 2>&1
-  t1=$(ticks "$PROXY_PID")
+  read -r u1 s1 < <(ticks "$PROXY_PID")
   kill "$PROXY_PID"
   wait "$PROXY_PID" 2>/dev/null || true
   PROXY_PID=
   local rps ok
   rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/oha.txt")
   ok=$(awk '/\[200\]/ {print $2}' "$WORK/oha.txt")
-  awk -v name="$1" -v w="$2" -v rps="$rps" -v ok="${ok:-0}" -v d="$((t1 - t0))" -v n="$N" -v tick="$TICK" \
-    'BEGIN { printf "%-10s workers=%s  req/s=%s  200s=%s  CPU µs/req=%.1f\n", name, w, rps, ok, d * 1e6 / tick / n }'
+  awk -v name="$1" -v w="$2" -v rps="$rps" -v ok="${ok:-0}" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="$N" -v tick="$TICK" \
+    'BEGIN { f = 1e6 / tick / n; printf "%-10s workers=%s  req/s=%s  200s=%s  CPU µs/req=%.1f (user %.1f, system %.1f)\n", name, w, rps, ok, (u + s) * f, u * f, s * f }'
 }
 
 for round in $(seq 1 "$ROUNDS"); do
