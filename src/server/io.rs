@@ -1,6 +1,8 @@
 //! Connection plumbing: telling HTTP/2 prior knowledge from HTTP/1 with a
-//! bounded first read, replaying the bytes read for that, and tracking a
-//! connection's activity for the idle and header read timeouts.
+//! bounded first read, replaying the bytes read for that, tracking a
+//! connection's activity for the idle and header read timeouts, and
+//! polling a connection's rarely-ready futures only when they wake
+//! ([`OnWake`]).
 //!
 //! Adapter: depends on tokio.
 
