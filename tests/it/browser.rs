@@ -16,33 +16,26 @@ use crate::support::keys::{jwks, keys};
 
 /// Serves `html` at every path: the app's origin.
 async fn page_server(html: String) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let html = html.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |_req: http::Request<hyper::body::Incoming>| {
-                        let mut resp = http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(html.clone()),
-                        ));
-                        resp.headers_mut().insert(
-                            "content-type",
-                            "text/html; charset=utf-8".parse().expect("value"),
-                        );
-                        async move { Ok::<_, Infallible>(resp) }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+    crate::support::accept_each(move |stream, _| {
+        let html = html.clone();
+        async move {
+            let svc =
+                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let mut resp = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(html.clone()),
+                    ));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        "text/html; charset=utf-8".parse().expect("value"),
+                    );
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn page(gateway: SocketAddr, good: &str, expired: &str) -> String {

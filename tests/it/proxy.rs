@@ -1016,47 +1016,42 @@ async fn stale_pooled_connections_are_replaced_not_failed() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let served = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
     let (s, c) = (served.clone(), connections.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            let served = s.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 4096];
-                    let read = tokio::time::timeout(
-                        std::time::Duration::from_millis(50),
-                        stream.read(&mut chunk),
-                    )
-                    .await;
-                    let Ok(Ok(len)) = read else { return };
-                    if len == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..len]);
-                    if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        continue;
-                    }
-                    buf.clear();
-                    served.fetch_add(1, Ordering::SeqCst);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                    if n % 3 == 2 {
-                        return;
-                    }
+    let addr = crate::support::accept_each(move |mut stream, _| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let served = s.clone();
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let mut chunk = [0u8; 4096];
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    stream.read(&mut chunk),
+                )
+                .await;
+                let Ok(Ok(len)) = read else { return };
+                if len == 0 {
+                    return;
                 }
-            });
+                buf.extend_from_slice(&chunk[..len]);
+                if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    continue;
+                }
+                buf.clear();
+                served.fetch_add(1, Ordering::SeqCst);
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                if n % 3 == 2 {
+                    return;
+                }
+            }
         }
-    });
+    })
+    .await;
     let cfg =
         format!("upstream:\n  url: \"http://{addr}\"\nroutes:\n  - path: /open\n    auth: none\n");
     let gw = Gateway::start(&cfg, &[]).await;
@@ -1088,42 +1083,34 @@ pub(crate) async fn canned_upstream(
     answer: impl Fn(usize, &str) -> (Vec<u8>, bool) + Send + Sync + 'static,
 ) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let answer = std::sync::Arc::new(answer);
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            n += 1;
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(len) => buf.extend_from_slice(&chunk[..len]),
-                        }
-                        continue;
-                    };
-                    let line = String::from_utf8_lossy(&buf[..end])
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    buf.drain(..end + 4);
-                    let (bytes, close) = answer(n, &line);
-                    if stream.write_all(&bytes).await.is_err() || close {
-                        return;
+    crate::support::accept_each(move |mut stream, n| {
+        let answer = answer.clone();
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(len) => buf.extend_from_slice(&chunk[..len]),
                     }
+                    continue;
+                };
+                let line = String::from_utf8_lossy(&buf[..end])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                buf.drain(..end + 4);
+                let (bytes, close) = answer(n, &line);
+                if stream.write_all(&bytes).await.is_err() || close {
+                    return;
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// One upstream connection carries every kind of response body one after

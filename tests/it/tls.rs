@@ -182,35 +182,29 @@ async fn tls_upstream(p: &Pki) -> (std::net::SocketAddr, Arc<std::sync::atomic::
     let server = scopegate::tls::server_config(p.cert_pem.as_bytes(), p.key_pem.as_bytes())
         .expect("server tls");
     let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, count) = (acceptor.clone(), count.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |_req: http::Request<hyper::body::Incoming>| {
-                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        async {
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from("secure-ok")),
-                            ))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = crate::support::accept_each(move |tcp, _| {
+        let (acceptor, count) = (acceptor.clone(), count.clone());
+        async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc =
+                hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from("secure-ok")),
+                        ))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         }
-    });
+    })
+    .await;
     (addr, served)
 }
 

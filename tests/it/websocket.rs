@@ -23,44 +23,39 @@ async fn echo_upstream() -> (
     Arc<AtomicUsize>,
     Arc<std::sync::Mutex<Vec<(String, String)>>>,
 ) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (count, headers) = (accepted.clone(), seen.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let headers = headers.clone();
-            tokio::spawn(async move {
-                let callback =
-                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                        let mut h = headers.lock().expect("lock");
-                        for (n, v) in req.headers() {
-                            h.push((
-                                n.to_string(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            ));
-                        }
-                        Ok(resp)
-                    };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            return;
-                        }
-                    } else if msg.is_close() {
+    let addr = crate::support::accept_each(move |stream, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let headers = headers.clone();
+        async move {
+            let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                            resp| {
+                let mut h = headers.lock().expect("lock");
+                for (n, v) in req.headers() {
+                    h.push((
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    ));
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    if ws.send(msg).await.is_err() {
                         return;
                     }
+                } else if msg.is_close() {
+                    return;
                 }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, accepted, seen)
 }
 

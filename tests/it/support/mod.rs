@@ -57,6 +57,25 @@ fn full(text: String) -> TestBody {
     Full::new(Bytes::from(text)).boxed()
 }
 
+/// Accepts connections on a fresh loopback port, each handed to `serve`
+/// with its number (from 1) in a task of its own; the port's address.
+pub async fn accept_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            n += 1;
+            tokio::spawn(serve(stream, n));
+        }
+    });
+    addr
+}
+
 /// Serves HTTP/1.1 on `listener`, each request answered by `handler`.
 pub fn spawn_server<F, Fut>(listener: TcpListener, handler: F)
 where
