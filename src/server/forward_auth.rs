@@ -16,9 +16,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::ClientBody;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 
 use super::access::{self, Outcome};
 use super::{Handler, Peer};
@@ -83,7 +83,7 @@ impl Handler for ForwardAuth {
     fn handle(
         &self,
         peer: Peer,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         self.answer(peer, req)
     }
@@ -106,7 +106,7 @@ fn single<'r>(headers: &'r HeaderMap, name: &HeaderName) -> Result<Option<&'r st
 
 /// The method and target of the original request, by `convention`.
 fn original(
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     convention: Convention,
     path_prefix: &str,
 ) -> Result<Original, &'static str> {
@@ -197,7 +197,7 @@ fn identity_headers(identity: &crate::config::Identity, claims: Option<&Claims>)
 }
 
 impl ForwardAuth {
-    async fn answer(&self, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, peer: Peer, req: Request<ClientBody>) -> Response<Body> {
         let started = Instant::now();
         let state = self.shared.load();
         let challenge = state.challenge();

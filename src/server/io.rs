@@ -64,14 +64,18 @@ pub async fn sniff<T: AsyncRead + Unpin>(
     } else {
         Protocol::Http1
     };
-    Ok(Some((
-        protocol,
+    Ok(Some((protocol, Rewind::new(prefix, io))))
+}
+
+impl<T> Rewind<T> {
+    /// `inner`, after `prefix`: bytes already read from it.
+    pub fn new(prefix: Vec<u8>, inner: T) -> Self {
         Rewind {
             prefix,
             offset: 0,
-            inner: io,
-        },
-    )))
+            inner,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {

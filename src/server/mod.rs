@@ -9,6 +9,7 @@
 
 pub(crate) mod access;
 pub mod forward_auth;
+mod h1;
 mod io;
 pub mod proxy;
 
@@ -39,8 +40,45 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
         peer: Peer,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// A client's request body: none (a request the gateway's own HTTP/1.1
+/// side read, [`h1`], has none), or as hyper's server reads it.
+#[derive(Debug)]
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => std::task::Poll::Ready(None),
+            ClientBody::Hyper(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ClientBody::Empty => hyper::body::SizeHint::with_exact(0),
+            ClientBody::Hyper(body) => body.size_hint(),
+        }
+    }
 }
 
 use io::{Activity, Busy, Tracked};
@@ -270,19 +308,19 @@ impl Tunnels {
 
 /// Serves one connection until it ends, a timeout of `Activity::watch`
 /// expires, or the drain begins: then it finishes the requests in flight
-/// and closes.
+/// and closes. `$watch` and `$stopped` are pinned [`io::OnWake`]s.
 /// A macro: hyper's HTTP/1 and HTTP/2 connections share no trait.
 macro_rules! until_done {
-    ($conn:expr, $watch:expr, $stop:expr, $addr:expr) => {{
+    ($conn:expr, $watch:expr, $stopped:expr, $addr:expr) => {{
         let mut conn = std::pin::pin!($conn);
         tokio::select! {
             biased;
             result = conn.as_mut() => result,
-            expired = io::OnWake::new($watch) => {
+            expired = $watch => {
                 tracing::debug!(peer = %$addr, "connection closed: {expired:?} timeout");
                 Ok(())
             }
-            () = io::OnWake::new(stopped($stop)) => {
+            () = $stopped => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -394,14 +432,42 @@ async fn serve_http<T, H: Handler>(
     let activity = Arc::new(Activity::default());
     let tunnels = peer.tunnels.clone();
     let addr = peer.addr;
-    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let mut stream = Tracked::new(stream, activity.clone());
+    let head_deadline = (protocol == io::Protocol::Http1).then_some(limits.header_read_timeout);
+    let mut watch = std::pin::pin!(io::OnWake::new(
+        activity.clone().watch(limits.idle_timeout, head_deadline)
+    ));
+    let mut stopped = std::pin::pin!(io::OnWake::new(stopped(&mut stop)));
+    // hyper's floor; a lower limit is counted by `head_size`.
+    let max_head = limits.max_request_header_bytes.max(8192);
+    let read = match protocol {
+        // The common shape is served by the gateway's own HTTP/1.1 side
+        // until a request of another shape hands the connection to hyper.
+        io::Protocol::Http1 => {
+            let serving = h1::Serving {
+                peer: &peer,
+                handler: &*handler,
+                activity: &activity,
+                max_head,
+                watch: watch.as_mut(),
+                stopped: stopped.as_mut(),
+            };
+            match h1::serve(&mut stream, serving).await {
+                // Only hyper's side upgrades: no tunnel to run.
+                h1::Ended::Closed => return,
+                h1::Ended::Handoff(read) => read,
+            }
+        }
+        io::Protocol::H2c => Vec::new(),
+    };
+    let io = TokioIo::new(io::Rewind::new(read, stream));
     let in_service = activity.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         let busy = in_service.busy();
         let peer = peer.clone();
         async move {
-            let response = handler.handle(peer, req).await;
+            let response = handler.handle(peer, req.map(ClientBody::Hyper)).await;
             Ok::<_, Infallible>(response.map(|inner| Sending { inner, _busy: busy }))
         }
     });
@@ -411,13 +477,9 @@ async fn serve_http<T, H: Handler>(
             // connection's own deadline (`Activity::watch`), not a timer
             // allocated, armed and dropped for every request.
             let mut builder = http1::Builder::new();
-            // hyper's floor; a lower limit is counted by `head_size`.
-            builder.max_buf_size(limits.max_request_header_bytes.max(8192));
+            builder.max_buf_size(max_head);
             let conn = builder.serve_connection(io, service).with_upgrades();
-            let watch = activity
-                .clone()
-                .watch(limits.idle_timeout, Some(limits.header_read_timeout));
-            until_done!(conn, watch, &mut stop, addr)
+            until_done!(conn, watch.as_mut(), stopped.as_mut(), addr)
         }
         io::Protocol::H2c => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -425,19 +487,27 @@ async fn serve_http<T, H: Handler>(
                 u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX),
             );
             let conn = builder.serve_connection(io, service);
-            let watch = activity.clone().watch(limits.idle_timeout, None);
             // Boxed: HTTP/2's connection state is twice HTTP/1's, and
             // every HTTP/1 connection's task would carry room for it.
-            Box::pin(async { until_done!(conn, watch, &mut stop, addr) }).await
+            Box::pin(async { until_done!(conn, watch.as_mut(), stopped.as_mut(), addr) }).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(peer = %addr, "connection ended with an error: {e}");
     }
-    // A WebSocket handshake handed the connection over: the tunnel runs
-    // here, holding this connection's permit, until either side closes, no
-    // byte moves for the idle timeout, its lifetime ends, or the drain
-    // ends (the listener aborts what is left).
+    run_tunnel(&tunnels, &activity, limits, addr).await;
+}
+
+/// A WebSocket handshake handed the connection over: the tunnel runs
+/// here, holding this connection's permit, until either side closes, no
+/// byte moves for the idle timeout, its lifetime ends, or the drain ends
+/// (the listener aborts what is left).
+async fn run_tunnel(
+    tunnels: &Tunnels,
+    activity: &Arc<Activity>,
+    limits: &crate::config::Limits,
+    addr: SocketAddr,
+) {
     if let Some(tunnel) = tunnels.take() {
         let lifetime = async {
             match limits.tunnel_max_lifetime {
@@ -447,7 +517,7 @@ async fn serve_http<T, H: Handler>(
         };
         tokio::select! {
             () = tunnel => {}
-            () = activity.idle_for(limits.idle_timeout) => {
+            () = activity.clone().idle_for(limits.idle_timeout) => {
                 tracing::debug!(peer = %addr, "WebSocket tunnel idle: closed");
             }
             () = lifetime => {

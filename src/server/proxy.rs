@@ -12,10 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::ClientBody;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
-use hyper::body::Incoming;
 
 use super::access::{self, Outcome};
 use crate::Body;
@@ -64,7 +64,7 @@ pub struct Proxy {
 }
 
 /// RFC 9112 / 9113 framing rules the upstream must never have to guess at.
-fn check_framing(req: &Request<Incoming>) -> Result<(), &'static str> {
+fn check_framing(req: &Request<ClientBody>) -> Result<(), &'static str> {
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not supported");
     }
@@ -202,7 +202,7 @@ impl super::Handler for Proxy {
     fn handle(
         &self,
         peer: Peer,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
     ) -> impl std::future::Future<Output = Response<Body>> + Send {
         self.handle(peer, req)
     }
@@ -210,7 +210,7 @@ impl super::Handler for Proxy {
 
 impl Proxy {
     /// Handles one request; never fails (refusals are responses).
-    pub async fn handle(&self, peer: Peer, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, peer: Peer, req: Request<ClientBody>) -> Response<Body> {
         let started = Instant::now();
         let state = self.shared.load();
         let method = req.method().clone();
@@ -246,7 +246,7 @@ impl Proxy {
         &self,
         state: &'s State,
         peer: Peer,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         span: Option<&opentelemetry::Context>,
     ) -> (Response<Body>, Answered<'s>) {
         let mut answered = Answered::default();
@@ -367,7 +367,7 @@ impl Proxy {
         &self,
         state: &State,
         peer: &Peer,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         allowed: Allowed<'_>,
     ) -> Result<Response<Body>, Refusal> {
         // Rewritten outside this future: what the rewrite borrows would
@@ -453,7 +453,7 @@ struct Outbound<'s> {
 fn outbound<'s>(
     state: &'s State,
     peer: &Peer,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     allowed: Allowed<'_>,
 ) -> Result<Outbound<'s>, Refusal> {
     let Allowed {

@@ -79,7 +79,11 @@ pub struct BodyTimeout(Duration);
 /// A client body as it streams: past `limit` bytes, or after `timeout`
 /// without a chunk, it fails, which aborts the upstream request; the
 /// [`BodyWatch`] says why.
-pub fn guarded(body: hyper::body::Incoming, limit: u64, timeout: Duration) -> (Body, BodyWatch) {
+pub fn guarded<B>(body: B, limit: u64, timeout: Duration) -> (Body, BodyWatch)
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     if body.is_end_stream() {
         // No body (most requests): nothing to guard, nothing allocated.
         let empty =
@@ -99,8 +103,8 @@ pub fn guarded(body: hyper::body::Incoming, limit: u64, timeout: Duration) -> (B
     (http_body_util::BodyExt::boxed(body), watch)
 }
 
-struct Guard {
-    inner: hyper::body::Incoming,
+struct Guard<B> {
+    inner: B,
     remaining: u64,
     limit: u64,
     timeout: Duration,
@@ -112,7 +116,11 @@ struct Guard {
     watch: BodyWatch,
 }
 
-impl http_body::Body for Guard {
+impl<B> http_body::Body for Guard<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 

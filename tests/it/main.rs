@@ -20,6 +20,7 @@ mod properties;
 mod proxy;
 mod quotas;
 mod reload;
+mod server_h1;
 mod shadow;
 mod slow_clients;
 mod smuggling;

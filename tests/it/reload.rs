@@ -278,7 +278,10 @@ async fn sighup_reloads_and_sigterm_drains() {
         let real = tempfile::tempdir().expect("tempdir");
         let watched = tempfile::tempdir().expect("tempdir");
         let listen = format!("listen: 127.0.0.1:{port}\n");
-        let v1 = format!("{listen}{}", config_with(&upstream, &["/a", "/drip"]));
+        let v1 = format!(
+            "{listen}{}",
+            config_with(&upstream, &["/a", "/drip", "/slow"])
+        );
         std::fs::write(real.path().join("real.yaml"), &v1).expect("write");
         std::os::unix::fs::symlink(
             real.path().join("real.yaml"),
@@ -293,7 +296,10 @@ async fn sighup_reloads_and_sigterm_drains() {
         // Edit the real file: the watched directory sees nothing.
         std::fs::write(
             real.path().join("real.yaml"),
-            format!("{listen}{}", config_with(&upstream, &["/a", "/drip", "/b"])),
+            format!(
+                "{listen}{}",
+                config_with(&upstream, &["/a", "/drip", "/slow", "/b"])
+            ),
         )
         .expect("write");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -326,6 +332,11 @@ async fn sighup_reloads_and_sigterm_drains() {
             .write_all(b"GET /drip HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .expect("write");
+        // A request whose answer (5 s away) comes after the drain began.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
         tokio::time::sleep(Duration::from_millis(250)).await;
         signal("-TERM");
         // The idle connection is closed when the drain begins, not at its
@@ -350,6 +361,16 @@ async fn sighup_reloads_and_sigterm_drains() {
             expected,
             "the in-flight response arrives whole"
         );
+        // It is answered, says the connection closes, and closes it.
+        let resp = crate::support::read_response(&mut slow).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), Some("close"));
+        let after = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut slow, &mut rest),
+        )
+        .await;
+        assert!(matches!(after, Ok(Ok(0))), "still open: {after:?}");
         let status = tokio::task::spawn_blocking(move || child.wait())
             .await
             .expect("join")

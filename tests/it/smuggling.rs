@@ -144,29 +144,54 @@ async fn framing_attacks_never_smuggle_a_request() {
             &[400],
         ),
     ];
-    for (name, bytes, allowed) in &cases {
-        upstream.take();
-        let response = exchange(gw.addr, bytes.as_bytes()).await;
-        let status = status_of(&response);
-        assert!(
-            allowed.contains(&status),
-            "{name}: status {status}\n{response}"
-        );
-        let seen = upstream.take();
-        assert!(
-            seen.iter().all(|r| r.target != "/api/private-scoped"),
-            "{name}: a smuggled request reached the upstream: {seen:?}"
-        );
-        assert!(
-            seen.len() <= 1,
-            "{name}: the upstream saw {} requests",
-            seen.len()
-        );
-        if status == 400 || status == 431 {
+    // Each attack first on a connection of its own, then behind a plain
+    // GET on the same connection: the gateway's own HTTP/1.1 side serves
+    // the GET and hands the connection over at the attack, which must meet
+    // exactly the same rules.
+    const FIRST: &str = "GET /assets/first HTTP/1.1\r\nHost: a\r\n\r\n";
+    for behind_a_get in [false, true] {
+        for (name, bytes, allowed) in &cases {
+            upstream.take();
+            let prefix = if behind_a_get { FIRST } else { "" };
+            let whole = exchange(gw.addr, format!("{prefix}{bytes}").as_bytes()).await;
+            let response = if behind_a_get {
+                assert_eq!(status_of(&whole), 200, "{name}: the GET before it\n{whole}");
+                let second = whole[1..]
+                    .find("HTTP/1.1 ")
+                    .map_or("", |at| &whole[at + 1..]);
+                second.to_owned()
+            } else {
+                whole
+            };
+            let status = status_of(&response);
             assert!(
-                seen.is_empty(),
-                "{name}: a refused request reached the upstream"
+                allowed.contains(&status),
+                "{name} (behind a GET: {behind_a_get}): status {status}\n{response}"
             );
+            let mut seen = upstream.take();
+            if behind_a_get {
+                assert_eq!(
+                    seen.first().map(|r| r.target.as_str()),
+                    Some("/assets/first"),
+                    "{name}: {seen:?}"
+                );
+                seen.remove(0);
+            }
+            assert!(
+                seen.iter().all(|r| r.target != "/api/private-scoped"),
+                "{name}: a smuggled request reached the upstream: {seen:?}"
+            );
+            assert!(
+                seen.len() <= 1,
+                "{name}: the upstream saw {} requests",
+                seen.len()
+            );
+            if status == 400 || status == 431 {
+                assert!(
+                    seen.is_empty(),
+                    "{name}: a refused request reached the upstream"
+                );
+            }
         }
     }
 
