@@ -6,6 +6,8 @@
 #   deploy/callgrind.sh [BIN=target/release/scopegate] [N1=5000] [N2=15000]
 #   AUTH=rs256 deploy/callgrind.sh ...   every request verifies an RS256
 #                                       token (the token cache is off)
+#   AUTH=cached deploy/callgrind.sh ...  one RS256 token, verified once and
+#                                       then found in the token cache
 #
 # Starts nginx (one worker, a fixed 3-byte answer) as the upstream and the
 # gateway under `valgrind --tool=callgrind` with one `auth: none` route,
@@ -48,16 +50,19 @@ CONF
 openssl pkey -in "$WORK/key.pem" -pubout -out "$WORK/pub.pem" 2>/dev/null
 AUTH=${AUTH:-none}
 HEADER=()
+CACHE_SIZE=1000
 case "$AUTH" in
   none)
     ROUTE='auth: none' ;;
-  rs256)
-    # Cache off: every request pays for a whole verification, as with
-    # every token distinct (HAProxy's jwt_verify verifies every request).
+  rs256|cached)
+    # rs256, cache off: every request pays for a whole verification, as
+    # with every token distinct (HAProxy's jwt_verify verifies every
+    # request). cached: the peer benchmark's case, one token reused.
     TOKEN=$("$BIN" token --key "$WORK/key.pem" --iss https://callgrind.local/ --aud https://api.callgrind --sub cg --scope read:messages --ttl 1h)
     HEADER=(-H "Authorization: Bearer $TOKEN")
-    ROUTE='scopes: [read:messages]' ;;
-  *) echo "AUTH is none or rs256" >&2; exit 2 ;;
+    ROUTE='scopes: [read:messages]'
+    [ "$AUTH" = rs256 ] && CACHE_SIZE=0 ;;
+  *) echo "AUTH is none, rs256 or cached" >&2; exit 2 ;;
 esac
 cat > "$WORK/gateway.yaml" <<YAML
 listen: "127.0.0.1:$GW_PORT"
@@ -70,7 +75,7 @@ issuers:
     public_key_file: pub.pem
     algorithms: [RS256]
 tokens:
-  cache_size: 0
+  cache_size: $CACHE_SIZE
 routes:
   - path: /api/public
     $ROUTE

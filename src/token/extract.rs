@@ -40,6 +40,10 @@ const fn is_token68_char(c: u8) -> bool {
 }
 
 fn is_token68(s: &str) -> bool {
+    is_token68_bytes(s.as_bytes())
+}
+
+fn is_token68_bytes(s: &[u8]) -> bool {
     /// [`is_token68_char`] as a table, since every byte of every token is
     /// looked up (1 = allowed).
     const TOKEN68: [u8; 256] = {
@@ -51,7 +55,8 @@ fn is_token68(s: &str) -> bool {
         }
         table
     };
-    let body = s.trim_end_matches('=').as_bytes();
+    let padding = s.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &s[..s.len() - padding];
     // Eight lookups folded without a branch between them: a token is a
     // few hundred bytes, and a byte-at-a-time `all` spent more on its
     // loop than on the lookups.
@@ -91,20 +96,41 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, Extra
     if values.next().is_some() {
         return Err(ExtractError::Multiple);
     }
-    let value = value.to_str().map_err(|_| ExtractError::Malformed)?;
+    // Bytes, not `to_str`: a token is hundreds of bytes, and the token68
+    // check below already proves a Bearer credential visible ASCII.
+    let bytes = value.as_bytes();
     // The scheme ends at any run of SP or HTAB, as lenient upstream parsers
     // read it: `Bearer<TAB>x` is a Bearer credential, never "no token".
-    let (scheme, rest) = value.split_once(is_blank).unwrap_or((value, ""));
-    let dpop = scheme.eq_ignore_ascii_case("dpop");
-    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
-        // Basic, Digest, ...: not ours, so no token.
+    let (scheme, rest) = match bytes.iter().position(|&b| is_blank_byte(b)) {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &b""[..]),
+    };
+    let dpop = scheme.eq_ignore_ascii_case(b"dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case(b"bearer") {
+        // Basic, Digest, ...: not ours, so no token (a field that is not
+        // visible ASCII is malformed, whatever its scheme).
+        value.to_str().map_err(|_| ExtractError::Malformed)?;
         return Ok(None);
     }
-    let token = rest.trim_matches(is_blank);
-    if !is_token68(token) {
+    let start = rest
+        .iter()
+        .position(|&b| !is_blank_byte(b))
+        .unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .rposition(|&b| !is_blank_byte(b))
+        .map_or(start, |at| at + 1);
+    let token = &rest[start..end.max(start)];
+    if !is_token68_bytes(token) {
         return Err(ExtractError::Malformed);
     }
+    // ASCII by now: this only hands out the `str`.
+    let token = std::str::from_utf8(token).map_err(|_| ExtractError::Malformed)?;
     Ok(Some((token, dpop)))
+}
+
+fn is_blank_byte(b: u8) -> bool {
+    b == b' ' || b == b'\t'
 }
 
 fn is_blank(c: char) -> bool {
@@ -285,6 +311,22 @@ mod tests {
             find1(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
             Err(ExtractError::Multiple)
         );
+        // A field that is not visible ASCII is malformed, whatever its
+        // scheme (and wherever the byte is).
+        for raw in [
+            &b"Basic d\xe9"[..],
+            b"Bearer abc\xe9",
+            b"Bearer \xe9abc",
+            b"B\xe9arer abc",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_bytes(raw).expect("value"));
+            assert_eq!(
+                find(&all, &h, None).map(|t| t.is_some()),
+                Err(ExtractError::Malformed),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
