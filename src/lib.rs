@@ -5,8 +5,11 @@
 //! Each of the `workers` event loops ([`app::serve`]: a thread with a
 //! current-thread runtime and its own `SO_REUSEPORT` socket per address)
 //! runs a request from start to end. [`server`] accepts a connection
-//! (bounded by `max_connections`, counted over the workers) and hands
-//! each request to [`server::proxy`] or [`server::forward_auth`] (and
+//! (bounded by `max_connections`, counted over the workers), reads each
+//! request (HTTP/1.1 without a body by the gateway's own codec,
+//! `server::h1`; anything else by hyper's server, which takes the
+//! connection over) and hands it to [`server::proxy`] or
+//! [`server::forward_auth`] (and
 //! [`grpc`] serves Envoy's ext_authz `Check`); each loads
 //! the current [`state::State`] once, refuse malformed framing, and ask
 //! [`decision::decide`] — the SPEC's decision order as one function:
@@ -38,7 +41,7 @@
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
-//! [`cors`], [`upstream::headers`], `upstream::h1` — knows nothing of sockets or the
+//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
 //! [`grpc`], [`upstream`],

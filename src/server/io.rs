@@ -271,11 +271,19 @@ impl Activity {
 /// promises to wake its waker when it can make progress.
 pub struct OnWake<F> {
     inner: Pin<Box<F>>,
+    gate: Gate,
+}
+
+/// What [`OnWake`] is made of, for a poll that is no future of its own
+/// (a read of the client's socket while its request is answered): the
+/// waker to poll with, which raises a flag and wakes the task, and the
+/// flag, which says whether polling again can make progress.
+pub struct Gate {
     flag: Arc<WakeFlag>,
-    /// The waker `inner` is polled with: it raises the flag.
+    /// The waker the gated poll is made with: it raises the flag.
     waker: Waker,
     /// The task's waker as last handed to the flag: it changes only if
-    /// the future moves to another task, so the lock is rarely taken.
+    /// the gate moves to another task, so the lock is rarely taken.
     task: Option<Waker>,
 }
 
@@ -299,17 +307,52 @@ impl std::task::Wake for WakeFlag {
     }
 }
 
-impl<F: Future> OnWake<F> {
-    pub fn new(inner: F) -> Self {
+impl Default for Gate {
+    /// A gate that lets its first poll through.
+    fn default() -> Self {
         let flag = Arc::new(WakeFlag {
             woken: AtomicBool::new(true),
             task: Mutex::new(None),
         });
-        OnWake {
-            inner: Box::pin(inner),
+        Gate {
             waker: Waker::from(flag.clone()),
             flag,
             task: None,
+        }
+    }
+}
+
+impl Gate {
+    /// Lets the next poll through, woken or not.
+    pub fn open(&self) {
+        self.flag.woken.store(true, Ordering::Release);
+    }
+
+    /// `poll(cx)` with the gate's waker, if the gate was woken (or opened)
+    /// since its last poll; else `Pending` at once.
+    pub fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            self.task = Some(cx.waker().clone());
+            if let Ok(mut task) = self.flag.task.lock() {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if !self.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        poll(&mut Context::from_waker(&self.waker))
+    }
+}
+
+impl<F: Future> OnWake<F> {
+    pub fn new(inner: F) -> Self {
+        OnWake {
+            inner: Box::pin(inner),
+            gate: Gate::default(),
         }
     }
 }
@@ -319,18 +362,8 @@ impl<F: Future> Future for OnWake<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-            this.task = Some(cx.waker().clone());
-            if let Ok(mut task) = this.flag.task.lock() {
-                *task = Some(cx.waker().clone());
-            }
-        }
-        if !this.flag.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        this.inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&this.waker))
+        let inner = &mut this.inner;
+        this.gate.poll(cx, |cx| inner.as_mut().poll(cx))
     }
 }
 

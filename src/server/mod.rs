@@ -1,11 +1,13 @@
 //! Listeners: the accept loop (bounded by `max_connections`), protocol
 //! choice (by ALPN with TLS; HTTP/1.1 or HTTP/2 prior knowledge by a
-//! bounded first read without), hyper's server builders, the idle and
+//! bounded first read without), HTTP/1.1 by the gateway's own side
+//! ([`h1`]) until a request it leaves to hyper, hyper's server builders
+//! (HTTP/1.1 from that request on, HTTP/2), the idle and
 //! header read timeouts (one deadline per connection, `io::Activity`; HTTP/2
 //! keeps hyper's `TokioTimer` for its own timers), and the graceful drain
 //! on shutdown.
 //!
-//! Adapter: depends on hyper, hyper-util, tokio and [`proxy`].
+//! Adapter: depends on hyper, hyper-util, tokio, [`h1`] and [`proxy`].
 
 pub(crate) mod access;
 pub mod forward_auth;

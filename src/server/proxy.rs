@@ -41,6 +41,8 @@ pub struct Peer {
     pub certificate: Option<std::sync::Arc<str>>,
     /// Where a WebSocket handshake leaves its tunnel for the connection.
     pub tunnels: super::Tunnels,
+    /// The connection's request-timeout timer, reused request after request.
+    pub timer: Arc<upstream::Timer>,
 }
 
 impl Peer {
@@ -52,6 +54,7 @@ impl Peer {
             tls,
             certificate,
             tunnels: super::Tunnels::default(),
+            timer: Arc::default(),
         }
     }
 }
@@ -383,7 +386,12 @@ impl Proxy {
         } = outbound(state, peer, req, allowed)?;
         let response = target_state
             .client
-            .send(request, upgrade.is_some(), upstream.request_timeout)
+            .send(
+                request,
+                upgrade.is_some(),
+                upstream.request_timeout,
+                &peer.timer,
+            )
             .await;
         match &response {
             Ok(response) => call.finish(Ok(response.status().as_u16())),

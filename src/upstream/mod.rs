@@ -248,12 +248,13 @@ impl Client {
     /// response body then streams without a deadline.
     ///
     /// `request` is in origin-form; a WebSocket handshake (`upgrade`) gets
-    /// a connection of its own.
+    /// a connection of its own. `timer` is the client connection's.
     pub async fn send(
         &self,
         request: Request<Body>,
         upgrade: bool,
         timeout: Duration,
+        timer: &Timer,
     ) -> Result<Response<Body>, UpstreamError> {
         let (request, done_rx) = if request.body().is_end_stream() {
             (request, None)
@@ -276,9 +277,43 @@ impl Client {
                 _ = done_rx => {}
             }
         }
-        match tokio::time::timeout(timeout, response).await {
-            Ok(result) => settle(result),
-            Err(_) => Err(UpstreamError::Timeout),
+        let mut deadline = timer.take(tokio::time::Instant::now() + timeout);
+        let result = tokio::select! {
+            biased;
+            result = &mut response => settle(result),
+            () = deadline.as_mut() => Err(UpstreamError::Timeout),
+        };
+        timer.put_back(deadline);
+        result
+    }
+}
+
+/// The timer of a client connection's request timeouts, used by each of
+/// its requests in turn. A Tokio timer made for every request is put into
+/// the timer wheel and taken out again, under the driver's lock each time;
+/// this one stays in the wheel, and moving its deadline later is an atomic
+/// store. Requests that overlap (HTTP/2) make their own when it is taken.
+#[derive(Debug, Default)]
+pub struct Timer(std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
+
+impl Timer {
+    /// The timer, due at `deadline`.
+    fn take(&self, deadline: tokio::time::Instant) -> Pin<Box<tokio::time::Sleep>> {
+        let kept = self.0.lock().ok().and_then(|mut slot| slot.take());
+        match kept {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    fn put_back(&self, sleep: Pin<Box<tokio::time::Sleep>>) {
+        if let Ok(mut slot) = self.0.lock()
+            && slot.is_none()
+        {
+            *slot = Some(sleep);
         }
     }
 }
@@ -342,7 +377,12 @@ mod tests {
             .body(crate::full(""))
             .expect("request");
         let response = client
-            .send(request, false, Duration::from_secs(5))
+            .send(
+                request,
+                false,
+                Duration::from_secs(5),
+                &super::Timer::default(),
+            )
             .await
             .expect("response");
         let body = response.into_body().collect().await.expect("body");

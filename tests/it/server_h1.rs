@@ -117,3 +117,65 @@ async fn pipelined_requests_are_answered_in_order_then_closed() {
     );
     gw.stop().await;
 }
+
+/// A client that closes its side while its request is answered ends the
+/// exchange (hyper's server does the same without `half_close`): the
+/// connection closes at once, not when the upstream (5 s away) answers.
+/// At once after the request, and later, once the wait has begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_request_ends_the_exchange() {
+    let (_upstream, gw) = start("").await;
+    for wait in [0, 300] {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /assets/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        stream.shutdown().await.expect("half-close");
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            stream.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "after {wait} ms: {read:?}, {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        eprintln!("closed {:?} after the client's side", started.elapsed());
+    }
+    gw.stop().await;
+}
+
+/// The request timeout's timer is the connection's, used by one request
+/// after another: each request gets its own full `request_timeout` (1 s
+/// here), counted from its own start, however long after the last one it
+/// comes, and a timeout does not spoil the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_on_a_connection_gets_its_own_timeout() {
+    let (upstream, gw) = start("").await;
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let mut ask = async |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let started = std::time::Instant::now();
+        let status = read_response(&mut stream).await.status;
+        (status, started.elapsed())
+    };
+    assert_eq!(ask("/assets/fast").await.0, 200);
+    // Past the first request's deadline: a timer left at it would fire.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(ask("/assets/fast").await.0, 200);
+    let (status, took) = ask("/assets/slow").await;
+    assert_eq!(status, 504);
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert_eq!(ask("/assets/fast").await.0, 200, "after a timeout");
+    let (status, took) = ask("/assets/slow").await;
+    assert_eq!(status, 504);
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert_eq!(upstream.requests().len(), 5);
+    gw.stop().await;
+}

@@ -140,7 +140,9 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
     let built = (|| {
         let uri = Uri::from_maybe_shared(slice(target)).ok()?;
         let mut headers = std::mem::take(&mut scratch.headers);
-        headers.reserve(ranges.len());
+        // With room for what the proxy adds (forwarding and identity
+        // fields): the map is not grown, and rehashed, on the way out.
+        headers.reserve(ranges.len() + 8);
         for field in ranges.iter() {
             let name = HeaderName::from_bytes(&bytes[field.name.0..field.name.1]).ok()?;
             let value = HeaderValue::from_maybe_shared(slice(field.value)).ok()?;

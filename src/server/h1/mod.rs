@@ -27,7 +27,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use self::codec::{Framing, Parsed, Scratch};
-use super::io::{Activity, Expired};
+use super::io::{Activity, Expired, Gate};
 use super::{ClientBody, Handler, Peer};
 use crate::Body;
 
@@ -72,6 +72,8 @@ where
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut out = Vec::new();
     let mut scratch = Scratch::default();
+    // The client's side is read during an answer only when it woke.
+    let mut client = Gate::default();
     loop {
         // 1. A whole head, within the deadline; the drain closes an idle
         //    connection.
@@ -120,16 +122,27 @@ where
         let request = head.map(|()| ClientBody::Empty);
         let response = {
             let mut answer = pin!(serving.handler.handle(serving.peer.clone(), request));
+            client.open();
             loop {
+                let gone = std::future::poll_fn(|cx| {
+                    if !buf.is_empty() {
+                        // A next request is in: nothing more is read now.
+                        return Poll::Pending;
+                    }
+                    // `Ok(false)`: the client closed its side.
+                    client.poll(cx, |cx| {
+                        pin!(io.read_buf(&mut buf)).poll(cx).map_ok(|n| n > 0)
+                    })
+                });
                 tokio::select! {
                     biased;
                     response = answer.as_mut() => break response,
-                    read = io.read_buf(&mut buf), if buf.is_empty() => match read {
-                        Ok(0) | Err(_) => {
+                    read = gone => match read {
+                        Ok(false) | Err(_) => {
                             tracing::debug!(peer = %serving.peer.addr, "client went away mid-request");
                             return Ended::Closed;
                         }
-                        Ok(_) => {}
+                        Ok(true) => {}
                     },
                 }
             }
