@@ -179,3 +179,31 @@ async fn each_request_on_a_connection_gets_its_own_timeout() {
     assert_eq!(upstream.requests().len(), 5);
     gw.stop().await;
 }
+
+/// A head that arrives a byte at a time is answered once its blank line
+/// has come, whichever line ends it uses; nothing is answered before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_in_pieces_is_answered_once_whole() {
+    let (upstream, gw) = start("").await;
+    for (path, head) in [
+        (
+            "/assets/crlf",
+            "GET /assets/crlf HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n",
+        ),
+        ("/assets/lf", "GET /assets/lf HTTP/1.1\nHost: a\nX-A: 1\n\n"),
+    ] {
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        for byte in head.as_bytes() {
+            stream.write_all(&[*byte]).await.expect("write");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let resp = read_response(&mut stream).await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        let seen = upstream.take();
+        assert_eq!(seen.len(), 1, "{path}: {seen:?}");
+        assert_eq!(seen[0].target, path);
+        assert_eq!(seen[0].header("x-a"), Some("1"));
+    }
+    gw.stop().await;
+}

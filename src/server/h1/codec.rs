@@ -167,6 +167,22 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
     }
 }
 
+/// Whether the bytes read since `known_partial` (the buffer's length when
+/// it last held a partial head) may end the head: a blank line, CRLF or
+/// bare LF (hyper's `is_complete_fast`). A head trickled in byte by byte
+/// is then parsed again only when it may be whole, not after every byte.
+pub(crate) fn may_end_head(buf: &[u8], known_partial: usize) -> bool {
+    let fresh = &buf[known_partial.saturating_sub(3).min(buf.len())..];
+    fresh.iter().enumerate().any(|(at, &b)| {
+        let rest = &fresh[at + 1..];
+        match b {
+            b'\r' => rest.starts_with(b"\n\r\n"),
+            b'\n' => rest.starts_with(b"\n") || rest.starts_with(b"\r\n"),
+            _ => false,
+        }
+    })
+}
+
 /// How a response body follows its head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -540,6 +556,24 @@ mod tests {
         let (parsed, rest) = parse(&raw);
         assert!(matches!(parsed, Parsed::NotOurs), "{parsed:?}");
         assert_eq!(&rest[..], raw.as_bytes());
+    }
+
+    #[test]
+    fn a_head_may_end_only_at_a_blank_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        // Every split point: the end is seen only once it has arrived.
+        for known in 0..head.len() {
+            for len in known..=head.len() {
+                assert_eq!(
+                    may_end_head(&head[..len], known),
+                    len == head.len(),
+                    "known {known}, len {len}"
+                );
+            }
+        }
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20));
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\r\n", 20));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
     }
 
     #[test]

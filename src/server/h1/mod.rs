@@ -77,12 +77,15 @@ where
     loop {
         // 1. A whole head, within the deadline; the drain closes an idle
         //    connection.
+        // The buffer's length when it last held a partial head.
+        let mut partial = None;
         let (head, keep_alive) = loop {
-            if !buf.is_empty() {
+            let may_be_whole = partial.is_none_or(|known| codec::may_end_head(&buf, known));
+            if !buf.is_empty() && may_be_whole {
                 match codec::parse_request(&mut buf, &mut scratch) {
                     Parsed::Request { head, keep_alive } => break (head, keep_alive),
                     Parsed::NotOurs => return Ended::Handoff(buf.to_vec()),
-                    Parsed::Partial => {}
+                    Parsed::Partial => partial = Some(buf.len()),
                 }
             }
             let room = serving.max_head.saturating_sub(buf.len());
