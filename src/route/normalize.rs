@@ -79,8 +79,23 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// RFC 3986 unreserved and sub-delims: what a path segment and a host's
-/// reg-name both allow raw.
+/// reg-name both allow raw. A table: every byte of every path and host is
+/// looked up.
+#[inline]
 pub fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    const TABLE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = unreserved_or_sub_delim(b as u8);
+            b += 1;
+        }
+        table
+    };
+    TABLE[usize::from(b)]
+}
+
+const fn unreserved_or_sub_delim(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -104,6 +119,7 @@ pub fn is_unreserved_or_sub_delim(b: u8) -> bool {
 /// What RFC 3986 §3.3 allows raw in a path segment (`pchar` less `%`):
 /// unreserved, sub-delims, `:` and `@`. An escape of one of these means
 /// the same to every upstream, so it is decoded before matching.
+#[inline]
 fn is_pchar(b: u8) -> bool {
     is_unreserved_or_sub_delim(b) || b == b':' || b == b'@'
 }
