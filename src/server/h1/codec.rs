@@ -118,9 +118,16 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
             17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 connections += 1;
-                // hyper's `connection_close`: a `close` token, in any case.
-                keep_alive = !std::str::from_utf8(field.value)
-                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+                // hyper's `connection_close`: a `close` token, in any case,
+                // in a value that `to_str` takes (visible ASCII and tabs).
+                let visible = field
+                    .value
+                    .iter()
+                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+                keep_alive = !(visible
+                    && std::str::from_utf8(field.value).is_ok_and(|v| {
+                        v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+                    }));
                 // hyper lets the last of several decide, oddly: not ours.
                 connections > 1
             }
@@ -493,7 +500,7 @@ mod tests {
 
     #[test]
     fn connection_close_in_any_case_ends_the_connection() {
-        for value in ["close", "Keep-Alive, CLOSE", " x , close "] {
+        for value in ["close", "Keep-Alive, CLOSE", " x , close ", "a\tb, close"] {
             let (parsed, _) = parse(&format!(
                 "GET / HTTP/1.1\r\nHost: a\r\nConnection: {value}\r\n\r\n"
             ));
@@ -508,6 +515,25 @@ mod tests {
                 "{value}: {parsed:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_connection_field_that_is_not_visible_ascii_closes_nothing() {
+        // hyper reads it with `to_str`, which refuses it: keep-alive.
+        let mut buf = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, \xc3\xa9\r\n\r\n"[..],
+        );
+        let parsed = parse_request(&mut buf, &mut Scratch::default());
+        assert!(
+            matches!(
+                parsed,
+                Parsed::Request {
+                    keep_alive: true,
+                    ..
+                }
+            ),
+            "{parsed:?}"
+        );
     }
 
     #[test]
