@@ -41,7 +41,8 @@
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
-//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec — knows nothing of sockets or the
+//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec
+//! and the wire pieces they share (`http1`) — knows nothing of sockets or the
 //! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
 //! [`grpc`], [`upstream`],
@@ -63,6 +64,7 @@ pub mod decision;
 pub mod devtools;
 pub mod dpop;
 pub mod grpc;
+mod http1;
 pub mod introspect;
 pub mod jwks;
 pub mod openapi;

@@ -39,11 +39,7 @@ const fn is_token68_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
 
-fn is_token68(s: &str) -> bool {
-    is_token68_bytes(s.as_bytes())
-}
-
-fn is_token68_bytes(s: &[u8]) -> bool {
+fn is_token68(s: &[u8]) -> bool {
     /// [`is_token68_char`] as a table, since every byte of every token is
     /// looked up (1 = allowed).
     const TOKEN68: [u8; 256] = {
@@ -101,7 +97,7 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, Extra
     let bytes = value.as_bytes();
     // The scheme ends at any run of SP or HTAB, as lenient upstream parsers
     // read it: `Bearer<TAB>x` is a Bearer credential, never "no token".
-    let (scheme, rest) = match bytes.iter().position(|&b| is_blank_byte(b)) {
+    let (scheme, rest) = match bytes.iter().position(|&b| is_blank(b)) {
         Some(at) => (&bytes[..at], &bytes[at + 1..]),
         None => (bytes, &b""[..]),
     };
@@ -112,16 +108,9 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, Extra
         value.to_str().map_err(|_| ExtractError::Malformed)?;
         return Ok(None);
     }
-    let start = rest
-        .iter()
-        .position(|&b| !is_blank_byte(b))
-        .unwrap_or(rest.len());
-    let end = rest
-        .iter()
-        .rposition(|&b| !is_blank_byte(b))
-        .map_or(start, |at| at + 1);
-    let token = &rest[start..end.max(start)];
-    if !is_token68_bytes(token) {
+    // A header value holds no ASCII white space but SP and HTAB.
+    let token = rest.trim_ascii();
+    if !is_token68(token) {
         return Err(ExtractError::Malformed);
     }
     // ASCII by now: this only hands out the `str`.
@@ -129,12 +118,8 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, Extra
     Ok(Some((token, dpop)))
 }
 
-fn is_blank_byte(b: u8) -> bool {
+fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
-}
-
-fn is_blank(c: char) -> bool {
-    c == ' ' || c == '\t'
 }
 
 fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str>, ExtractError> {
@@ -148,7 +133,8 @@ fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str
             };
             // Names and values trimmed as lenient cookie parsers do, so that
             // `at =x` and `at=y` are two tokens here as they are upstream.
-            let (key, value) = (key.trim_matches(is_blank), value.trim_matches(is_blank));
+            // (`to_str` leaves no ASCII white space but SP and HTAB.)
+            let (key, value) = (key.trim_ascii(), value.trim_ascii());
             if key != name {
                 continue;
             }
@@ -159,7 +145,7 @@ fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
-            if !is_token68(value) {
+            if !is_token68(value.as_bytes()) {
                 return Err(ExtractError::Malformed);
             }
             found = Some(value);
@@ -182,7 +168,7 @@ fn from_query<'r>(
             return Err(ExtractError::Multiple);
         }
         let value = crate::route::percent_decode(value).ok_or(ExtractError::Malformed)?;
-        if !is_token68(&value) {
+        if !is_token68(value.as_bytes()) {
             return Err(ExtractError::Malformed);
         }
         found = Some(value);
@@ -242,15 +228,15 @@ mod tests {
                     let text = String::from_utf8(body).expect("ASCII");
                     let expected = is_token68_char(c)
                         || (c == b'=' && at > 0 && text[at..].bytes().all(|b| b == b'='));
-                    assert_eq!(is_token68(&text), expected, "{text:?}");
+                    assert_eq!(is_token68(text.as_bytes()), expected, "{text:?}");
                 }
             }
         }
-        assert!(!is_token68(""));
-        assert!(!is_token68("=="));
-        assert!(is_token68("abc=="));
-        assert!(!is_token68("a=bc"));
-        assert!(!is_token68("abcdefgh\u{e9}"));
+        assert!(!is_token68("".as_bytes()));
+        assert!(!is_token68("==".as_bytes()));
+        assert!(is_token68("abc==".as_bytes()));
+        assert!(!is_token68("a=bc".as_bytes()));
+        assert!(!is_token68("abcdefgh\u{e9}".as_bytes()));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
+use crate::http1::ends_in_chunked;
+
 /// The most fields a response head or trailer section may have (hyper's
 /// default).
 const MAX_HEADERS: usize = 100;
@@ -135,13 +137,6 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         .iter()
         .next_back()
         .is_some_and(|value| ends_in_chunked(value.as_bytes()))
-}
-
-fn ends_in_chunked(codings: &[u8]) -> bool {
-    codings
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Every `Content-Length` value given, list members included: `None`
@@ -504,17 +499,13 @@ pub(super) fn encode_piece(sending: Sending, piece: &[u8], dst: &mut Vec<u8>) {
         if piece.is_empty() {
             return;
         }
-        dst.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        crate::http1::chunk_line(piece.len(), dst);
         dst.extend_from_slice(piece);
         dst.extend_from_slice(b"\r\n");
     } else {
         dst.extend_from_slice(piece);
     }
 }
-
-/// The end of a chunked request body (no trailers: `Trailer` is
-/// hop-by-hop here).
-pub(super) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
@@ -819,7 +810,7 @@ mod tests {
         let mut dst = Vec::new();
         encode_piece(Sending::Chunked, &[b'x'; 26], &mut dst);
         encode_piece(Sending::Chunked, b"", &mut dst);
-        dst.extend_from_slice(LAST_CHUNK);
+        dst.extend_from_slice(crate::http1::LAST_CHUNK);
         assert_eq!(decode(&dst, 4).expect("round trip").0, [b'x'; 26]);
     }
 }

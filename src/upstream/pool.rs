@@ -327,7 +327,7 @@ impl Upload {
                         ))));
                     }
                     if self.sending == Sending::Chunked {
-                        self.pending.extend_from_slice(h1::LAST_CHUNK);
+                        self.pending.extend_from_slice(crate::http1::LAST_CHUNK);
                     }
                     self.ended = true;
                 }

@@ -61,7 +61,9 @@ pub(crate) struct Scratch {
 impl Scratch {
     /// Gives back a map to fill with the next request's fields.
     pub(crate) fn recycle(&mut self, mut headers: HeaderMap) {
-        headers.clear();
+        if !headers.is_empty() {
+            headers.clear();
+        }
         self.headers = headers;
     }
 }
@@ -118,16 +120,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
             17 => name.eq_ignore_ascii_case(b"transfer-encoding"),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 connections += 1;
-                // hyper's `connection_close`: a `close` token, in any case,
-                // in a value that `to_str` takes (visible ASCII and tabs).
-                let visible = field
-                    .value
-                    .iter()
-                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-                keep_alive = !(visible
-                    && std::str::from_utf8(field.value).is_ok_and(|v| {
-                        v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
-                    }));
+                keep_alive = !has_close(field.value);
                 // hyper lets the last of several decide, oddly: not ours.
                 connections > 1
             }
@@ -338,7 +331,7 @@ pub(crate) fn encode_response(
                 continue;
             }
             wrote_len = true;
-            must_add_chunked = !ends_in_chunked(value.as_bytes());
+            must_add_chunked = !crate::http1::ends_in_chunked(value.as_bytes());
             if continuing {
                 dst.extend_from_slice(b", ");
                 dst.extend_from_slice(value.as_bytes());
@@ -354,7 +347,7 @@ pub(crate) fn encode_response(
             }
             if *name == CONNECTION {
                 saw_connection = true;
-                if has_close(value) {
+                if has_close(value.as_bytes()) {
                     last = true;
                     said_close = true;
                 }
@@ -428,18 +421,14 @@ fn digits(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// hyper's `is_chunked_`: the last coding is `chunked`.
-fn ends_in_chunked(value: &[u8]) -> bool {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-}
-
-fn has_close(value: &HeaderValue) -> bool {
+/// hyper's `connection_close`: a `close` token, in any case, in a value
+/// that `to_str` takes (visible ASCII and tabs).
+fn has_close(value: &[u8]) -> bool {
     value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && std::str::from_utf8(value)
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
 }
 
 /// The `Date` line, its text made at most once a second per thread.
@@ -459,16 +448,6 @@ fn date_line(dst: &mut Vec<u8>) {
         dst.extend_from_slice(b"\r\n");
     });
 }
-
-/// The line that opens a chunk of `len` bytes.
-pub(crate) fn chunk_line(len: usize, dst: &mut Vec<u8>) {
-    use std::io::Write as _;
-    let _ = write!(dst, "{len:X}\r\n");
-}
-
-/// The last chunk, with no trailer section: no trailer field is ever
-/// forwarded (`Trailer` is hop-by-hop here).
-pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {

@@ -214,13 +214,14 @@ async fn write_response<T: AsyncWrite + Unpin>(
     let mut headers = parts.headers;
     headers.clear();
     let framing = encoded.framing;
-    let mut left = match framing {
-        // Nothing to send (a HEAD's answer, a 304): the body is not read.
-        Framing::Length(0) => None,
-        Framing::Length(n) => Some(n),
-        Framing::Chunked | Framing::CloseDelimited => Some(u64::MAX),
+    // What a `Content-Length` body still owes.
+    let mut owed = match framing {
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::CloseDelimited => 0,
     };
-    while let Some(remaining) = left {
+    // Nothing to send (a HEAD's answer, a 304): the body is not read.
+    let mut reading = framing != Framing::Length(0);
+    while reading {
         let polled =
             std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
         let frame = match polled {
@@ -239,7 +240,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
                 Framing::Length(_) => {
                     return Err(io::Error::other("the body ended short of its length"));
                 }
-                Framing::Chunked => out.extend_from_slice(codec::LAST_CHUNK),
+                Framing::Chunked => out.extend_from_slice(crate::http1::LAST_CHUNK),
                 Framing::CloseDelimited => {}
             }
             break;
@@ -251,28 +252,23 @@ async fn write_response<T: AsyncWrite + Unpin>(
         if data.is_empty() {
             continue;
         }
-        let len = data.len() as u64;
-        match framing {
-            Framing::Length(_) => {
-                let rest = remaining
-                    .checked_sub(len)
+        if framing == Framing::Chunked {
+            crate::http1::chunk_line(data.len(), out);
+            let slices = &mut [
+                IoSlice::new(out),
+                IoSlice::new(&data),
+                IoSlice::new(b"\r\n"),
+            ];
+            write_all(io, slices).await?;
+        } else {
+            if let Framing::Length(_) = framing {
+                owed = owed
+                    .checked_sub(data.len() as u64)
                     .ok_or_else(|| io::Error::other("the body is longer than its length"))?;
-                write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
                 // Whole: the body is not read further (as hyper).
-                left = (rest > 0).then_some(rest);
+                reading = owed > 0;
             }
-            Framing::Chunked => {
-                codec::chunk_line(data.len(), out);
-                let slices = &mut [
-                    IoSlice::new(out),
-                    IoSlice::new(&data),
-                    IoSlice::new(b"\r\n"),
-                ];
-                write_all(io, slices).await?;
-            }
-            Framing::CloseDelimited => {
-                write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
-            }
+            write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
         }
         out.clear();
     }
