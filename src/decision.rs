@@ -396,20 +396,28 @@ async fn verify<'q>(
     state: &State,
     q: &Question<'q>,
     now: i64,
-) -> Result<(Arc<Claims>, Found<'q>), Refusal> {
+) -> Result<(Arc<Claims>, Found<'q, Arc<Claims>>), Refusal> {
     let config = &state.config;
-    let found = token::extract::find(&config.token_sources, q.headers, q.query)
-        .map_err(Refusal::BadCredential)?
-        .ok_or(Refusal::NoToken)?;
-    let claims = config
-        .verifier
-        .verify(&found.token, now, state.cache.as_ref())
-        .await
-        .map_err(|e| match e {
-            TokenError::KeysUnavailable => Refusal::KeysUnavailable,
-            TokenError::IntrospectionUnavailable => Refusal::IntrospectionUnavailable,
-            e => Refusal::InvalidToken(e),
-        })?;
+    let cache = state.cache.as_ref();
+    // The cache is asked as the token is extracted: a token verified
+    // earlier is not checked byte by byte again, nor looked up twice.
+    let mut found = token::extract::find(&config.token_sources, q.headers, q.query, |token| {
+        cache.and_then(|c| c.get(token, now))
+    })
+    .map_err(Refusal::BadCredential)?
+    .ok_or(Refusal::NoToken)?;
+    let claims = match found.known.take() {
+        Some(claims) => claims,
+        None => config
+            .verifier
+            .verify(&found.token, now, cache)
+            .await
+            .map_err(|e| match e {
+                TokenError::KeysUnavailable => Refusal::KeysUnavailable,
+                TokenError::IntrospectionUnavailable => Refusal::IntrospectionUnavailable,
+                e => Refusal::InvalidToken(e),
+            })?,
+    };
     Ok((claims, found))
 }
 
@@ -422,7 +430,7 @@ async fn bound(
     q: &Question<'_>,
     path: &str,
     claims: &Claims,
-    found: Found<'_>,
+    found: Found<'_, Arc<Claims>>,
     route: Option<&dpop::Settings>,
     now: i64,
 ) -> Result<(), Refusal> {

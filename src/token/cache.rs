@@ -5,7 +5,9 @@
 //! token another's claims). An entry never outlives `exp` (or the
 //! `max_token_age` limit) and dies with its issuer's key set: each entry
 //! remembers the key generation it was verified under. A new cache comes
-//! with every config. Failures are never cached.
+//! with every config. Failures are never cached, nor a token that is not a
+//! token68: the request's token extraction takes a token found here as
+//! well formed without checking its bytes again.
 //!
 //! Pure: depends on quick_cache and [`super::verify`].
 
@@ -42,7 +44,7 @@ impl CacheStats {
 
 /// A bounded cache of verified claims.
 pub struct Cache {
-    entries: quick_cache::sync::Cache<Box<str>, Entry>,
+    entries: quick_cache::sync::Cache<Box<[u8]>, Entry>,
     stats: Arc<CacheStats>,
 }
 
@@ -62,23 +64,25 @@ impl Cache {
         }
     }
 
-    /// The claims of a token verified earlier, if still valid at `now`.
-    pub fn get(&self, token: &str, now: i64) -> Option<Arc<Claims>> {
+    /// The claims of a token verified earlier, if still valid at `now`
+    /// (counted as a hit). `token` is a candidate's bytes, before any
+    /// check: only a token68 is ever found.
+    pub fn get(&self, token: &[u8], now: i64) -> Option<Arc<Claims>> {
         let found = self
             .entries
             .get(token)
-            .filter(|e| now <= e.valid_until && e.keys.generation() == e.generation);
-        let counter = if found.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found.map(|e| e.claims)
+            .filter(|e| now <= e.valid_until && e.keys.generation() == e.generation)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(found.claims)
+    }
+
+    /// Counts a token that was not found, and is verified afresh.
+    pub fn missed(&self) {
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Remembers verified claims until `valid_until`, as long as `keys`
-    /// still has `generation`.
+    /// still has `generation`; not for a token that is not a token68.
     pub fn insert(
         &self,
         token: &str,
@@ -87,8 +91,11 @@ impl Cache {
         generation: u64,
         valid_until: i64,
     ) {
+        if !super::extract::is_token68(token.as_bytes()) {
+            return;
+        }
         self.entries.insert(
-            token.into(),
+            token.as_bytes().into(),
             Entry {
                 claims,
                 keys,
@@ -108,5 +115,25 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.entries.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_tokens_that_extraction_would_check_as_well_formed() {
+        let cache = Cache::new(8, Arc::default());
+        let claims = Arc::new(Claims::new(serde_json::Map::new(), &[], 100));
+        let keys = Arc::new(KeyCell::default());
+        let generation = keys.generation();
+        for token in ["abc.def-_~+/==", "a b", "a,b", "abc\u{e9}", ""] {
+            cache.insert(token, claims.clone(), keys.clone(), generation, 100);
+        }
+        assert!(cache.get(b"abc.def-_~+/==", 50).is_some());
+        assert_eq!(cache.len(), 1, "only the token68 is kept");
+        assert!(cache.get(b"abc.def-_~+/==", 101).is_none(), "stale");
+        assert_eq!((cache.stats().hits(), cache.stats().misses()), (1, 0));
     }
 }

@@ -39,7 +39,9 @@ const fn is_token68_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
 
-fn is_token68(s: &[u8]) -> bool {
+/// Whether `s` is an RFC 9110 token68: what every token is, before
+/// anything else reads it (and before the token cache may keep it).
+pub(crate) fn is_token68(s: &[u8]) -> bool {
     /// [`is_token68_char`] as a table, since every byte of every token is
     /// looked up (1 = allowed).
     const TOKEN68: [u8; 256] = {
@@ -74,17 +76,35 @@ fn is_token68(s: &[u8]) -> bool {
     !body.is_empty() && ok == 1
 }
 
-/// A token found in a request, and whether it came with the `DPoP` scheme
-/// (RFC 9449 §7.1), which then needs a proof.
+/// A token found in a request, whether it came with the `DPoP` scheme
+/// (RFC 9449 §7.1), which then needs a proof, and what the caller's
+/// `known` said about it (see [`find`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found<'r> {
+pub struct Found<'r, K = ()> {
     pub token: Cow<'r, str>,
     pub dpop: bool,
+    pub known: Option<K>,
+}
+
+/// Asks `known` about a candidate's bytes, and checks them as a token68
+/// when it does not know them.
+fn check<K>(
+    token: &[u8],
+    known: &mut impl FnMut(&[u8]) -> Option<K>,
+) -> Result<Option<K>, ExtractError> {
+    match known(token) {
+        Some(k) => Ok(Some(k)),
+        None if is_token68(token) => Ok(None),
+        None => Err(ExtractError::Malformed),
+    }
 }
 
 /// The token from an `Authorization` header, if it is a Bearer or DPoP
-/// credential (the bool says DPoP).
-fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, ExtractError> {
+/// credential.
+fn from_authorization<'r, K>(
+    headers: &'r HeaderMap,
+    known: &mut impl FnMut(&[u8]) -> Option<K>,
+) -> Result<Option<Found<'r, K>>, ExtractError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -110,19 +130,25 @@ fn from_authorization(headers: &HeaderMap) -> Result<Option<(&str, bool)>, Extra
     }
     // A header value holds no ASCII white space but SP and HTAB.
     let token = rest.trim_ascii();
-    if !is_token68(token) {
-        return Err(ExtractError::Malformed);
-    }
+    let known = check(token, known)?;
     // ASCII by now: this only hands out the `str`.
     let token = std::str::from_utf8(token).map_err(|_| ExtractError::Malformed)?;
-    Ok(Some((token, dpop)))
+    Ok(Some(Found {
+        token: Cow::Borrowed(token),
+        dpop,
+        known,
+    }))
 }
 
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str>, ExtractError> {
+fn from_cookies<'r, K>(
+    headers: &'r HeaderMap,
+    name: &str,
+    known: &mut impl FnMut(&[u8]) -> Option<K>,
+) -> Result<Option<Found<'r, K>>, ExtractError> {
     let mut found = None;
     // HTTP/2 may split cookies over several fields (RFC 9113 §8.2.3).
     for field in headers.get_all(COOKIE) {
@@ -145,19 +171,21 @@ fn from_cookies<'r>(headers: &'r HeaderMap, name: &str) -> Result<Option<&'r str
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
-            if !is_token68(value.as_bytes()) {
-                return Err(ExtractError::Malformed);
-            }
-            found = Some(value);
+            found = Some(Found {
+                known: check(value.as_bytes(), known)?,
+                token: Cow::Borrowed(value),
+                dpop: false,
+            });
         }
     }
     Ok(found)
 }
 
-fn from_query<'r>(
+fn from_query<'r, K>(
     query: Option<&'r str>,
     name: &str,
-) -> Result<Option<Cow<'r, str>>, ExtractError> {
+    known: &mut impl FnMut(&[u8]) -> Option<K>,
+) -> Result<Option<Found<'r, K>>, ExtractError> {
     let mut found = None;
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -168,30 +196,35 @@ fn from_query<'r>(
             return Err(ExtractError::Multiple);
         }
         let value = crate::route::percent_decode(value).ok_or(ExtractError::Malformed)?;
-        if !is_token68(value.as_bytes()) {
-            return Err(ExtractError::Malformed);
-        }
-        found = Some(value);
+        found = Some(Found {
+            known: check(value.as_bytes(), known)?,
+            token: value,
+            dpop: false,
+        });
     }
     Ok(found)
 }
 
 /// Finds exactly one token across the configured sources.
-pub fn find<'r>(
+///
+/// `known` is asked about each candidate's bytes before they are checked:
+/// what it answers for the token found comes back in [`Found::known`], and
+/// a candidate it knows is taken as well formed without a look at its
+/// bytes. The token cache answers with claims verified earlier; it holds
+/// only tokens that passed [`is_token68`], so what is found, and which
+/// refusal wins, stays the same as without it.
+pub fn find<'r, K>(
     sources: &[Source],
     headers: &'r HeaderMap,
     query: Option<&'r str>,
-) -> Result<Option<Found<'r>>, ExtractError> {
-    let mut found: Option<Found<'r>> = None;
+    mut known: impl FnMut(&[u8]) -> Option<K>,
+) -> Result<Option<Found<'r, K>>, ExtractError> {
+    let mut found: Option<Found<'r, K>> = None;
     for source in sources {
-        let bearer = |token: Cow<'r, str>| Found { token, dpop: false };
         let token = match source {
-            Source::Header => from_authorization(headers)?.map(|(token, dpop)| Found {
-                token: Cow::Borrowed(token),
-                dpop,
-            }),
-            Source::Cookie(name) => from_cookies(headers, name)?.map(|t| bearer(Cow::Borrowed(t))),
-            Source::Query(name) => from_query(query, name)?.map(bearer),
+            Source::Header => from_authorization(headers, &mut known)?,
+            Source::Cookie(name) => from_cookies(headers, name, &mut known)?,
+            Source::Query(name) => from_query(query, name, &mut known)?,
         };
         if let Some(token) = token {
             if found.is_some() {
@@ -207,6 +240,15 @@ pub fn find<'r>(
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// [`super::find`] with a `known` that knows nothing.
+    fn find<'r>(
+        sources: &[Source],
+        headers: &'r HeaderMap,
+        query: Option<&'r str>,
+    ) -> Result<Option<Found<'r>>, ExtractError> {
+        super::find(sources, headers, query, |_| None)
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -264,7 +306,8 @@ mod tests {
             find(&all, &headers(&[("authorization", "dpop abc")]), None),
             Ok(Some(Found {
                 token: "abc".into(),
-                dpop: true
+                dpop: true,
+                known: None,
             })),
             "RFC 9449: the DPoP scheme carries a token"
         );
@@ -350,5 +393,47 @@ mod tests {
             find(&[Source::Header], &h, Some("access_token=x")),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn a_known_token_is_found_as_it_would_be_without_it() {
+        // `known` as the token cache answers: for tokens that passed the
+        // checks, and for no other bytes.
+        let known = |token: &[u8]| is_token68(token).then(|| token.to_vec());
+        let sources = [
+            Source::Header,
+            Source::Cookie("at".into()),
+            Source::Query("access_token".into()),
+        ];
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: [(Fields, Option<&str>); 9] = [
+            (&[("authorization", "Bearer abc.def")], None),
+            (&[("authorization", "DPoP abc")], None),
+            (&[("authorization", "Bearer a b")], None),
+            (&[("authorization", "Bearer a b")], Some("access_token=x")),
+            (&[("authorization", "Bearer x")], Some("access_token=a%20b")),
+            (&[("authorization", "Bearer x")], Some("access_token=y")),
+            (&[("cookie", "at=\"tok\"")], None),
+            (&[("cookie", "at=a,b; at=c")], None),
+            (&[], Some("access_token=tok%2B1")),
+        ];
+        for (pairs, query) in cases {
+            let h = headers(pairs);
+            let without = find(&sources, &h, query);
+            let with = super::find(&sources, &h, query, known);
+            assert_eq!(
+                with.clone().map(|t| t.map(|f| (f.token, f.dpop))),
+                without.map(|t| t.map(|f| (f.token, f.dpop))),
+                "{pairs:?} {query:?}"
+            );
+            if let Ok(Some(found)) = with {
+                assert_eq!(found.known.as_deref(), Some(found.token.as_bytes()));
+            }
+        }
+        // What `known` holds is taken as well formed: the token cache
+        // keeps nothing else (`Cache::insert`).
+        let odd = headers(&[("authorization", "Bearer a,b")]);
+        let found = super::find(&[Source::Header], &odd, None, |_| Some(()));
+        assert_eq!(found.map(|t| t.map(|f| f.token)), Ok(Some("a,b".into())));
     }
 }

@@ -280,21 +280,24 @@ impl Verifier {
         }
     }
 
-    /// Verifies a token at time `now` (seconds since the Unix epoch),
-    /// through `cache` when given. An unknown `kid` asks the issuer's key
-    /// source for fresh keys once, then verifies again.
+    /// Verifies a token at time `now` (seconds since the Unix epoch), and
+    /// remembers its claims in `cache` when given. The caller has asked
+    /// `cache` for the token already (as the token was extracted, see
+    /// [`super::extract::find`]): this counts a miss. An unknown `kid`
+    /// asks the issuer's key source for fresh keys once, then verifies
+    /// again.
     pub async fn verify(
         &self,
         token: &str,
         now: i64,
         cache: Option<&Cache>,
     ) -> Result<Arc<Claims>, TokenError> {
-        // Bounded before any decoding, key lookup or cache lookup.
+        // Bounded before any decoding or key lookup.
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
         }
-        if let Some(claims) = cache.and_then(|c| c.get(token, now)) {
-            return Ok(claims);
+        if let Some(cache) = cache {
+            cache.missed();
         }
         let jws = match jws::split(token) {
             Ok(jws) => jws,
