@@ -205,8 +205,13 @@ pub(super) enum Parsed {
 
 /// Parses the response head at the start of `buf`, for a request made with
 /// `method`. The fields are copied out in one allocation shared by their
-/// values, so `buf` can be reused.
-pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
+/// values, so `buf` can be reused, and go into `headers`, an empty map
+/// whose allocations the final head takes over.
+pub(super) fn parse_response(
+    buf: &[u8],
+    method: &Method,
+    headers: &mut HeaderMap,
+) -> Result<Parsed, Malformed> {
     if buf.is_empty() {
         return Ok(Parsed::Partial);
     }
@@ -297,10 +302,8 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
     // the head, so `buf` can be reused.
     let block = Bytes::copy_from_slice(&buf[..len]);
     let base = buf.as_ptr() as usize;
-    // Room to spare: hyper's server keeps the map of each response it
-    // writes for the next request it parses, which the proxy then adds
-    // its forwarding headers to.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 8);
+    debug_assert!(headers.is_empty());
+    headers.reserve(fields.len());
     for field in fields {
         if super::headers::is_hop_by_hop_name(field.name.as_bytes())
             || (names
@@ -327,7 +330,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, Malf
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
+    parts.headers = std::mem::take(headers);
     if let Some(reason) = response.reason
         && Some(reason) != status.canonical_reason()
         && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec())
@@ -512,7 +515,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, method: &Method) -> Result<Head, Malformed> {
-        match parse_response(raw.as_bytes(), method)? {
+        match parse_response(raw.as_bytes(), method, &mut HeaderMap::new())? {
             Parsed::Final(len, head) => {
                 assert_eq!(len, raw.find("\r\n\r\n").map(|i| i + 4).expect("end"));
                 Ok(head)
@@ -650,23 +653,26 @@ mod tests {
             "HTTP/1.1 200 OK\nx: \x01\r\n\r\n",
         ] {
             assert!(
-                parse_response(raw.as_bytes(), &Method::GET).is_err(),
+                parse_response(raw.as_bytes(), &Method::GET, &mut HeaderMap::new()).is_err(),
                 "{raw:?}"
             );
         }
         let many: String = (0..101).map(|i| format!("x{i}: y\r\n")).collect();
         let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
-        assert!(parse_response(raw.as_bytes(), &Method::GET).is_err());
+        assert!(parse_response(raw.as_bytes(), &Method::GET, &mut HeaderMap::new()).is_err());
     }
 
     #[test]
     fn heads_keep_their_fields_and_interim_ones_are_skipped() {
         let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Made\r\nX-One: a\r\nx-one: b\r\nempty:\r\n\r\nbody";
-        let Ok(Parsed::Interim(n)) = parse_response(raw.as_bytes(), &Method::POST) else {
+        let Ok(Parsed::Interim(n)) =
+            parse_response(raw.as_bytes(), &Method::POST, &mut HeaderMap::new())
+        else {
             panic!("interim");
         };
         assert_eq!(&raw[..n], "HTTP/1.1 100 Continue\r\n\r\n");
-        let Ok(Parsed::Final(len, head)) = parse_response(&raw.as_bytes()[n..], &Method::POST)
+        let Ok(Parsed::Final(len, head)) =
+            parse_response(&raw.as_bytes()[n..], &Method::POST, &mut HeaderMap::new())
         else {
             panic!("final");
         };
@@ -678,7 +684,11 @@ mod tests {
         let reason = head.parts.extensions.get::<hyper::ext::ReasonPhrase>();
         assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Made"[..]));
         assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-le", &Method::GET),
+            parse_response(
+                b"HTTP/1.1 200 OK\r\ncontent-le",
+                &Method::GET,
+                &mut HeaderMap::new()
+            ),
             Ok(Parsed::Partial)
         ));
     }

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use http::{Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -202,9 +202,15 @@ impl Conn {
 
     /// The final response head, reading as needed; interim (1xx) ones are
     /// skipped.
-    fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<Head, Failed>> {
+    /// `headers`: an empty map for the head's fields.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+        headers: &mut HeaderMap,
+    ) -> Poll<Result<Head, Failed>> {
         loop {
-            match h1::parse_response(&self.read, method) {
+            match h1::parse_response(&self.read, method, headers) {
                 Ok(Parsed::Final(len, head)) => {
                     bytes::Buf::advance(&mut self.read, len);
                     return Poll::Ready(Ok(head));
@@ -452,6 +458,11 @@ impl Pool {
                 let head = std::mem::take(&mut conn.write);
                 upload = Some(Upload::new(head, body, sending));
             }
+            // The request's map, emptied, takes the response's fields: one
+            // map per client connection, request after request (the
+            // client side recycles the response's map in turn).
+            let mut fields = std::mem::take(&mut parts.headers);
+            fields.clear();
             // The response head; an upload goes on meanwhile. An upload
             // that fails (an upstream that answered and closed without
             // reading the rest: a 413, say) leaves the answer to come,
@@ -469,7 +480,7 @@ impl Pool {
                         Poll::Pending => {}
                     }
                 }
-                match conn.poll_head(cx, &parts.method) {
+                match conn.poll_head(cx, &parts.method, &mut fields) {
                     Poll::Ready(Err(e)) => Poll::Ready(Err(upload_failed.take().unwrap_or(e))),
                     polled => polled,
                 }
