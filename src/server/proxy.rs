@@ -230,7 +230,7 @@ impl Proxy {
             path: outcome.path.as_deref(),
             route: outcome.route,
             refused: outcome.refused.as_ref(),
-            subject: outcome.subject.as_deref(),
+            subject: outcome.verified.as_deref().and_then(Claims::subject),
             shadow: outcome.shadow.as_ref().map(Option::as_ref),
             span: span.as_ref(),
         };
@@ -321,11 +321,7 @@ impl Proxy {
         // is just a refusal.
         answered.shadow =
             (decision.shadow_mode && decision.verdict.is_ok()).then(|| decision.shadowed.clone());
-        answered.subject = decision
-            .verified
-            .as_deref()
-            .and_then(Claims::subject)
-            .map(str::to_owned);
+        answered.verified = decision.verified.clone();
         let claims = match decision.verdict {
             Ok(claims) => claims,
             Err(refusal) => {
@@ -658,7 +654,8 @@ struct Answered<'s> {
     path: Option<String>,
     route: Option<&'s std::sync::Arc<str>>,
     refused: Option<Refusal>,
-    subject: Option<String>,
+    /// The verified token's claims, allowed or refused (for the subject).
+    verified: Option<Arc<Claims>>,
     /// A CORS preflight, which carries its own CORS headers.
     preflight: bool,
     /// A shadow-mode route: the refusal it did not enforce, if any.
