@@ -410,7 +410,7 @@ async fn verify<'q>(
         Some(claims) => claims,
         None => config
             .verifier
-            .verify(&found.token, now, cache)
+            .verify(found.text().map_err(Refusal::BadCredential)?, now, cache)
             .await
             .map_err(|e| match e {
                 TokenError::KeysUnavailable => Refusal::KeysUnavailable,
@@ -486,7 +486,7 @@ async fn bound(
     let expected = dpop::Expected {
         method: q.method,
         htu: &htu,
-        token: &found.token,
+        token: found.text().map_err(Refusal::BadCredential)?,
         semicolons: state.config.routes.path_rules().semicolons,
     };
     let proven =

@@ -81,9 +81,18 @@ pub(crate) fn is_token68(s: &[u8]) -> bool {
 /// `known` said about it (see [`find`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<'r, K = ()> {
-    pub token: Cow<'r, str>,
+    /// A token68, so ASCII: bytes, since a token found in the cache needs
+    /// no `str` (see [`Found::text`]).
+    pub token: Cow<'r, [u8]>,
     pub dpop: bool,
     pub known: Option<K>,
+}
+
+impl<K> Found<'_, K> {
+    /// The token as text (a token68 is ASCII).
+    pub fn text(&self) -> Result<&str, ExtractError> {
+        std::str::from_utf8(&self.token).map_err(|_| ExtractError::Malformed)
+    }
 }
 
 /// Asks `known` about a candidate's bytes, and checks them as a token68
@@ -131,8 +140,6 @@ fn from_authorization<'r, K>(
     // A header value holds no ASCII white space but SP and HTAB.
     let token = rest.trim_ascii();
     let known = check(token, known)?;
-    // ASCII by now: this only hands out the `str`.
-    let token = std::str::from_utf8(token).map_err(|_| ExtractError::Malformed)?;
     Ok(Some(Found {
         token: Cow::Borrowed(token),
         dpop,
@@ -173,7 +180,7 @@ fn from_cookies<'r, K>(
                 .unwrap_or(value);
             found = Some(Found {
                 known: check(value.as_bytes(), known)?,
-                token: Cow::Borrowed(value),
+                token: Cow::Borrowed(value.as_bytes()),
                 dpop: false,
             });
         }
@@ -198,7 +205,10 @@ fn from_query<'r, K>(
         let value = crate::route::percent_decode(value).ok_or(ExtractError::Malformed)?;
         found = Some(Found {
             known: check(value.as_bytes(), known)?,
-            token: value,
+            token: match value {
+                Cow::Borrowed(value) => Cow::Borrowed(value.as_bytes()),
+                Cow::Owned(value) => Cow::Owned(value.into_bytes()),
+            },
             dpop: false,
         });
     }
@@ -305,7 +315,7 @@ mod tests {
         assert_eq!(
             find(&all, &headers(&[("authorization", "dpop abc")]), None),
             Ok(Some(Found {
-                token: "abc".into(),
+                token: Cow::Borrowed(&b"abc"[..]),
                 dpop: true,
                 known: None,
             })),
@@ -427,13 +437,16 @@ mod tests {
                 "{pairs:?} {query:?}"
             );
             if let Ok(Some(found)) = with {
-                assert_eq!(found.known.as_deref(), Some(found.token.as_bytes()));
+                assert_eq!(found.known.as_deref(), Some(&*found.token));
             }
         }
         // What `known` holds is taken as well formed: the token cache
         // keeps nothing else (`Cache::insert`).
         let odd = headers(&[("authorization", "Bearer a,b")]);
         let found = super::find(&[Source::Header], &odd, None, |_| Some(()));
-        assert_eq!(found.map(|t| t.map(|f| f.token)), Ok(Some("a,b".into())));
+        assert_eq!(
+            found.map(|t| t.map(|f| f.token.into_owned())),
+            Ok(Some(b"a,b".to_vec()))
+        );
     }
 }
