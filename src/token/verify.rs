@@ -148,7 +148,10 @@ pub struct Issuer {
 /// Verifies tokens for a set of issuers.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    issuers: HashMap<String, Issuer>,
+    /// By name, looked up for every request (the DPoP settings, and the
+    /// `iss` of every token verified): a fixed set from the config, so
+    /// foldhash rather than SipHash, as the route table.
+    issuers: HashMap<String, Issuer, foldhash::fast::RandomState>,
     max_bytes: usize,
 }
 
