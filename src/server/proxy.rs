@@ -66,19 +66,52 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
 }
 
+/// The fields [`check_framing`] found on its pass, for what follows: each
+/// is read once per request, not looked up again.
+#[derive(Debug, Clone, Copy)]
+struct Framed<'r> {
+    /// The `Host` field: at most one.
+    host: Option<&'r HeaderValue>,
+    /// The `Content-Length` field: at most one, holding one value.
+    length: Option<&'r HeaderValue>,
+}
+
+/// What the forwarded request keeps of [`Framed`] once the client's
+/// request is the gateway's to rewrite.
+#[derive(Debug)]
+struct Declared {
+    /// The `Host` field as the client sent it.
+    host: Option<HeaderValue>,
+    /// The request said `Content-Length`, and this (when a number).
+    length: Option<Option<u64>>,
+}
+
+impl Framed<'_> {
+    fn declared(self) -> Declared {
+        Declared {
+            host: self.host.cloned(),
+            length: self
+                .length
+                .map(|v| v.to_str().ok().and_then(|v| v.parse().ok())),
+        }
+    }
+}
+
 /// RFC 9112 / 9113 framing rules the upstream must never have to guess at.
-fn check_framing(req: &Request<ClientBody>) -> Result<(), &'static str> {
+fn check_framing(req: &Request<ClientBody>) -> Result<Framed<'_>, &'static str> {
     if req.method() == Method::CONNECT {
         return Err("CONNECT is not supported");
     }
     // One pass over the fields, no lookups.
-    let (mut host, mut hosts, mut lengths, mut transfer_encoding) = (None, 0, 0, false);
+    let (mut host, mut hosts, mut length, mut lengths, mut transfer_encoding) =
+        (None, 0, None, 0, false);
     for (name, value) in req.headers() {
         if name == HOST {
             host = Some(value);
             hosts += 1;
         } else if name == CONTENT_LENGTH {
             // `Content-Length: 5, 5` is a list: as ambiguous as two fields.
+            length = Some(value);
             lengths += 1 + value.as_bytes().iter().filter(|&&b| b == b',').count();
         } else if name == TRANSFER_ENCODING {
             transfer_encoding = true;
@@ -112,7 +145,7 @@ fn check_framing(req: &Request<ClientBody>) -> Result<(), &'static str> {
     if lengths > 0 && transfer_encoding {
         return Err("Content-Length together with Transfer-Encoding");
     }
-    Ok(())
+    Ok(Framed { host, length })
 }
 
 /// `RateLimit-Policy` and `RateLimit` on an allowed response, replacing
@@ -136,6 +169,7 @@ fn binding<'r, B>(
     trusted: bool,
     peer: &'r Peer,
     req: &'r Request<B>,
+    host: Option<&'r str>,
 ) -> crate::decision::Binding<'r> {
     let forwarded = |name: &str| {
         if !trusted {
@@ -155,17 +189,17 @@ fn binding<'r, B>(
     };
     crate::decision::Binding {
         scheme,
-        host: forwarded("x-forwarded-host").or_else(|| request_host(req)),
+        host: forwarded("x-forwarded-host").or(host),
         certificate: peer.certificate.as_deref(),
     }
 }
 
 /// The host a request is for: the absolute-form authority, else `Host`
 /// (HTTP/2 `:authority` arrives as either).
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
+fn request_host<'r, B>(req: &'r Request<B>, framed: &Framed<'r>) -> Option<&'r str> {
     match req.uri().authority() {
         Some(authority) => Some(authority.as_str()),
-        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+        None => framed.host.and_then(|h| h.to_str().ok()),
     }
 }
 
@@ -258,15 +292,18 @@ impl Proxy {
         } else {
             check_framing(&req).map_err(Refusal::Malformed)
         };
-        if let Err(refusal) = framing {
-            return (
-                respond(&refusal, state.challenge()),
-                Answered {
-                    refused: Some(refusal),
-                    ..answered
-                },
-            );
-        }
+        let framed = match framing {
+            Ok(framed) => framed,
+            Err(refusal) => {
+                return (
+                    respond(&refusal, state.challenge()),
+                    Answered {
+                        refused: Some(refusal),
+                        ..answered
+                    },
+                );
+            }
+        };
         // 1. CORS preflights and RFC 9728 metadata are the gateway's own.
         if let Some(cors) = &state.config.cors
             && Cors::is_preflight(req.method(), req.headers())
@@ -299,19 +336,20 @@ impl Proxy {
 
         // 2-7. Normalize, route, token, policy.
         let decision = {
+            let host = request_host(&req, &framed);
             let question = Question {
                 method: req.method(),
                 path: req.uri().path(),
                 query: req.uri().query(),
                 headers: req.headers(),
-                host: request_host(&req),
+                host,
                 client_ip: Some(headers::client_ip(
                     req.headers(),
                     peer.addr.ip(),
                     &state.config.trusted_proxies,
                 )),
                 header_overrides: false,
-                binding: binding(trusted, &peer, &req),
+                binding: binding(trusted, &peer, &req, host),
             };
             super::decide(state, &question, span).await
         };
@@ -343,6 +381,7 @@ impl Proxy {
             claims: claims.as_deref(),
             trusted,
             span,
+            declared: framed.declared(),
         };
         match self.forward(state, &peer, req, allowed).await {
             Ok(mut response) => {
@@ -466,6 +505,7 @@ fn outbound<'s>(
         claims,
         trusted,
         span,
+        declared,
     } = allowed;
     let config = &state.config;
     // A reload may have removed the upstream under a running listener.
@@ -483,12 +523,7 @@ fn outbound<'s>(
     let (mut parts, body) = req.into_parts();
 
     let max_body = config.limits.max_request_body_bytes;
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_body) {
+    if declared.length.flatten().is_some_and(|n| n > max_body) {
         return Err(Refusal::PayloadTooLarge);
     }
 
@@ -496,7 +531,7 @@ fn outbound<'s>(
     // wins over the Host header (RFC 9112 §3.2.2).
     let client_host = match parts.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => parts.headers.get(HOST).cloned(),
+        None => declared.host,
     };
 
     let path_and_query = match parts.uri.path_and_query() {
@@ -526,7 +561,7 @@ fn outbound<'s>(
     // A body on a GET or HEAD without a length (chunked, or HTTP/2
     // without content-length) would lose its framing as hop-by-hop
     // and vanish: it is sent chunked, as it came.
-    let chunked_body = parts.headers.get(CONTENT_LENGTH).is_none()
+    let chunked_body = declared.length.is_none()
         && !http_body::Body::is_end_stream(&body)
         && matches!(parts.method, Method::GET | Method::HEAD);
     let h = &mut parts.headers;
@@ -646,6 +681,8 @@ struct Allowed<'a> {
     trusted: bool,
     /// The request's SERVER span, when traced.
     span: Option<&'a opentelemetry::Context>,
+    /// The request's `Host` and `Content-Length`, as checked.
+    declared: Declared,
 }
 
 /// What was learnt while answering, for the log and the metrics.
