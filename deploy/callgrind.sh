@@ -8,6 +8,12 @@
 #                                       token (the token cache is off)
 #   AUTH=cached deploy/callgrind.sh ...  one RS256 token, verified once and
 #                                       then found in the token cache
+#   deploy/callgrind.sh nginx ...        the baseline in the same units:
+#                                       nginx as a plain proxy (one
+#                                       process, keep-alive upstream
+#                                       connections) in the gateway's place,
+#                                       sent the same requests (with AUTH,
+#                                       the same header, which it forwards)
 #
 # Starts nginx (one worker, a fixed 3-byte answer) as the upstream and the
 # gateway under `valgrind --tool=callgrind` with one `auth: none` route,
@@ -58,7 +64,9 @@ case "$AUTH" in
     # rs256, cache off: every request pays for a whole verification, as
     # with every token distinct (HAProxy's jwt_verify verifies every
     # request). cached: the peer benchmark's case, one token reused.
-    TOKEN=$("$BIN" token --key "$WORK/key.pem" --iss https://callgrind.local/ --aud https://api.callgrind --sub cg --scope read:messages --ttl 1h)
+    MINT=$BIN
+    [ "$BIN" = nginx ] && MINT=target/release/scopegate
+    TOKEN=$("$MINT" token --key "$WORK/key.pem" --iss https://callgrind.local/ --aud https://api.callgrind --sub cg --scope read:messages --ttl 1h)
     HEADER=(-H "Authorization: Bearer $TOKEN")
     ROUTE='scopes: [read:messages]'
     [ "$AUTH" = rs256 ] && CACHE_SIZE=0 ;;
@@ -91,10 +99,38 @@ cleanup() {
 trap cleanup EXIT
 
 # One callgrind run serving N requests; prints its instruction total.
+# The plain-proxy baseline: nginx in the gateway's place, one process
+# (no master), so that callgrind sees the worker.
+mkdir -p "$WORK/proxy/logs"
+cat > "$WORK/proxy/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $PWD/$WORK/proxy/nginx.pid;
+error_log $PWD/$WORK/proxy/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $PWD/$WORK/proxy/tmp;
+  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$GW_PORT;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+
 count() {
   local n=$1 out="$WORK/callgrind.out.$1"
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$BIN" run -c "$WORK/gateway.yaml" >/dev/null 2>"$WORK/valgrind.$n.log" &
+  if [ "$BIN" = nginx ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$NGINX" -c "$PWD/$WORK/proxy/nginx.conf" -e "$PWD/$WORK/proxy/logs/error.log" \
+      >/dev/null 2>"$WORK/valgrind.$n.log" &
+  else
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$BIN" run -c "$WORK/gateway.yaml" >/dev/null 2>"$WORK/valgrind.$n.log" &
+  fi
   GW_PID=$!
   for _ in $(seq 1 300); do
     curl -s -o /dev/null "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" && break
