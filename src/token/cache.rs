@@ -9,7 +9,8 @@
 //! token68: the request's token extraction takes a token found here as
 //! well formed without checking its bytes again.
 //!
-//! Pure: depends on quick_cache and [`super::verify`].
+//! Pure: depends on quick_cache, [`super::verify`] and [`super::extract`]
+//! (the token68 check).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
