@@ -294,15 +294,7 @@ impl Proxy {
         };
         let framed = match framing {
             Ok(framed) => framed,
-            Err(refusal) => {
-                return (
-                    respond(&refusal, state.challenge()),
-                    Answered {
-                        refused: Some(refusal),
-                        ..answered
-                    },
-                );
-            }
+            Err(refusal) => return answered.refused(refusal, state),
         };
         // 1. CORS preflights and RFC 9728 metadata are the gateway's own.
         if let Some(cors) = &state.config.cors
@@ -362,15 +354,7 @@ impl Proxy {
         answered.verified = decision.verified.clone();
         let claims = match decision.verdict {
             Ok(claims) => claims,
-            Err(refusal) => {
-                return (
-                    respond(&refusal, state.challenge()),
-                    Answered {
-                        refused: Some(refusal),
-                        ..answered
-                    },
-                );
-            }
+            Err(refusal) => return answered.refused(refusal, state),
         };
 
         // 8. Forward, with the path that was authorized.
@@ -390,13 +374,7 @@ impl Proxy {
                 }
                 (response, answered)
             }
-            Err(refusal) => (
-                respond(&refusal, state.challenge()),
-                Answered {
-                    refused: Some(refusal),
-                    ..answered
-                },
-            ),
+            Err(refusal) => answered.refused(refusal, state),
         }
     }
 
@@ -697,6 +675,19 @@ struct Answered<'s> {
     preflight: bool,
     /// A shadow-mode route: the refusal it did not enforce, if any.
     shadow: Option<Option<Refusal>>,
+}
+
+impl<'s> Answered<'s> {
+    /// The answer to a refused request, and what was learnt before it.
+    fn refused(self, refusal: Refusal, state: &State) -> (Response<Body>, Answered<'s>) {
+        (
+            respond(&refusal, state.challenge()),
+            Answered {
+                refused: Some(refusal),
+                ..self
+            },
+        )
+    }
 }
 
 #[cfg(test)]
