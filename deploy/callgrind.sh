@@ -30,28 +30,45 @@ N2=${3:-15000}
 UP_PORT=${UP_PORT:-18180}
 GW_PORT=${GW_PORT:-18181}
 WORK=target/callgrind
-mkdir -p "$WORK/nginx/logs"
 for tool in valgrind oha nginx; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "needs $tool" >&2; exit 2; }
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cat > "$WORK/nginx/nginx.conf" <<CONF
+# One nginx process's config, $WORK/$1/nginx.conf: $2 goes at the top
+# level, $3 inside `http`.
+nginx_conf() {
+  local dir="$WORK/$1"
+  mkdir -p "$dir/logs"
+  cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
+$2
 daemon off;
-pid $PWD/$WORK/nginx/nginx.pid;
-error_log $PWD/$WORK/nginx/logs/error.log;
+pid $PWD/$dir/nginx.pid;
+error_log $PWD/$dir/logs/error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $PWD/$WORK/nginx/tmp;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    keepalive_requests 1000000;
-    location / { return 200 "ok\n"; }
-  }
+  client_body_temp_path $PWD/$dir/tmp;
+$3
 }
 CONF
+}
+
+# The upstream: a fixed 3-byte answer.
+nginx_conf nginx "" "  server {
+    listen 127.0.0.1:$UP_PORT;
+    keepalive_requests 1000000;
+    location / { return 200 \"ok\\n\"; }
+  }"
+# The plain-proxy baseline (BIN=nginx): nginx in the gateway's place, one
+# process (no master), so that callgrind sees the worker.
+nginx_conf proxy "master_process off;" "  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$GW_PORT;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 [ -f "$WORK/key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
 openssl pkey -in "$WORK/key.pem" -pubout -out "$WORK/pub.pem" 2>/dev/null
 AUTH=${AUTH:-none}
@@ -99,28 +116,6 @@ cleanup() {
 trap cleanup EXIT
 
 # One callgrind run serving N requests; prints its instruction total.
-# The plain-proxy baseline: nginx in the gateway's place, one process
-# (no master), so that callgrind sees the worker.
-mkdir -p "$WORK/proxy/logs"
-cat > "$WORK/proxy/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $PWD/$WORK/proxy/nginx.pid;
-error_log $PWD/$WORK/proxy/logs/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $PWD/$WORK/proxy/tmp;
-  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$GW_PORT;
-    keepalive_requests 1000000;
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-
 count() {
   local n=$1 out="$WORK/callgrind.out.$1"
   if [ "$BIN" = nginx ]; then
