@@ -41,9 +41,9 @@
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
-//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec
-//! and the wire pieces they share (`http1`) — knows nothing of sockets or the
-//! runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
+//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec,
+//! the wire pieces they share (`http1`) and the per-poll [`clock`] — knows
+//! nothing of sockets or the runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
 //! [`grpc`], [`upstream`],
 //! [`server`], [`admin`], [`reload`], [`telemetry`] — depend on the core,
@@ -57,6 +57,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cors;
 pub mod credentials;
@@ -96,9 +97,8 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// Seconds since the Unix epoch (token times are compared in seconds).
+/// Seconds since the Unix epoch (token times are compared in seconds), by
+/// the [`clock`].
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    i64::try_from(clock::since_epoch().as_secs()).unwrap_or(i64::MAX)
 }

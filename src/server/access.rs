@@ -2,7 +2,7 @@
 //!
 //! Adapter: depends on tracing and [`crate::telemetry`].
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::Method;
 
@@ -39,8 +39,10 @@ pub(crate) fn record(
         let route = outcome.route.map_or("none", |r| &**r);
         metrics.shadow(route, would.map(|r| r.status().as_u16()));
     }
-    metrics.request(outcome.route, decision, status, started.elapsed());
-    log(method, outcome, status, started);
+    // Read afresh: a refusal is decided within the poll that read it.
+    let took = crate::clock::fresh().saturating_duration_since(started);
+    metrics.request(outcome.route, decision, status, took);
+    log(method, outcome, status, took);
     if let Some(cx) = outcome.span {
         end_span(cx, method, outcome, decision, status);
     }
@@ -88,7 +90,7 @@ fn shadow_label(status: u16) -> &'static str {
 }
 
 /// One structured line per request. Never the token, never a query string.
-fn log(method: &Method, outcome: &Outcome<'_>, status: u16, started: Instant) {
+fn log(method: &Method, outcome: &Outcome<'_>, status: u16, took: Duration) {
     tracing::info!(
         target: "scopegate::access",
         listener = outcome.listener,
@@ -103,7 +105,7 @@ fn log(method: &Method, outcome: &Outcome<'_>, status: u16, started: Instant) {
         reason = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::code),
         description = outcome.refused.or(outcome.shadow.flatten()).map_or("-", Refusal::description),
         status,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = took.as_secs_f64() * 1000.0,
         subject = outcome.subject.unwrap_or("-"),
         trace_id = outcome.span.map(crate::telemetry::trace::trace_id).as_deref().unwrap_or("-"),
         "request"

@@ -14,7 +14,6 @@
 //! Adapter: depends on hyper and the core.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::ClientBody;
 use http::uri::{PathAndQuery, Uri};
@@ -198,7 +197,7 @@ fn identity_headers(identity: &crate::config::Identity, claims: Option<&Claims>)
 
 impl ForwardAuth {
     async fn answer(&self, peer: Peer, req: Request<ClientBody>) -> Response<Body> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let state = self.shared.load();
         let challenge = state.challenge();
         let mut outcome_path = None;

@@ -175,7 +175,8 @@ pub enum Expired {
 
 impl Activity {
     fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let since = crate::clock::now().saturating_duration_since(self.started);
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn touch(&self) -> u64 {

@@ -210,10 +210,11 @@ pub async fn serve<H: Handler>(
         };
         let handler = handler.clone();
         let stop = stop_rx.clone();
-        connections.spawn(async move {
+        // The clock is read once per poll of the connection's task.
+        connections.spawn(crate::clock::per_poll(async move {
             let _permit = permit;
             serve_connection(stream, peer, handler, stop).await;
-        });
+        }));
     }
     drop(listener);
     let _ = stop_tx.send(true);

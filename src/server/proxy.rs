@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::ClientBody;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
@@ -248,7 +247,7 @@ impl super::Handler for Proxy {
 impl Proxy {
     /// Handles one request; never fails (refusals are responses).
     pub async fn handle(&self, peer: Peer, req: Request<ClientBody>) -> Response<Body> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let state = self.shared.load();
         let method = req.method().clone();
         let cors = state.config.cors.as_ref();

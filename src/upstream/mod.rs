@@ -277,7 +277,8 @@ impl Client {
                 _ = done_rx => {}
             }
         }
-        let mut deadline = timer.take(tokio::time::Instant::now() + timeout);
+        let now = tokio::time::Instant::from_std(crate::clock::now());
+        let mut deadline = timer.take(now + timeout);
         let result = tokio::select! {
             biased;
             result = &mut response => settle(result),

@@ -544,7 +544,7 @@ impl Pool {
         if let Ok(mut idle) = self.idle.get_or_default().lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, crate::clock::now()));
         }
         if !self
             .reaping
@@ -601,7 +601,7 @@ fn behind_the_queue() -> impl Future<Output = ()> {
 
 /// Whether a connection idle since `since` is too old to be reused.
 fn expired(since: Instant) -> bool {
-    since.elapsed() > IDLE_TIMEOUT
+    crate::clock::now().saturating_duration_since(since) > IDLE_TIMEOUT
 }
 
 /// Closes connections idle for longer than [`IDLE_TIMEOUT`], until the

@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
@@ -436,12 +436,12 @@ fn date_line(dst: &mut Vec<u8>) {
     thread_local! {
         static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let second = crate::clock::since_epoch().as_secs();
     CACHED.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.0 != second {
-            *cached = (second, httpdate::fmt_http_date(now));
+            let at = UNIX_EPOCH + std::time::Duration::from_secs(second);
+            *cached = (second, httpdate::fmt_http_date(at));
         }
         dst.extend_from_slice(b"date: ");
         dst.extend_from_slice(cached.1.as_bytes());
