@@ -14,7 +14,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 use crate::http1::ends_in_chunked;
 
@@ -313,7 +313,7 @@ pub(super) fn parse_response(
         {
             continue;
         }
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::http1::header_name(field.name.as_bytes())
             .map_err(|_| Malformed("response header name"))?;
         // httparse's slices point into `buf`: the same range of the copy.
         let start = (field.value.as_ptr() as usize).wrapping_sub(base);
@@ -755,7 +755,7 @@ mod tests {
             let mut map = HeaderMap::new();
             for (n, v) in headers {
                 map.append(
-                    HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                    http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
                     HeaderValue::from_str(v).expect("value"),
                 );
             }

@@ -144,7 +144,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
         // fields): the map is not grown, and rehashed, on the way out.
         headers.reserve(ranges.len() + 8);
         for field in ranges.iter() {
-            let name = HeaderName::from_bytes(&bytes[field.name.0..field.name.1]).ok()?;
+            let name = crate::http1::header_name(&bytes[field.name.0..field.name.1]).ok()?;
             let value = HeaderValue::from_maybe_shared(slice(field.value)).ok()?;
             headers.append(name, value);
         }
