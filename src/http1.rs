@@ -67,7 +67,7 @@ pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
 /// letters and `-`: eight bytes at a time, a letter's case bit (0x20) set
 /// before the comparison and a `-` compared as it is.
 #[inline(always)]
-fn folds_to(raw: &[u8], name: &[u8]) -> bool {
+pub(crate) fn folds_to(raw: &[u8], name: &[u8]) -> bool {
     raw.len() == name.len()
         && raw.chunks(8).zip(name.chunks(8)).all(|(raw, name)| {
             let (raw, name) = (word(raw), word(name));

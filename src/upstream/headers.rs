@@ -25,7 +25,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Whether a field is hop-by-hop by its name alone, in any case: the
 /// upstream client ([`super::h1`]) leaves these out as it parses.
 pub(super) fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    let is = |hop: &[u8]| name.eq_ignore_ascii_case(hop);
+    let is = |hop: &[u8]| crate::http1::folds_to(name, hop);
     let listed = match name.len() {
         2 => is(b"te"),
         7 => is(b"trailer") || is(b"upgrade"),
@@ -37,7 +37,7 @@ pub(super) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     listed
         || name
             .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+            .is_some_and(|p| crate::http1::folds_to(p, b"proxy-"))
 }
 
 /// Removes hop-by-hop headers, including every header that `Connection`
@@ -397,6 +397,39 @@ mod tests {
         assert_eq!(value("absent"), None);
         let scopes = identity_value(&claims, &IdentityValue::Scopes).expect("scopes");
         assert_eq!(scopes, "read write");
+    }
+
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for hop in [
+            "te",
+            "TE",
+            "Trailer",
+            "upgrade",
+            "Connection",
+            "KEEP-ALIVE",
+            "transfer-encoding",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "PROXY-",
+        ] {
+            assert!(is_hop_by_hop_name(hop.as_bytes()), "{hop}");
+        }
+        for end_to_end in [
+            "t",
+            "tee",
+            "trailers",
+            "keep_alive",
+            "connectio",
+            "transfer_encoding",
+            "proxy",
+            "proxy_authorization",
+            "proxyauthorization",
+            "x-proxy-id",
+            "content-length",
+        ] {
+            assert!(!is_hop_by_hop_name(end_to_end.as_bytes()), "{end_to_end}");
+        }
     }
 
     #[test]
