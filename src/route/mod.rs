@@ -165,27 +165,51 @@ pub struct PathRules {
 
 impl PathRules {
     /// The path's segments as the table matches them.
-    fn segments<'p>(&self, path: &'p str) -> Vec<std::borrow::Cow<'p, str>> {
-        use std::borrow::Cow;
-        let mut segments: Vec<Cow<'p, str>> = path
-            .strip_prefix('/')
-            .unwrap_or(path)
-            .split('/')
-            .map(|s| {
-                if self.case_insensitive && s.bytes().any(|b| b.is_ascii_uppercase()) {
-                    Cow::Owned(s.to_ascii_lowercase())
-                } else {
-                    Cow::Borrowed(s)
-                }
-            })
-            .collect();
-        if self.trailing_slash_either
-            && segments.len() > 1
-            && segments.last().is_some_and(|s| s.is_empty())
-        {
-            segments.pop();
+    fn segments<'p>(&self, path: &'p str) -> Segments<'p> {
+        let mut rest = path.strip_prefix('/').unwrap_or(path);
+        // `/a/` is `/a`, but `/` stays one empty segment.
+        if self.trailing_slash_either && rest.contains('/') {
+            rest = rest.strip_suffix('/').unwrap_or(rest);
         }
-        segments
+        Segments {
+            rest: Some(rest),
+            case_insensitive: self.case_insensitive,
+        }
+    }
+}
+
+/// A path's segments, split as they are matched: no list is made, and a
+/// copy (two words) is where a search backtracks from.
+#[derive(Debug, Clone)]
+struct Segments<'p> {
+    /// What is left of the path after the segments already given; `None`
+    /// once the last one was.
+    rest: Option<&'p str>,
+    case_insensitive: bool,
+}
+
+impl<'p> Iterator for Segments<'p> {
+    type Item = std::borrow::Cow<'p, str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        let segment = match rest.split_once('/') {
+            Some((segment, after)) => {
+                self.rest = Some(after);
+                segment
+            }
+            None => {
+                self.rest = None;
+                rest
+            }
+        };
+        Some(
+            if self.case_insensitive && segment.bytes().any(|b| b.is_ascii_uppercase()) {
+                segment.to_ascii_lowercase().into()
+            } else {
+                segment.into()
+            },
+        )
     }
 }
 
@@ -319,8 +343,8 @@ impl Table {
         let bound = host
             .filter(|_| !self.hosts.is_empty())
             .and_then(|h| self.hosts.get(&*host_key(h)))
-            .and_then(|node| node.find(&segments));
-        let Some(index) = bound.or_else(|| self.root.find(&segments)) else {
+            .and_then(|node| node.find(segments.clone()));
+        let Some(index) = bound.or_else(|| self.root.find(segments)) else {
             return Lookup::NotFound;
         };
         let route = &self.routes[index];
@@ -356,19 +380,19 @@ pub fn host_key(host: &str) -> std::borrow::Cow<'_, str> {
 impl Node {
     /// Depth-first, most specific child first. Each trie node is visited at
     /// most once, so the cost is bounded by the table, not by the path.
-    fn find(&self, segments: &[std::borrow::Cow<'_, str>]) -> Option<usize> {
-        let Some((first, rest)) = segments.split_first() else {
+    fn find(&self, mut segments: Segments<'_>) -> Option<usize> {
+        let Some(first) = segments.next() else {
             return self.end;
         };
         if let Some(found) = self
             .literals
             .get(first.as_ref())
-            .and_then(|child| child.find(rest))
+            .and_then(|child| child.find(segments.clone()))
         {
             return Some(found);
         }
         if !first.is_empty()
-            && let Some(found) = self.param.as_ref().and_then(|child| child.find(rest))
+            && let Some(found) = self.param.as_ref().and_then(|child| child.find(segments))
         {
             return Some(found);
         }
