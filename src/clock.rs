@@ -23,6 +23,8 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a wall-clock offset is used before the system clock is read
@@ -77,31 +79,40 @@ pub fn since_epoch() -> Duration {
 }
 
 /// Runs `future` with the clock read at most once per poll (but for
-/// [`fresh`]).
-pub async fn per_poll<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        let _poll = Poll::start();
-        future.as_mut().poll(cx)
-    })
-    .await
+/// [`fresh`]). The future is boxed once: an `async fn` around it would
+/// hold it twice in its state (as the argument and pinned), doubling a
+/// connection's task.
+pub fn per_poll<F: Future>(future: F) -> PerPoll<F> {
+    PerPoll(Box::pin(future))
+}
+
+/// A future run by [`per_poll`].
+pub struct PerPoll<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for PerPoll<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> std::task::Poll<F::Output> {
+        let _turn = Turn::start();
+        self.0.as_mut().poll(cx)
+    }
 }
 
 /// One poll under [`per_poll`]; its end (or a panic) forgets the reading.
-struct Poll {
+struct Turn {
     /// Within another `per_poll` poll, which owns the reading.
     nested: bool,
 }
 
-impl Poll {
-    fn start() -> Poll {
-        Poll {
+impl Turn {
+    fn start() -> Turn {
+        Turn {
             nested: POLLING.replace(true),
         }
     }
 }
 
-impl Drop for Poll {
+impl Drop for Turn {
     fn drop(&mut self) {
         if !self.nested {
             POLLING.set(false);
@@ -113,7 +124,7 @@ impl Drop for Poll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::{Context, Waker};
+    use std::task::Waker;
 
     fn pause() {
         std::thread::sleep(Duration::from_millis(2));
