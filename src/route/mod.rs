@@ -179,7 +179,7 @@ impl PathRules {
 }
 
 /// A path's segments, split as they are matched: no list is made, and a
-/// copy (two words) is where a search backtracks from.
+/// copy (three words) is where a search backtracks from.
 #[derive(Debug, Clone)]
 struct Segments<'p> {
     /// What is left of the path after the segments already given; `None`
