@@ -30,37 +30,50 @@ pub(crate) fn ends_in_chunked(codings: &[u8]) -> bool {
         .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// A field name as it came on the wire, as a `HeaderName` (lower case):
-/// `HeaderName::from_bytes`, but the names most requests and responses
-/// carry are found by their length and a comparison, instead of being
-/// lower-cased into a buffer and matched against all the standard names
-/// (about 120 instructions a field).
-pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-    let is = |name: &[u8]| folds_to(raw, name);
-    let known = match raw.len() {
-        4 if is(b"host") => header::HOST,
-        4 if is(b"date") => header::DATE,
-        4 if is(b"etag") => header::ETAG,
-        6 if is(b"accept") => header::ACCEPT,
-        6 if is(b"server") => header::SERVER,
-        6 if is(b"cookie") => header::COOKIE,
-        6 if is(b"origin") => header::ORIGIN,
-        7 if is(b"referer") => header::REFERER,
-        10 if is(b"user-agent") => header::USER_AGENT,
-        10 if is(b"connection") => header::CONNECTION,
-        10 if is(b"set-cookie") => header::SET_COOKIE,
-        12 if is(b"content-type") => header::CONTENT_TYPE,
-        13 if is(b"authorization") => header::AUTHORIZATION,
-        13 if is(b"cache-control") => header::CACHE_CONTROL,
-        13 if is(b"last-modified") => header::LAST_MODIFIED,
-        14 if is(b"content-length") => header::CONTENT_LENGTH,
-        15 if is(b"accept-encoding") => header::ACCEPT_ENCODING,
-        15 if is(b"accept-language") => header::ACCEPT_LANGUAGE,
-        16 if is(b"content-encoding") => header::CONTENT_ENCODING,
-        17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
-        _ => return HeaderName::from_bytes(raw),
+/// The field names most requests and responses carry, with their length
+/// and `http`'s constant: one list, for [`header_name`] and its test.
+macro_rules! common_names {
+    ($($len:literal $name:literal $constant:ident,)*) => {
+        /// A field name as it came on the wire, as a `HeaderName` (lower
+        /// case): `HeaderName::from_bytes`, but the common names are found
+        /// by their length and a comparison, instead of being lower-cased
+        /// into a buffer and matched against all the standard names (about
+        /// 120 instructions a field).
+        pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+            let known = match raw.len() {
+                $($len if folds_to(raw, $name) => header::$constant,)*
+                _ => return HeaderName::from_bytes(raw),
+            };
+            Ok(known)
+        }
+
+        /// The common names as listed: length, name, constant.
+        #[cfg(test)]
+        const COMMON: &[(usize, &[u8], HeaderName)] = &[$(($len, $name, header::$constant),)*];
     };
-    Ok(known)
+}
+
+common_names! {
+    4 b"host" HOST,
+    4 b"date" DATE,
+    4 b"etag" ETAG,
+    6 b"accept" ACCEPT,
+    6 b"server" SERVER,
+    6 b"cookie" COOKIE,
+    6 b"origin" ORIGIN,
+    7 b"referer" REFERER,
+    10 b"user-agent" USER_AGENT,
+    10 b"connection" CONNECTION,
+    10 b"set-cookie" SET_COOKIE,
+    12 b"content-type" CONTENT_TYPE,
+    13 b"authorization" AUTHORIZATION,
+    13 b"cache-control" CACHE_CONTROL,
+    13 b"last-modified" LAST_MODIFIED,
+    14 b"content-length" CONTENT_LENGTH,
+    15 b"accept-encoding" ACCEPT_ENCODING,
+    15 b"accept-language" ACCEPT_LANGUAGE,
+    16 b"content-encoding" CONTENT_ENCODING,
+    17 b"transfer-encoding" TRANSFER_ENCODING,
 }
 
 /// Whether `raw` is `name` in any case, where `name` is lower-case
@@ -68,6 +81,7 @@ pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
 /// before the comparison and a `-` compared as it is.
 #[inline(always)]
 pub(crate) fn folds_to(raw: &[u8], name: &[u8]) -> bool {
+    debug_assert!(name.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
     raw.len() == name.len()
         && raw.chunks(8).zip(name.chunks(8)).all(|(raw, name)| {
             let (raw, name) = (word(raw), word(name));
@@ -100,30 +114,12 @@ mod tests {
 
     #[test]
     fn common_names_are_the_names_http_gives() {
-        let common = [
-            "host",
-            "date",
-            "etag",
-            "accept",
-            "server",
-            "cookie",
-            "origin",
-            "referer",
-            "user-agent",
-            "connection",
-            "set-cookie",
-            "content-type",
-            "authorization",
-            "cache-control",
-            "last-modified",
-            "content-length",
-            "accept-encoding",
-            "accept-language",
-            "content-encoding",
-            "transfer-encoding",
-        ];
-        for name in common {
+        for (len, name, listed) in COMMON {
+            // Under its own length, or it would never be found.
+            assert_eq!(*len, name.len());
+            let name = std::str::from_utf8(name).expect("ASCII");
             let http = HeaderName::from_bytes(name.as_bytes()).expect("a standard name");
+            assert_eq!(listed, &http);
             let upper = name.to_ascii_uppercase();
             let mut mixed = name.to_owned();
             mixed[..1].make_ascii_uppercase();
