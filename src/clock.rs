@@ -6,7 +6,7 @@
 //! record, the upstream's deadline, the pool's idle stamp, the token's
 //! expiry check and the response's `Date`. Each read of the system clock
 //! costs about 24 ns on the machines measured (a vDSO `clock_gettime`);
-//! eight a request were more than 1% of the hop's CPU. While a task runs
+//! seven a request were about 1% of the hop's CPU. While a task runs
 //! under [`per_poll`], the first [`now`] of each poll reads the clock and
 //! the others in that poll reuse it: time stands still for one poll, a few
 //! microseconds (the longest, a token verified afresh, about 40). Outside
@@ -43,14 +43,7 @@ thread_local! {
 
 /// The time: read in this poll already, or read now.
 pub fn now() -> Instant {
-    if let Some(read) = READ.get() {
-        return read;
-    }
-    let read = Instant::now();
-    if POLLING.get() {
-        READ.set(Some(read));
-    }
-    read
+    READ.get().unwrap_or_else(fresh)
 }
 
 /// The time, read now; the rest of the poll then uses it.
