@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::ClientBody;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version};
 
@@ -73,6 +73,8 @@ struct Framed<'r> {
     host: Option<&'r HeaderValue>,
     /// The `Content-Length` field: at most one, holding one value.
     length: Option<&'r HeaderValue>,
+    /// An `Upgrade` field is there (a WebSocket handshake needs one).
+    upgrade: bool,
 }
 
 /// What the forwarded request keeps of [`Framed`] once the client's
@@ -83,6 +85,8 @@ struct Declared {
     host: Option<HeaderValue>,
     /// The request said `Content-Length`, and this (when a number).
     length: Option<Option<u64>>,
+    /// The request has an `Upgrade` field.
+    upgrade: bool,
 }
 
 impl Framed<'_> {
@@ -92,6 +96,7 @@ impl Framed<'_> {
             length: self
                 .length
                 .map(|v| v.to_str().ok().and_then(|v| v.parse().ok())),
+            upgrade: self.upgrade,
         }
     }
 }
@@ -104,6 +109,7 @@ fn check_framing(req: &Request<ClientBody>) -> Result<Framed<'_>, &'static str> 
     // One pass over the fields, no lookups.
     let (mut host, mut hosts, mut length, mut lengths, mut transfer_encoding) =
         (None, 0, None, 0, false);
+    let mut upgrade = false;
     for (name, value) in req.headers() {
         if name == HOST {
             host = Some(value);
@@ -114,6 +120,8 @@ fn check_framing(req: &Request<ClientBody>) -> Result<Framed<'_>, &'static str> 
             lengths += 1 + value.as_bytes().iter().filter(|&&b| b == b',').count();
         } else if name == TRANSFER_ENCODING {
             transfer_encoding = true;
+        } else if name == UPGRADE {
+            upgrade = true;
         }
     }
     if hosts > 1 {
@@ -144,7 +152,11 @@ fn check_framing(req: &Request<ClientBody>) -> Result<Framed<'_>, &'static str> 
     if lengths > 0 && transfer_encoding {
         return Err("Content-Length together with Transfer-Encoding");
     }
-    Ok(Framed { host, length })
+    Ok(Framed {
+        host,
+        length,
+        upgrade,
+    })
 }
 
 /// `RateLimit-Policy` and `RateLimit` on an allowed response, replacing
@@ -495,8 +507,10 @@ fn outbound<'s>(
         return Err(Refusal::UpstreamUnavailable);
     };
     // A WebSocket handshake keeps its upgrade; every other `Upgrade`
-    // (h2c above all) is dropped below as hop-by-hop.
-    let upgrade = headers::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    // (h2c above all) is dropped below as hop-by-hop. Without an `Upgrade`
+    // field (the framing check's pass saw) it is no handshake.
+    let upgrade = (declared.upgrade && headers::is_websocket_upgrade(&req))
+        .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
     let max_body = config.limits.max_request_body_bytes;
