@@ -401,6 +401,7 @@ impl Proxy {
         // otherwise be laid out in every connection's request future.
         let Outbound {
             request,
+            added,
             upgrade,
             call,
             watch,
@@ -412,6 +413,7 @@ impl Proxy {
             .client
             .send(
                 request,
+                &added,
                 upgrade.is_some(),
                 upstream.request_timeout,
                 &peer.timer,
@@ -468,6 +470,8 @@ impl Proxy {
 /// needs once it has been sent.
 struct Outbound<'s> {
     request: Request<Body>,
+    /// `Host` and `X-Forwarded-*`, written beside the request's map.
+    added: headers::Added<'s>,
     /// The client's side of a WebSocket handshake.
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The CLIENT span, when traced.
@@ -484,7 +488,7 @@ struct Outbound<'s> {
 /// forwarding and credential headers set, the body guarded.
 fn outbound<'s>(
     state: &'s State,
-    peer: &Peer,
+    peer: &'s Peer,
     mut req: Request<ClientBody>,
     allowed: Allowed<'_>,
 ) -> Result<Outbound<'s>, Refusal> {
@@ -574,12 +578,14 @@ fn outbound<'s>(
     }
     headers::set_identity(h, &config.identity, claims);
     let proto = if peer.tls { "https" } else { "http" };
-    headers::set_forwarded(h, &peer.address, trusted, proto, client_host.as_ref());
-    let host = match (upstream.preserve_host, client_host) {
-        (true, Some(host)) => host,
+    let host = match (upstream.preserve_host, &client_host) {
+        (true, Some(host)) => host.clone(),
         _ => upstream.host.clone(),
     };
-    headers::set_host(h, host);
+    let added = headers::Added {
+        host,
+        forwarded: headers::forwarded(h, &peer.address, trusted, proto, client_host),
+    };
     // The gateway's own credential, last: the client's copy, in any
     // spelling, was scrubbed above. None valid: 503, nothing forwarded.
     let sent = match (&target_state.credential, &upstream.credential) {
@@ -616,6 +622,7 @@ fn outbound<'s>(
     let (body, watch) = upstream::guarded(body, max_body, config.limits.body_timeout);
     Ok(Outbound {
         request: Request::from_parts(parts, body),
+        added,
         upgrade,
         call,
         watch,

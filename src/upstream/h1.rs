@@ -13,9 +13,10 @@
 //! longer than 4 KiB, is refused; a `101` nobody asked for is an error.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
+use super::headers::Added;
 use crate::http1::ends_in_chunked;
 
 /// The most fields a response head or trailer section may have (hyper's
@@ -56,25 +57,36 @@ pub(super) enum Sending {
 pub(super) type BodyHint = Option<Option<u64>>;
 
 /// Sets the request's framing headers as hyper's HTTP/1.1 client would,
-/// and writes its head (origin-form target, fields in map order, names in
-/// lower case) into `dst`.
+/// and writes its head into `dst`: origin-form target, the gateway's
+/// `Host`, the map's fields in map order but for the client's `Host`,
+/// then the gateway's other fields; names in lower case.
 pub(super) fn encode_request(
     method: &Method,
     target: &str,
     headers: &mut HeaderMap,
+    added: &Added<'_>,
     body: BodyHint,
     dst: &mut Vec<u8>,
 ) -> Sending {
     let sending = request_framing(method, headers, body);
+    let line = |dst: &mut Vec<u8>, name: &str, value: &[u8]| {
+        dst.extend_from_slice(name.as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value);
+        dst.extend_from_slice(b"\r\n");
+    };
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
+    line(dst, HOST.as_str(), added.host.as_bytes());
     for (name, value) in headers.iter() {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        if name != HOST {
+            line(dst, name.as_str(), value.as_bytes());
+        }
+    }
+    for (name, value) in added.trailing().into_iter().flatten() {
+        line(dst, name, value);
     }
     dst.extend_from_slice(b"\r\n");
     sending
@@ -759,12 +771,16 @@ mod tests {
                     HeaderValue::from_str(v).expect("value"),
                 );
             }
+            let added = Added {
+                host: HeaderValue::from_static("u"),
+                forwarded: None,
+            };
             let mut dst = Vec::new();
-            let sending = encode_request(&method, "/p?q", &mut map, body, &mut dst);
+            let sending = encode_request(&method, "/p?q", &mut map, &added, body, &mut dst);
             (sending, String::from_utf8(dst).expect("ascii"))
         };
         assert_eq!(
-            frame(Method::GET, &[("host", "u")], None),
+            frame(Method::GET, &[("host", "client")], None),
             (
                 Sending::Nothing,
                 "GET /p?q HTTP/1.1\r\nhost: u\r\n\r\n".into()
@@ -774,28 +790,28 @@ mod tests {
             frame(Method::POST, &[("content-length", "0")], None),
             (
                 Sending::Nothing,
-                "POST /p?q HTTP/1.1\r\ncontent-length: 0\r\n\r\n".into()
+                "POST /p?q HTTP/1.1\r\nhost: u\r\ncontent-length: 0\r\n\r\n".into()
             )
         );
         assert_eq!(
             frame(Method::POST, &[("content-length", "5")], Some(Some(5))),
             (
                 Sending::Length(5),
-                "POST /p?q HTTP/1.1\r\ncontent-length: 5\r\n\r\n".into()
+                "POST /p?q HTTP/1.1\r\nhost: u\r\ncontent-length: 5\r\n\r\n".into()
             )
         );
         assert_eq!(
             frame(Method::POST, &[], Some(Some(5))),
             (
                 Sending::Length(5),
-                "POST /p?q HTTP/1.1\r\ncontent-length: 5\r\n\r\n".into()
+                "POST /p?q HTTP/1.1\r\nhost: u\r\ncontent-length: 5\r\n\r\n".into()
             )
         );
         assert_eq!(
             frame(Method::POST, &[], Some(None)),
             (
                 Sending::Chunked,
-                "POST /p?q HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".into()
+                "POST /p?q HTTP/1.1\r\nhost: u\r\ntransfer-encoding: chunked\r\n\r\n".into()
             )
         );
         assert_eq!(frame(Method::GET, &[], Some(None)).0, Sending::Nothing);
@@ -803,7 +819,7 @@ mod tests {
             frame(Method::GET, &[("transfer-encoding", "chunked")], Some(None)),
             (
                 Sending::Chunked,
-                "GET /p?q HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n".into()
+                "GET /p?q HTTP/1.1\r\nhost: u\r\ntransfer-encoding: chunked\r\n\r\n".into()
             )
         );
         assert_eq!(
@@ -814,7 +830,7 @@ mod tests {
             ),
             (
                 Sending::Chunked,
-                "PUT /p?q HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\n\r\n".into()
+                "PUT /p?q HTTP/1.1\r\nhost: u\r\ntransfer-encoding: gzip, chunked\r\n\r\n".into()
             )
         );
         let mut dst = Vec::new();
@@ -822,5 +838,38 @@ mod tests {
         encode_piece(Sending::Chunked, b"", &mut dst);
         dst.extend_from_slice(crate::http1::LAST_CHUNK);
         assert_eq!(decode(&dst, 4).expect("round trip").0, [b'x'; 26]);
+    }
+
+    #[test]
+    fn the_gateways_fields_are_written_beside_the_map() {
+        let mut map = HeaderMap::new();
+        for (n, v) in [("accept", "*/*"), ("host", "client.example"), ("x-b", "1")] {
+            map.append(n, HeaderValue::from_static(v));
+        }
+        let client = HeaderValue::from_static("192.0.2.7");
+        let added = |host| Added {
+            host: HeaderValue::from_static("api.internal"),
+            forwarded: Some(super::super::headers::Forwarded {
+                client: &client,
+                proto: "https",
+                host,
+            }),
+        };
+        let head = |added: &Added<'_>| {
+            let mut dst = Vec::new();
+            encode_request(&Method::GET, "/p", &mut map.clone(), added, None, &mut dst);
+            String::from_utf8(dst).expect("ascii")
+        };
+        assert_eq!(
+            head(&added(Some(HeaderValue::from_static("client.example")))),
+            "GET /p HTTP/1.1\r\nhost: api.internal\r\naccept: */*\r\nx-b: 1\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: client.example\r\n\r\n"
+        );
+        assert_eq!(
+            head(&added(None)),
+            "GET /p HTTP/1.1\r\nhost: api.internal\r\naccept: */*\r\nx-b: 1\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n\r\n"
+        );
     }
 }

@@ -14,9 +14,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Identity, IdentityValue};
 use crate::token::Claims;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FOR: &str = "x-forwarded-for";
+const PROTO: &str = "x-forwarded-proto";
+const FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(FOR);
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(PROTO);
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(FORWARDED_HOST);
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     is_hop_by_hop_name(name.as_str().as_bytes())
@@ -271,41 +274,98 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`: appended to when the peer is a
-/// trusted proxy, replaced otherwise (the client's other client-address
-/// headers were removed by [`scrub_request`], since the gateway does not
-/// vouch for them). `peer` is the peer's address as text.
-pub fn set_forwarded(
+/// The fields the gateway itself gives a forwarded request, kept out of
+/// its header map: `Host`, and `X-Forwarded-For/-Proto/-Host` when they
+/// replace the client's. The map holds no other copy of them (the
+/// client's `Host` is skipped, its client-address headers were scrubbed,
+/// and no identity or credential header may be named so), so the
+/// upstream codec writes them straight into the head, `Host` first, the
+/// others after the map's fields: four map insertions fewer per request
+/// (README, Performance, "Issue 17, eleventh sitting").
+#[derive(Debug, Clone)]
+pub struct Added<'a> {
+    /// The `Host` the upstream gets.
+    pub host: HeaderValue,
+    /// `X-Forwarded-*`, unless the peer is a trusted proxy (then they are
+    /// merged into the map's).
+    pub forwarded: Option<Forwarded<'a>>,
+}
+
+/// `X-Forwarded-For/-Proto/-Host` for a peer that is not a trusted proxy.
+#[derive(Debug, Clone)]
+pub struct Forwarded<'a> {
+    /// The peer's address as text.
+    pub client: &'a HeaderValue,
+    pub proto: &'static str,
+    /// The host the client addressed.
+    pub host: Option<HeaderValue>,
+}
+
+impl Added<'_> {
+    /// The fields that follow the map's, in order (`Host` comes first).
+    pub(super) fn trailing(&self) -> [Option<(&'static str, &[u8])>; 3] {
+        let Some(f) = &self.forwarded else {
+            return [None, None, None];
+        };
+        [
+            Some((FOR, f.client.as_bytes())),
+            Some((PROTO, f.proto.as_bytes())),
+            f.host
+                .as_ref()
+                .map(|host| (FORWARDED_HOST, host.as_bytes())),
+        ]
+    }
+
+    /// Puts the fields into `headers`, for a client that writes the map
+    /// itself (hyper's, for a WebSocket handshake).
+    pub(super) fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.insert(HOST, self.host.clone());
+        if let Some(f) = &self.forwarded {
+            headers.insert(X_FORWARDED_FOR, f.client.clone());
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+            if let Some(host) = &f.host {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
+        }
+    }
+}
+
+/// `X-Forwarded-For/-Proto/-Host`: appended to the map's when the peer is
+/// a trusted proxy (and `None` returned), else the gateway's own, to be
+/// written in place of the client's (which [`scrub_request`] removed,
+/// since the gateway does not vouch for them). `peer` is the peer's
+/// address as text.
+pub fn forwarded<'a>(
     headers: &mut HeaderMap,
-    peer: &HeaderValue,
+    peer: &'a HeaderValue,
     trusted: bool,
     proto: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    if trusted {
-        let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-        let chain = match (prior, peer.to_str()) {
-            (Some(prior), Ok(peer)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
-            _ => Some(peer.clone()),
-        };
-        if let Some(chain) = chain {
-            headers.insert(X_FORWARDED_FOR, chain);
-        }
-        if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        }
-        if !headers.contains_key(X_FORWARDED_HOST)
-            && let Some(host) = host
-        {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-        return;
+    host: Option<HeaderValue>,
+) -> Option<Forwarded<'a>> {
+    if !trusted {
+        return Some(Forwarded {
+            client: peer,
+            proto,
+            host,
+        });
     }
-    headers.insert(X_FORWARDED_FOR, peer.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+    let prior = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let chain = match (prior, peer.to_str()) {
+        (Some(prior), Ok(peer)) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+        _ => Some(peer.clone()),
+    };
+    if let Some(chain) = chain {
+        headers.insert(X_FORWARDED_FOR, chain);
     }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = host
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    None
 }
 
 /// An address as header text (`X-Forwarded-For`), made once per connection.
@@ -343,11 +403,6 @@ pub fn client_ip(
         }
     }
     client
-}
-
-/// The `Host` the upstream gets.
-pub fn set_host(headers: &mut HeaderMap, host: HeaderValue) {
-    headers.insert(HOST, host);
 }
 
 #[cfg(test)]
@@ -485,22 +540,40 @@ mod tests {
             credential: None,
         };
         scrub_request(&mut stranger, &scrub(false));
-        set_forwarded(
-            &mut stranger,
-            &address_text(peer),
-            false,
-            "http",
-            Some(&host),
+        assert!(stranger.is_empty(), "nothing of the client's: {stranger:?}");
+        let address = address_text(peer);
+        let added = Added {
+            host: HeaderValue::from_static("upstream.internal"),
+            forwarded: forwarded(&mut stranger, &address, false, "http", Some(host.clone())),
+        };
+        assert!(stranger.is_empty(), "written beside the map, not into it");
+        assert_eq!(
+            added.trailing(),
+            [
+                Some(("x-forwarded-for", &b"192.0.2.7"[..])),
+                Some(("x-forwarded-proto", &b"http"[..])),
+                Some(("x-forwarded-host", host.as_bytes())),
+            ]
         );
-        assert_eq!(stranger.len(), 3, "only the gateway's own: {stranger:?}");
+        // The same fields, for hyper's client, in the map.
+        added.insert_into(&mut stranger);
+        assert_eq!(stranger.len(), 4, "only the gateway's own: {stranger:?}");
         assert_eq!(
             stranger.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"192.0.2.7"[..])
         );
         assert_eq!(stranger.get(X_FORWARDED_HOST), Some(&host));
+        assert_eq!(
+            stranger.get(HOST).map(HeaderValue::as_bytes),
+            Some(&b"upstream.internal"[..])
+        );
         assert!(stranger.get(FORWARDED).is_none());
         scrub_request(&mut h, &scrub(true));
-        set_forwarded(&mut h, &address_text(peer), true, "http", Some(&host));
+        let merged = forwarded(&mut h, &address, true, "http", Some(host.clone()));
+        assert!(
+            merged.is_none(),
+            "a trusted proxy's are merged into the map"
+        );
         assert_eq!(
             h.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes),
             Some(&b"1.2.3.4, 192.0.2.7"[..])

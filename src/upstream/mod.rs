@@ -247,11 +247,14 @@ impl Client {
     /// route timeout): a slow upload is not the upstream's fault. The
     /// response body then streams without a deadline.
     ///
-    /// `request` is in origin-form; a WebSocket handshake (`upgrade`) gets
-    /// a connection of its own. `timer` is the client connection's.
+    /// `request` is in origin-form, and `added` holds the fields the
+    /// gateway sets that its map leaves out (`Host`, `X-Forwarded-*`); a
+    /// WebSocket handshake (`upgrade`) gets a connection of its own.
+    /// `timer` is the client connection's.
     pub async fn send(
         &self,
         request: Request<Body>,
+        added: &headers::Added<'_>,
         upgrade: bool,
         timeout: Duration,
         timer: &Timer,
@@ -268,7 +271,7 @@ impl Client {
             });
             (request, Some(done_rx))
         };
-        let response = self.pool.send(request, upgrade);
+        let response = self.pool.send(request, added, upgrade);
         tokio::pin!(response);
         if let Some(done_rx) = done_rx {
             tokio::select! {
@@ -377,9 +380,14 @@ mod tests {
         let request = http::Request::get("/")
             .body(crate::full(""))
             .expect("request");
+        let added = super::headers::Added {
+            host: http::HeaderValue::from_static("upstream"),
+            forwarded: None,
+        };
         let response = client
             .send(
                 request,
+                &added,
                 false,
                 Duration::from_secs(5),
                 &super::Timer::default(),

@@ -60,6 +60,7 @@ use tokio::net::TcpStream;
 use tower_service::Service as _;
 
 use super::h1::{self, Chunked, Framing, Head, Parsed, Sending, Step};
+use super::headers::Added;
 use crate::Body;
 
 /// Idle connections older than this are closed instead of reused.
@@ -410,10 +411,13 @@ impl Pool {
     /// written, it is never sent again.
     pub(super) async fn send(
         self: &Arc<Self>,
-        request: Request<Body>,
+        mut request: Request<Body>,
+        added: &Added<'_>,
         upgrade: bool,
     ) -> Result<Response<Body>, Failed> {
         if upgrade {
+            // hyper writes the head from the map alone.
+            added.insert_into(request.headers_mut());
             // Boxed: hyper's handshake and `send_request` futures would
             // otherwise make every request's future 1.7 KB larger, and
             // that future is moved by value on every request.
@@ -438,6 +442,7 @@ impl Pool {
                 &parts.method,
                 target,
                 &mut parts.headers,
+                added,
                 hint,
                 &mut conn.write,
             );

@@ -114,6 +114,10 @@ async fn allowed_request_is_forwarded_normalized_with_identity() {
     assert_eq!(r.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(r.header("x-forwarded-proto"), Some("http"));
     assert_eq!(r.header("host"), Some("gateway.test"));
+    // The gateway's own, once each: the client's are not forwarded beside them.
+    for name in ["host", "x-forwarded-for", "x-forwarded-proto"] {
+        assert_eq!(r.header_count(name), 1, "{name}");
+    }
     assert_eq!(
         r.header("authorization"),
         Some(auth.as_str()),
