@@ -1,5 +1,6 @@
 //! HTTP/1.1 toward the upstream, as the proxy speaks it: the request head
-//! written from the outbound request as it stands, with the framing
+//! written from the outbound request as it stands and the fields the
+//! gateway adds beside its map ([`super::headers::Added`]), with the framing
 //! hyper's client would choose; the response head parsed with httparse
 //! (hyper's own parser, with hyper's defaults); the response body's framing
 //! chosen by RFC 9112 §6.3; the chunked coding decoded.
