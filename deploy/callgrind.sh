@@ -8,6 +8,11 @@
 #                                       token (the token cache is off)
 #   AUTH=cached deploy/callgrind.sh ...  one RS256 token, verified once and
 #                                       then found in the token cache
+#   CONNS=64 deploy/callgrind.sh ...     over 64 connections (default 8)
+#   CACHE_SIM=1 deploy/callgrind.sh ...  cachegrind with its cache and branch
+#                                       simulation instead: instructions,
+#                                       I1 and D1 misses, branches and
+#                                       mispredictions, each per request
 #   deploy/callgrind.sh nginx ...        the baseline in the same units:
 #                                       nginx as a plain proxy (one
 #                                       process, keep-alive upstream
@@ -17,7 +22,7 @@
 #
 # Starts nginx (one worker, a fixed 3-byte answer) as the upstream and the
 # gateway under `valgrind --tool=callgrind` with one `auth: none` route,
-# sends N1 requests with oha over 8 connections, then does the same again
+# sends N1 requests with oha over CONNS connections, then does the same again
 # with N2, and prints (I(N2) - I(N1)) / (N2 - N1): the gateway's user-space
 # instructions per request, start-up and shutdown cancelled out. Every
 # process is stopped by its PID. Needs valgrind, oha and nginx.
@@ -27,6 +32,15 @@ cd "$(dirname "$0")/.."
 BIN=${1:-target/release/scopegate}
 N1=${2:-5000}
 N2=${3:-15000}
+CONNS=${CONNS:-8}
+CACHE_SIM=${CACHE_SIM:-0}
+if [ "$CACHE_SIM" = 1 ]; then
+  VALGRIND=(valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes)
+  OUT_FLAG=--cachegrind-out-file
+else
+  VALGRIND=(valgrind --tool=callgrind)
+  OUT_FLAG=--callgrind-out-file
+fi
 UP_PORT=${UP_PORT:-18180}
 GW_PORT=${GW_PORT:-18181}
 WORK=target/callgrind
@@ -119,11 +133,11 @@ trap cleanup EXIT
 count() {
   local n=$1 out="$WORK/callgrind.out.$1"
   if [ "$BIN" = nginx ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "${VALGRIND[@]}" "$OUT_FLAG=$out" \
       "$NGINX" -c "$PWD/$WORK/proxy/nginx.conf" -e "$PWD/$WORK/proxy/logs/error.log" \
       >/dev/null 2>"$WORK/valgrind.$n.log" &
   else
-    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    RUST_LOG=warn "${VALGRIND[@]}" "$OUT_FLAG=$out" \
       "$BIN" run -c "$WORK/gateway.yaml" >/dev/null 2>"$WORK/valgrind.$n.log" &
   fi
   GW_PID=$!
@@ -131,15 +145,25 @@ count() {
     curl -s -o /dev/null "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" && break
     sleep 0.2
   done
-  oha -n "$n" -c 8 --no-tui "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.$n.txt" 2>&1
+  oha -n "$n" -c "$CONNS" --no-tui "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.$n.txt" 2>&1
   grep -q "\[200\] $n responses" "$WORK/oha.$n.txt" || { echo "not every answer was 200: $WORK/oha.$n.txt" >&2; exit 1; }
   kill -TERM "$GW_PID"
   wait "$GW_PID" || true
   GW_PID=
-  awk '/^summary:/ {print $2}' "$out"
+  # Every event's total (callgrind counts one, instructions).
+  awk '/^summary:/ {$1 = ""; print}' "$out"
 }
 
-I1=$(count "$N1")
-I2=$(count "$N2")
-echo "instructions: $I1 for $N1 requests, $I2 for $N2"
-echo "per request: $(( (I2 - I1) / (N2 - N1) ))"
+read -r -a E1 <<<"$(count "$N1")"
+read -r -a E2 <<<"$(count "$N2")"
+if [ "$CACHE_SIM" = 1 ]; then
+  names=("instructions" "I1 misses" "LL instruction misses" "data reads" "D1 read misses"
+    "LL read misses" "data writes" "D1 write misses" "LL write misses"
+    "conditional branches" "mispredicted" "indirect branches" "mispredicted indirect")
+  for k in "${!names[@]}"; do
+    echo "${names[$k]} per request: $(( (E2[k] - E1[k]) / (N2 - N1) ))"
+  done
+else
+  echo "instructions: ${E1[0]} for $N1 requests, ${E2[0]} for $N2"
+  echo "per request: $(( (E2[0] - E1[0]) / (N2 - N1) ))"
+fi
