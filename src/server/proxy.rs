@@ -577,7 +577,9 @@ fn outbound<'s>(
         headers::restore_websocket_upgrade(h);
     }
     headers::set_identity(h, &config.identity, claims);
-    let proto = if peer.tls { "https" } else { "http" };
+    const HTTP: HeaderValue = HeaderValue::from_static("http");
+    const HTTPS: HeaderValue = HeaderValue::from_static("https");
+    let proto = if peer.tls { HTTPS } else { HTTP };
     let host = match (upstream.preserve_host, &client_host) {
         (true, Some(host)) => host.clone(),
         _ => upstream.host.clone(),

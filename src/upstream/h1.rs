@@ -87,7 +87,7 @@ pub(super) fn encode_request(
         }
     }
     for (name, value) in added.trailing().into_iter().flatten() {
-        line(dst, name, value);
+        line(dst, name, value.as_bytes());
     }
     dst.extend_from_slice(b"\r\n");
     sending
@@ -852,7 +852,7 @@ mod tests {
             host: HeaderValue::from_static("api.internal"),
             forwarded: Some(super::super::headers::Forwarded {
                 client: &client,
-                proto: "https",
+                proto: HeaderValue::from_static("https"),
                 host,
             }),
         };

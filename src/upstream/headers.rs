@@ -296,23 +296,22 @@ pub struct Added<'a> {
 pub struct Forwarded<'a> {
     /// The peer's address as text.
     pub client: &'a HeaderValue,
-    pub proto: &'static str,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
     /// The host the client addressed.
     pub host: Option<HeaderValue>,
 }
 
 impl Added<'_> {
     /// The fields that follow the map's, in order (`Host` comes first).
-    pub(super) fn trailing(&self) -> [Option<(&'static str, &[u8])>; 3] {
+    pub(super) fn trailing(&self) -> [Option<(&'static str, &HeaderValue)>; 3] {
         let Some(f) = &self.forwarded else {
             return [None, None, None];
         };
         [
-            Some((FOR, f.client.as_bytes())),
-            Some((PROTO, f.proto.as_bytes())),
-            f.host
-                .as_ref()
-                .map(|host| (FORWARDED_HOST, host.as_bytes())),
+            Some((FOR, f.client)),
+            Some((PROTO, &f.proto)),
+            f.host.as_ref().map(|host| (FORWARDED_HOST, host)),
         ]
     }
 
@@ -320,12 +319,8 @@ impl Added<'_> {
     /// itself (hyper's, for a WebSocket handshake).
     pub(super) fn insert_into(&self, headers: &mut HeaderMap) {
         headers.insert(HOST, self.host.clone());
-        if let Some(f) = &self.forwarded {
-            headers.insert(X_FORWARDED_FOR, f.client.clone());
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-            if let Some(host) = &f.host {
-                headers.insert(X_FORWARDED_HOST, host.clone());
-            }
+        for (name, value) in self.trailing().into_iter().flatten() {
+            headers.insert(HeaderName::from_static(name), value.clone());
         }
     }
 }
@@ -339,7 +334,7 @@ pub fn forwarded<'a>(
     headers: &mut HeaderMap,
     peer: &'a HeaderValue,
     trusted: bool,
-    proto: &'static str,
+    proto: HeaderValue,
     host: Option<HeaderValue>,
 ) -> Option<Forwarded<'a>> {
     if !trusted {
@@ -358,7 +353,7 @@ pub fn forwarded<'a>(
         headers.insert(X_FORWARDED_FOR, chain);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, proto);
     }
     if !headers.contains_key(X_FORWARDED_HOST)
         && let Some(host) = host
@@ -511,6 +506,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_replaced_for_strangers_appended_for_proxies() {
+        const HTTP: HeaderValue = HeaderValue::from_static("http");
         const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
         let peer: IpAddr = "192.0.2.7".parse().expect("ip");
         let host = HeaderValue::from_static("api.example.com");
@@ -544,11 +540,13 @@ mod tests {
         let address = address_text(peer);
         let added = Added {
             host: HeaderValue::from_static("upstream.internal"),
-            forwarded: forwarded(&mut stranger, &address, false, "http", Some(host.clone())),
+            forwarded: forwarded(&mut stranger, &address, false, HTTP, Some(host.clone())),
         };
         assert!(stranger.is_empty(), "written beside the map, not into it");
         assert_eq!(
-            added.trailing(),
+            added
+                .trailing()
+                .map(|f| f.map(|(name, value)| (name, value.as_bytes()))),
             [
                 Some(("x-forwarded-for", &b"192.0.2.7"[..])),
                 Some(("x-forwarded-proto", &b"http"[..])),
@@ -569,7 +567,7 @@ mod tests {
         );
         assert!(stranger.get(FORWARDED).is_none());
         scrub_request(&mut h, &scrub(true));
-        let merged = forwarded(&mut h, &address, true, "http", Some(host.clone()));
+        let merged = forwarded(&mut h, &address, true, HTTP, Some(host.clone()));
         assert!(
             merged.is_none(),
             "a trusted proxy's are merged into the map"
