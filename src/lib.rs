@@ -31,7 +31,9 @@
 //! HTTP/1.1 connections, spoken by the gateway's own codec `upstream::h1`
 //! in the task of the request using each)
 //! with the normalized path, its body guarded (size, stalls, the client's
-//! own framing errors). A WebSocket tunnel is run by the connection that
+//! own framing errors). The answer goes back as a [`reply::Reply`]: an
+//! upstream's fields stay the lines it sent until something needs them in
+//! a map. A WebSocket tunnel is run by the connection that
 //! carried its handshake. With `tracing:`, [`telemetry::trace`] gives the
 //! request a SERVER span (continuing a trusted proxy's `traceparent`), the
 //! decision an `authorize` span and every outgoing call a CLIENT span.
@@ -41,7 +43,7 @@
 //! The pure core — [`config`] (one module per section; routes may also
 //! come from an OpenAPI document through [`openapi`]), [`route`],
 //! [`policy`], [`token`], [`jwks::keys`], [`dpop`] (but its replay cache), [`decision`], [`reject`],
-//! [`cors`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec,
+//! [`cors`], [`reply`], [`upstream::headers`], `upstream::h1`, `server::h1`'s codec,
 //! the wire pieces they share (`http1`) and the per-poll [`clock`] — knows
 //! nothing of sockets or the runtime; [`quota`]'s arithmetic and local store are pure too. Adapters
 //! — [`jwks::fetch`], [`credentials`], [`introspect`], [`quota::redis`],
@@ -73,6 +75,7 @@ pub mod policy;
 pub mod quota;
 pub mod reject;
 pub mod reload;
+pub mod reply;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -83,8 +83,9 @@ impl Handler for ForwardAuth {
         &self,
         peer: Peer,
         req: Request<ClientBody>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send {
-        self.answer(peer, req)
+    ) -> impl std::future::Future<Output = crate::reply::Reply> + Send {
+        let answer = self.answer(peer, req);
+        async move { answer.await.into() }
     }
 }
 

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -39,11 +39,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Whether the config's `tls` applies to this listener.
     fn serves_tls(&self) -> bool;
     /// Answers one request; refusals are responses, so it cannot fail.
-    fn handle(
-        &self,
-        peer: Peer,
-        req: Request<ClientBody>,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    fn handle(&self, peer: Peer, req: Request<ClientBody>) -> impl Future<Output = Reply> + Send;
 }
 
 /// A client's request body: none (a request the gateway's own HTTP/1.1
@@ -151,6 +147,7 @@ pub(crate) async fn decide<'s>(
 }
 
 use crate::Body;
+use crate::reply::Reply;
 use crate::state::Shared;
 
 /// What the workers serving one address share (`workers: N` gives each
@@ -470,7 +467,10 @@ async fn serve_http<T, H: Handler>(
         let busy = in_service.busy();
         let peer = peer.clone();
         async move {
-            let response = handler.handle(peer, req.map(ClientBody::Hyper)).await;
+            let response = handler
+                .handle(peer, req.map(ClientBody::Hyper))
+                .await
+                .into_response();
             Ok::<_, Infallible>(response.map(|inner| Sending { inner, _busy: busy }))
         }
     });

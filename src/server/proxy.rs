@@ -21,6 +21,7 @@ use crate::Body;
 use crate::cors::Cors;
 use crate::decision::Question;
 use crate::reject::{Refusal, respond};
+use crate::reply::Reply;
 use crate::state::{Shared, State};
 use crate::telemetry::{Metrics, UpstreamErrorKind, trace};
 use crate::token::Claims;
@@ -251,14 +252,14 @@ impl super::Handler for Proxy {
         &self,
         peer: Peer,
         req: Request<ClientBody>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+    ) -> impl std::future::Future<Output = Reply> + Send {
         self.handle(peer, req)
     }
 }
 
 impl Proxy {
     /// Handles one request; never fails (refusals are responses).
-    pub async fn handle(&self, peer: Peer, req: Request<ClientBody>) -> Response<Body> {
+    pub async fn handle(&self, peer: Peer, req: Request<ClientBody>) -> Reply {
         let started = crate::clock::now();
         let state = self.shared.load();
         let method = req.method().clone();
@@ -296,7 +297,7 @@ impl Proxy {
         peer: Peer,
         req: Request<ClientBody>,
         span: Option<&opentelemetry::Context>,
-    ) -> (Response<Body>, Answered<'s>) {
+    ) -> (Reply, Answered<'s>) {
         let mut answered = Answered::default();
         let framing = if super::head_size(&req) > state.config.limits.max_request_header_bytes {
             Err(Refusal::HeadersTooLarge)
@@ -312,7 +313,7 @@ impl Proxy {
             && Cors::is_preflight(req.method(), req.headers())
         {
             return (
-                cors.preflight(req.headers()),
+                cors.preflight(req.headers()).into(),
                 Answered {
                     preflight: true,
                     ..answered
@@ -327,7 +328,7 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return (response, answered);
+            return (response.into(), answered);
         }
 
         // Whether the peer is a trusted proxy: its forwarded headers count.
@@ -396,7 +397,7 @@ impl Proxy {
         peer: &Peer,
         req: Request<ClientBody>,
         allowed: Allowed<'_>,
-    ) -> Result<Response<Body>, Refusal> {
+    ) -> Result<Reply, Refusal> {
         // Rewritten outside this future: what the rewrite borrows would
         // otherwise be laid out in every connection's request future.
         let Outbound {
@@ -458,7 +459,7 @@ impl Proxy {
             return Err(Refusal::UpstreamUnauthorized);
         }
         if let Some(client_side) = upgrade {
-            return Ok(tunnel(client_side, response, &peer.tunnels));
+            return Ok(tunnel(client_side, response.into_response(), &peer.tunnels).into());
         }
         // The upstream client left the response's hop-by-hop fields (and
         // those its `Connection` names) out as it parsed them.
@@ -701,9 +702,9 @@ struct Answered<'s> {
 
 impl<'s> Answered<'s> {
     /// The answer to a refused request, and what was learnt before it.
-    fn refused(self, refusal: Refusal, state: &State) -> (Response<Body>, Answered<'s>) {
+    fn refused(self, refusal: Refusal, state: &State) -> (Reply, Answered<'s>) {
         (
-            respond(&refusal, state.challenge()),
+            respond(&refusal, state.challenge()).into(),
             Answered {
                 refused: Some(refusal),
                 ..self

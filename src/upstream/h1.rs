@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 use super::headers::Added;
 use crate::http1::ends_in_chunked;
+use crate::reply::Lines;
 
 /// The most fields a response head or trailer section may have (hyper's
 /// default).
@@ -199,7 +200,12 @@ pub(super) enum Framing {
 /// A response head, parsed.
 #[derive(Debug)]
 pub(super) struct Head {
+    /// Its fields are in `lines` instead, when there are lines.
     pub parts: http::response::Parts,
+    /// The fields forwarded, as the client's side will write them, when
+    /// no name among them is repeated (a repeated name goes in the map,
+    /// which groups its values as hyper writes them).
+    pub lines: Option<Lines>,
     pub framing: Framing,
     /// The connection may carry another request after this response.
     pub keep_alive: bool,
@@ -217,9 +223,10 @@ pub(super) enum Parsed {
 }
 
 /// Parses the response head at the start of `buf`, for a request made with
-/// `method`. The fields are copied out in one allocation shared by their
-/// values, so `buf` can be reused, and go into `headers`, an empty map
-/// whose allocations the final head takes over.
+/// `method`. The fields are copied out, so `buf` can be reused: into
+/// [`Lines`], or, when a name is repeated, into `headers` (one allocation
+/// shared by their values). `headers` is an empty map whose allocations
+/// the final head takes over either way.
 pub(super) fn parse_response(
     buf: &[u8],
     method: &Method,
@@ -311,34 +318,25 @@ pub(super) fn parse_response(
     }
 
     // The fields forwarded: not the hop-by-hop ones, nor those `Connection`
-    // names, nor a length beside a coding. Their values share one copy of
-    // the head, so `buf` can be reused.
-    let block = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    debug_assert!(headers.is_empty());
-    headers.reserve(fields.len());
-    for field in fields {
-        if super::headers::is_hop_by_hop_name(field.name.as_bytes())
+    // names, nor a length beside a coding.
+    let forwarded = fields.iter().filter(|field| {
+        !(super::headers::is_hop_by_hop_name(field.name.as_bytes())
             || (names
                 && connection_tokens(fields)
                     .any(|token| token.eq_ignore_ascii_case(field.name.as_bytes())))
-            || (coding.is_some() && named(&field, "content-length"))
-        {
-            continue;
+            || (coding.is_some() && named(field, "content-length")))
+    });
+    debug_assert!(headers.is_empty());
+    let lines = if plain_names(fields) {
+        let mut lines = Lines::with_room(len, fields.len());
+        for field in forwarded {
+            lines.push(field.name.as_bytes(), field.value);
         }
-        let name = crate::http1::header_name(field.name.as_bytes())
-            .map_err(|_| Malformed("response header name"))?;
-        // httparse's slices point into `buf`: the same range of the copy.
-        let start = (field.value.as_ptr() as usize).wrapping_sub(base);
-        let value = match block.get(start..start.wrapping_add(field.value.len())) {
-            Some(_) if !field.value.is_empty() => {
-                HeaderValue::from_maybe_shared(block.slice(start..start + field.value.len()))
-            }
-            _ => HeaderValue::from_bytes(field.value),
-        }
-        .map_err(|_| Malformed("response header value"))?;
-        headers.append(name, value);
-    }
+        Some(lines)
+    } else {
+        map_fields(buf, len, forwarded, headers)?;
+        None
+    };
 
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
@@ -355,10 +353,53 @@ pub(super) fn parse_response(
         len,
         Head {
             parts,
+            lines,
             framing,
             keep_alive,
         },
     ))
+}
+
+/// Whether every name is fit for [`Lines`]: none repeated (in any case),
+/// none empty, none longer than `http` takes. httparse checked their
+/// bytes.
+fn plain_names(fields: &[httparse::Header<'_>]) -> bool {
+    fields.iter().enumerate().all(|(at, field)| {
+        let name = field.name.as_bytes();
+        (1..=MAX_NAME).contains(&name.len())
+            && !fields[at + 1..].iter().any(|other| {
+                other.name.len() == name.len() && other.name.as_bytes().eq_ignore_ascii_case(name)
+            })
+    })
+}
+
+/// The longest name `HeaderName` takes.
+const MAX_NAME: usize = (1 << 16) - 1;
+
+/// The fields into `headers`, their values sharing one copy of the head.
+fn map_fields<'h>(
+    buf: &[u8],
+    len: usize,
+    fields: impl Iterator<Item = &'h httparse::Header<'h>>,
+    headers: &mut HeaderMap,
+) -> Result<(), Malformed> {
+    let block = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    for field in fields {
+        let name = crate::http1::header_name(field.name.as_bytes())
+            .map_err(|_| Malformed("response header name"))?;
+        // httparse's slices point into `buf`: the same range of the copy.
+        let start = (field.value.as_ptr() as usize).wrapping_sub(base);
+        let value = match block.get(start..start.wrapping_add(field.value.len())) {
+            Some(_) if !field.value.is_empty() => {
+                HeaderValue::from_maybe_shared(block.slice(start..start + field.value.len()))
+            }
+            _ => HeaderValue::from_bytes(field.value),
+        }
+        .map_err(|_| Malformed("response header value"))?;
+        headers.append(name, value);
+    }
+    Ok(())
 }
 
 /// The next body piece of at most `remaining` bytes from a non-empty
@@ -643,9 +684,133 @@ mod tests {
                    x-private: 1\r\nX-Public: 2\r\nTE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\n\
                    Proxy-Authenticate: Basic\r\nproxy-connection: close\r\ncontent-length: 0\r\n\r\n";
         let parsed = head(raw, &Method::GET).expect("head");
-        let names: Vec<&str> = parsed.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert!(parsed.lines.is_some());
+        let names: Vec<String> = forwarded(&parsed).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["x-public", "content-length"]);
         assert!(parsed.keep_alive, "proxy-connection is not connection");
+        // The same, a name repeated: in the map.
+        let repeated = raw.replace("X-Public: 2", "X-Public: 2\r\nx-public: 3");
+        let parsed = head(&repeated, &Method::GET).expect("head");
+        assert!(parsed.lines.is_none());
+        let fields = forwarded(&parsed);
+        assert_eq!(
+            fields,
+            [
+                ("x-public".to_owned(), "2".to_owned()),
+                ("x-public".into(), "3".into()),
+                ("content-length".into(), "0".into())
+            ]
+        );
+    }
+
+    /// The fields a head forwards, in the order they will be written,
+    /// whichever way it holds them.
+    fn forwarded(head: &Head) -> Vec<(String, String)> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).expect("text");
+        match &head.lines {
+            Some(lines) => {
+                assert!(head.parts.headers.is_empty());
+                lines
+                    .iter()
+                    .map(|line| (text(line.name), text(line.value)))
+                    .collect()
+            }
+            None => head
+                .parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), text(v.as_bytes())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn fields_stay_lines_unless_a_name_repeats() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Odd:a: b  \r\nContent-Length: 2\r\n\
+                   EMPTY:\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\nok";
+        let parsed = head(raw, &Method::GET).expect("head");
+        let Some(lines) = &parsed.lines else {
+            panic!("lines");
+        };
+        assert!(parsed.parts.headers.is_empty());
+        assert_eq!(
+            lines
+                .iter()
+                .map(|line| (line.name, line.value))
+                .collect::<Vec<_>>(),
+            [
+                (&b"server"[..], &b"nginx"[..]),
+                (b"x-odd", b"a: b"),
+                (b"content-length", b"2"),
+                (b"empty", b""),
+                (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+            ]
+        );
+        // Parsed into a map, they are what the map path makes of the same
+        // fields, and in the same order.
+        let from_lines = crate::reply::Reply::upstream(
+            http::Response::from_parts(parsed.parts, crate::full("")),
+            parsed.lines.expect("lines"),
+        )
+        .into_response();
+        let repeated = raw.replace("EMPTY:", "EMPTY:\r\nempty: again");
+        let mapped = head(&repeated, &Method::GET).expect("head");
+        assert!(mapped.lines.is_none());
+        let mut expected = mapped.parts.headers;
+        let again = expected.get_all("empty").iter().nth(1).cloned();
+        assert_eq!(again.expect("again"), "again");
+        let date = expected.remove("date").expect("date");
+        expected.insert("empty", HeaderValue::from_static(""));
+        expected.insert("date", date);
+        assert_eq!(*from_lines.headers(), expected);
+        let order = |map: &HeaderMap| map.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(order(from_lines.headers()), order(&expected));
+    }
+
+    /// A field's name or value is taken into a `HeaderName` or a
+    /// `HeaderValue` exactly when httparse takes it: so the lines httparse
+    /// passed make both, and never need checking again.
+    #[test]
+    fn httparse_and_http_agree_on_field_bytes() {
+        let parses = |head: &[u8]| {
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let mut response = httparse::Response::new(&mut fields);
+            matches!(response.parse(head), Ok(httparse::Status::Complete(_)))
+                .then(|| {
+                    response
+                        .headers
+                        .first()
+                        .map(|f| (f.name.to_owned(), f.value.to_vec()))
+                })
+                .flatten()
+        };
+        // Short values, and values long enough for httparse's SIMD paths.
+        for pad in [0, 40] {
+            let fill = "a".repeat(pad);
+            for byte in 0..=255u8 {
+                let mut name = format!("x{fill}").into_bytes();
+                name.push(byte);
+                name.extend_from_slice(b"y");
+                let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+                head.extend_from_slice(&name);
+                head.extend_from_slice(b": v\r\n\r\n");
+                let httparse = parses(&head).is_some_and(|(n, _)| n.as_bytes() == name);
+                let http = http::HeaderName::from_bytes(&name).is_ok();
+                assert_eq!(httparse, http, "name byte {byte:#04x}, pad {pad}");
+
+                let mut value = format!("a{fill}").into_bytes();
+                value.push(byte);
+                value.extend_from_slice(format!("{fill}b").as_bytes());
+                let mut head = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+                head.extend_from_slice(&value);
+                head.extend_from_slice(b"\r\n\r\n");
+                let httparse = parses(&head).is_some_and(|(_, v)| v == value);
+                let http = HeaderValue::from_bytes(&value).is_ok();
+                assert_eq!(httparse, http, "value byte {byte:#04x}, pad {pad}");
+            }
+        }
+        // No name is empty.
+        assert!(parses(b"HTTP/1.1 200 OK\r\n: v\r\n\r\n").is_none());
     }
 
     #[test]
@@ -691,6 +856,7 @@ mod tests {
         };
         assert_eq!(&raw[n + len..], "body");
         assert_eq!(head.parts.status, 201);
+        assert!(head.lines.is_none(), "a repeated name");
         let ones: Vec<_> = head.parts.headers.get_all("x-one").iter().collect();
         assert_eq!(ones, ["a", "b"]);
         assert_eq!(head.parts.headers["empty"], "");

@@ -12,7 +12,7 @@ mod pool;
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use std::future::Future as _;
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::oneshot;
 
+use crate::reply::Reply;
 use crate::{Body, BoxError};
 
 /// What became of a client's request body while it streamed to the
@@ -258,7 +259,7 @@ impl Client {
         upgrade: bool,
         timeout: Duration,
         timer: &Timer,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let (request, done_rx) = if request.body().is_end_stream() {
             (request, None)
         } else {
@@ -322,7 +323,7 @@ impl Timer {
     }
 }
 
-fn settle(result: Result<Response<Body>, pool::Failed>) -> Result<Response<Body>, UpstreamError> {
+fn settle(result: Result<Reply, pool::Failed>) -> Result<Reply, UpstreamError> {
     result.map_err(|e| {
         tracing::debug!("upstream request failed: {}", e.0);
         UpstreamError::Unavailable
@@ -394,7 +395,12 @@ mod tests {
             )
             .await
             .expect("response");
-        let body = response.into_body().collect().await.expect("body");
+        let body = response
+            .into_response()
+            .into_body()
+            .collect()
+            .await
+            .expect("body");
         assert_eq!(body.to_bytes(), "ok");
     }
 

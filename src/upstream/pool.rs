@@ -62,6 +62,7 @@ use tower_service::Service as _;
 use super::h1::{self, Chunked, Framing, Head, Parsed, Sending, Step};
 use super::headers::Added;
 use crate::Body;
+use crate::reply::Reply;
 
 /// Idle connections older than this are closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -414,14 +415,14 @@ impl Pool {
         mut request: Request<Body>,
         added: &Added<'_>,
         upgrade: bool,
-    ) -> Result<Response<Body>, Failed> {
+    ) -> Result<Reply, Failed> {
         if upgrade {
             // hyper writes the head from the map alone.
             added.insert_into(request.headers_mut());
             // Boxed: hyper's handshake and `send_request` futures would
             // otherwise make every request's future 1.7 KB larger, and
             // that future is moved by value on every request.
-            return Box::pin(self.send_upgrade(request)).await;
+            return Box::pin(self.send_upgrade(request)).await.map(Reply::from);
         }
         let (mut parts, body) = request.into_parts();
         let hint = if body.is_end_stream() {
@@ -568,7 +569,7 @@ impl Pool {
         head: Head,
         upload: Option<Upload>,
         intact: bool,
-    ) -> Response<Body> {
+    ) -> Reply {
         let reading = match head.framing {
             Framing::Empty | Framing::Length(0) => Reading::Done,
             Framing::Length(n) => Reading::Length(n),
@@ -582,7 +583,11 @@ impl Pool {
             reusable: head.keep_alive && intact,
             pool: self.clone(),
         };
-        Response::from_parts(head.parts, http_body_util::BodyExt::boxed(body))
+        let response = Response::from_parts(head.parts, http_body_util::BodyExt::boxed(body));
+        match head.lines {
+            Some(lines) => Reply::upstream(response, lines),
+            None => response.into(),
+        }
     }
 }
 

@@ -204,6 +204,49 @@ async fn unusual_response_framing_is_forwarded_unambiguously() {
     gw.stop().await;
 }
 
+/// An upstream's fields reach the client as hyper's server wrote them
+/// from hyper's client's map: names in lower case, values as they came
+/// (less the spaces around them), hop-by-hop fields and those
+/// `Connection` names left out, a repeated name's values together at its
+/// first place. The first answer's names are all distinct (the gateway
+/// writes it from the lines it kept), the second's are not (from a map).
+#[tokio::test]
+async fn response_fields_reach_the_client_as_hyper_writes_them() {
+    let addr = canned_upstream(|_, line| {
+        let answer: &[u8] = if line.contains("/repeated") {
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Other: 1\r\nset-cookie: b=2\r\n\
+              Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+        } else {
+            b"HTTP/1.1 200 OK\r\nServer: canned\r\nX-Mixed-Case:  a: b \r\n\
+              Connection: keep-alive, X-Hidden\r\nx-hidden: 1\r\nKeep-Alive: timeout=5\r\n\
+              Content-Type: text/plain\r\nContent-Length: 2\r\nEmpty:\r\n\
+              Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\nok"
+        };
+        (answer.to_vec(), false)
+    })
+    .await;
+    let gw = Gateway::start(&config(addr), &[]).await;
+    let ask = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+    };
+
+    let text = exchange(gw.addr, ask("/distinct").as_bytes()).await;
+    assert_eq!(
+        text,
+        "HTTP/1.1 200 OK\r\nserver: canned\r\nx-mixed-case: a: b\r\n\
+         content-type: text/plain\r\ncontent-length: 2\r\nempty: \r\n\
+         date: Mon, 01 Jan 2024 00:00:00 GMT\r\nconnection: close\r\n\r\nok"
+    );
+    let text = exchange(gw.addr, ask("/repeated").as_bytes()).await;
+    assert_eq!(
+        text,
+        "HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nx-other: 1\r\n\
+         date: Mon, 01 Jan 2024 00:00:00 GMT\r\ncontent-length: 2\r\n\
+         connection: close\r\n\r\nok"
+    );
+    gw.stop().await;
+}
+
 /// A chunked body the upstream breaks mid-way is cut off toward the client
 /// (no final chunk: the client cannot take it for whole), and the gateway
 /// goes on serving on a new connection.

@@ -16,8 +16,9 @@ use std::mem::MaybeUninit;
 use std::time::UNIX_EPOCH;
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+use crate::reply::{Line, Lines};
 
 /// The most fields a request head may have (hyper's server default).
 const MAX_HEADERS: usize = 100;
@@ -216,11 +217,13 @@ pub(crate) type BodyLength = Option<Option<u64>>;
 
 /// hyper's `Server::encode` for an HTTP/1.1 request, written into `dst`:
 /// the status line (a `ReasonPhrase` extension kept), every field in map
-/// order, names in lower case, several values of `Content-Length`,
+/// order (or `lines`' order, when given: an upstream's fields, in place of
+/// the then empty map), names in lower case, several values of `Content-Length`,
 /// `Transfer-Encoding`, `Connection` and `Trailer` on one line, the body's
 /// length added when no field gives it, and `Date` when missing.
 pub(crate) fn encode_response(
     parts: &http::response::Parts,
+    lines: Option<&Lines>,
     body: BodyLength,
     method: &Method,
     keep_alive: bool,
@@ -256,122 +259,30 @@ pub(crate) fn encode_response(
         dst.extend_from_slice(b"\r\n");
     }
 
-    let mut framing = Framing::Length(0);
-    let mut last = !keep_alive;
-    let mut wrote_len = false;
-    let mut wrote_date = false;
-    let mut must_add_chunked = false;
-    let mut previous_length = None;
-    // The field whose line is still open (values of a merged field follow
-    // on it after ", ").
-    let mut open: Option<&HeaderName> = None;
-    // hyper says `Connection: close` when the connection will close for
-    // the client's asking (or the drain): a value added to the field, or
-    // the field added after the others.
-    let mut said_close = false;
-    let mut saw_connection = false;
-    // A line left open is ended: a `Transfer-Encoding` line not ending in
-    // `chunked` gets it, a `Connection` line the `close` to say.
-    let close_line =
-        |dst: &mut Vec<u8>, open: &mut Option<&HeaderName>, chunked: bool, said_close: bool| {
-            if let Some(name) = open.take() {
-                if *name == CONNECTION && !keep_alive && !said_close {
-                    dst.extend_from_slice(b", close");
-                }
-                let chunked = chunked && *name == TRANSFER_ENCODING;
-                dst.extend_from_slice(if chunked { b", chunked\r\n" } else { b"\r\n" });
-            }
-        };
-    for (name, value) in &parts.headers {
-        if open.is_some_and(|o| o != name) {
-            close_line(dst, &mut open, must_add_chunked, said_close);
-        }
-        let continuing = open.is_some();
-        if *name == CONTENT_LENGTH {
-            if wrote_len && !continuing {
-                return Err(Unwritable);
-            }
-            match body {
-                Some(Some(known)) => {
-                    // hyper trusts the field to match the body's length.
-                    if !continuing {
-                        framing = Framing::Length(known);
-                        open_line(dst, name, value);
-                        open = Some(name);
-                        wrote_len = true;
-                    }
-                    continue;
-                }
-                Some(None) => {
-                    let Some(length) = digits(value.as_bytes()) else {
-                        return Err(Unwritable);
-                    };
-                    match previous_length {
-                        Some(previous) if previous != length => return Err(Unwritable),
-                        Some(_) => {}
-                        None => {
-                            framing = Framing::Length(length);
-                            open_line(dst, name, value);
-                            open = Some(name);
-                            wrote_len = true;
-                            previous_length = Some(length);
-                        }
-                    }
-                    continue;
-                }
-                // No body: the field stands only for a HEAD's answer.
-                None if !head => continue,
-                None => wrote_len = true,
-            }
-        } else if *name == TRANSFER_ENCODING {
-            if wrote_len && !continuing {
-                return Err(Unwritable);
-            }
-            if http10 || !can_chunk {
-                continue;
-            }
-            wrote_len = true;
-            must_add_chunked = !crate::http1::ends_in_chunked(value.as_bytes());
-            if continuing {
-                dst.extend_from_slice(b", ");
-                dst.extend_from_slice(value.as_bytes());
-            } else {
-                framing = Framing::Chunked;
-                open_line(dst, name, value);
-                open = Some(name);
-            }
-            continue;
-        } else if *name == CONNECTION || *name == TRAILER {
-            if *name == TRAILER && (http10 || !can_chunk) {
-                continue;
-            }
-            if *name == CONNECTION {
-                saw_connection = true;
-                if has_close(value.as_bytes()) {
-                    last = true;
-                    said_close = true;
-                }
-            }
-            if continuing {
-                dst.extend_from_slice(b", ");
-                dst.extend_from_slice(value.as_bytes());
-            } else {
-                open_line(dst, name, value);
-                open = Some(name);
-            }
-            continue;
-        } else if *name == DATE {
-            wrote_date = true;
-        }
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
-    close_line(dst, &mut open, must_add_chunked, said_close);
-    if !keep_alive && !saw_connection {
-        dst.extend_from_slice(b"connection: close\r\n");
-    }
+    let shape = Shape {
+        body,
+        head,
+        http10,
+        can_chunk,
+        keep_alive,
+    };
+    let Fields {
+        mut framing,
+        last,
+        wrote_len,
+        wrote_date,
+    } = match lines {
+        Some(lines) => write_fields(lines.iter(), shape, dst)?,
+        None => write_fields(
+            parts.headers.iter().map(|(name, value)| Line {
+                name: name.as_str().as_bytes(),
+                value: value.as_bytes(),
+                whole: &[],
+            }),
+            shape,
+            dst,
+        )?,
+    };
 
     if !wrote_len {
         framing = match body {
@@ -404,10 +315,180 @@ pub(crate) fn encode_response(
     Ok(Encoded { framing, last })
 }
 
-fn open_line(dst: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    dst.extend_from_slice(name.as_str().as_bytes());
+/// What the fields' lines depend on besides the fields.
+#[derive(Clone, Copy)]
+struct Shape {
+    body: BodyLength,
+    /// The answer to a `HEAD`.
+    head: bool,
+    http10: bool,
+    can_chunk: bool,
+    keep_alive: bool,
+}
+
+/// What writing the fields decided.
+struct Fields {
+    framing: Framing,
+    /// The connection closes after this response.
+    last: bool,
+    /// A `Content-Length` or `Transfer-Encoding` line was written.
+    wrote_len: bool,
+    wrote_date: bool,
+}
+
+/// The fields' lines, from fields with lower-case names in which a
+/// repeated name's values are adjacent (a map's order), ended by
+/// `Connection: close` when the connection closes and no `Connection`
+/// field said so. A field given `whole` is written whole when it stands
+/// on a line of its own as it came.
+fn write_fields<'f>(
+    fields: impl Iterator<Item = Line<'f>>,
+    shape: Shape,
+    dst: &mut Vec<u8>,
+) -> Result<Fields, Unwritable> {
+    let Shape {
+        body,
+        head,
+        http10,
+        can_chunk,
+        keep_alive,
+    } = shape;
+    let mut framing = Framing::Length(0);
+    let mut last = !keep_alive;
+    let mut wrote_len = false;
+    let mut wrote_date = false;
+    let mut must_add_chunked = false;
+    let mut previous_length = None;
+    // The field whose line is still open (values of a merged field follow
+    // on it after ", ").
+    let mut open: Option<&[u8]> = None;
+    // hyper says `Connection: close` when the connection will close for
+    // the client's asking (or the drain): a value added to the field, or
+    // the field added after the others.
+    let mut said_close = false;
+    let mut saw_connection = false;
+    // A line left open is ended: a `Transfer-Encoding` line not ending in
+    // `chunked` gets it, a `Connection` line the `close` to say.
+    let close_line =
+        |dst: &mut Vec<u8>, open: &mut Option<&[u8]>, chunked: bool, said_close: bool| {
+            if let Some(name) = open.take() {
+                if name == CONNECTION_NAME && !keep_alive && !said_close {
+                    dst.extend_from_slice(b", close");
+                }
+                let chunked = chunked && name == TRANSFER_ENCODING_NAME;
+                dst.extend_from_slice(if chunked { b", chunked\r\n" } else { b"\r\n" });
+            }
+        };
+    for Line { name, value, whole } in fields {
+        if open.is_some_and(|o| o != name) {
+            close_line(dst, &mut open, must_add_chunked, said_close);
+        }
+        let continuing = open.is_some();
+        if name == CONTENT_LENGTH_NAME {
+            if wrote_len && !continuing {
+                return Err(Unwritable);
+            }
+            match body {
+                Some(Some(known)) => {
+                    // hyper trusts the field to match the body's length.
+                    if !continuing {
+                        framing = Framing::Length(known);
+                        open_line(dst, name, value);
+                        open = Some(name);
+                        wrote_len = true;
+                    }
+                    continue;
+                }
+                Some(None) => {
+                    let Some(length) = digits(value) else {
+                        return Err(Unwritable);
+                    };
+                    match previous_length {
+                        Some(previous) if previous != length => return Err(Unwritable),
+                        Some(_) => {}
+                        None => {
+                            framing = Framing::Length(length);
+                            open_line(dst, name, value);
+                            open = Some(name);
+                            wrote_len = true;
+                            previous_length = Some(length);
+                        }
+                    }
+                    continue;
+                }
+                // No body: the field stands only for a HEAD's answer.
+                None if !head => continue,
+                None => wrote_len = true,
+            }
+        } else if name == TRANSFER_ENCODING_NAME {
+            if wrote_len && !continuing {
+                return Err(Unwritable);
+            }
+            if http10 || !can_chunk {
+                continue;
+            }
+            wrote_len = true;
+            must_add_chunked = !crate::http1::ends_in_chunked(value);
+            if continuing {
+                dst.extend_from_slice(b", ");
+                dst.extend_from_slice(value);
+            } else {
+                framing = Framing::Chunked;
+                open_line(dst, name, value);
+                open = Some(name);
+            }
+            continue;
+        } else if name == CONNECTION_NAME || name == TRAILER_NAME {
+            if name == TRAILER_NAME && (http10 || !can_chunk) {
+                continue;
+            }
+            if name == CONNECTION_NAME {
+                saw_connection = true;
+                if has_close(value) {
+                    last = true;
+                    said_close = true;
+                }
+            }
+            if continuing {
+                dst.extend_from_slice(b", ");
+                dst.extend_from_slice(value);
+            } else {
+                open_line(dst, name, value);
+                open = Some(name);
+            }
+            continue;
+        } else if name == DATE_NAME {
+            wrote_date = true;
+        }
+        if whole.is_empty() {
+            open_line(dst, name, value);
+            dst.extend_from_slice(b"\r\n");
+        } else {
+            dst.extend_from_slice(whole);
+        }
+    }
+    close_line(dst, &mut open, must_add_chunked, said_close);
+    if !keep_alive && !saw_connection {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    Ok(Fields {
+        framing,
+        last,
+        wrote_len,
+        wrote_date,
+    })
+}
+
+const CONNECTION_NAME: &[u8] = b"connection";
+const CONTENT_LENGTH_NAME: &[u8] = b"content-length";
+const DATE_NAME: &[u8] = b"date";
+const TRAILER_NAME: &[u8] = b"trailer";
+const TRANSFER_ENCODING_NAME: &[u8] = b"transfer-encoding";
+
+fn open_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value.as_bytes());
+    dst.extend_from_slice(value);
 }
 
 /// hyper's `content_length_parse`: ASCII digits only, no overflow.

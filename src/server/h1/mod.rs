@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{BufMut as _, BytesMut};
-use http::{Method, Response};
+use http::Method;
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use self::codec::{Framing, Parsed, Scratch};
 use super::io::{Activity, Expired, Gate};
 use super::{ClientBody, Handler, Peer};
-use crate::Body;
+use crate::reply::Reply;
 
 /// The read buffer's first size (hyper's too).
 const INITIAL_BUFFER: usize = 8192;
@@ -197,10 +197,11 @@ async fn close<T: AsyncWrite + Unpin, W: Future<Output = Expired>>(
 async fn write_response<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
-    response: Response<Body>,
+    reply: Reply,
     method: &Method,
     keep_alive: bool,
 ) -> io::Result<(bool, http::HeaderMap)> {
+    let (response, lines) = reply.into_parts();
     let (parts, mut body) = response.into_parts();
     let length = if body.is_end_stream() {
         None
@@ -208,11 +209,15 @@ async fn write_response<T: AsyncWrite + Unpin>(
         Some(body.size_hint().exact())
     };
     out.clear();
-    let encoded = codec::encode_response(&parts, length, method, keep_alive, out)
-        .map_err(|_| io::Error::other("the response's framing fields cannot be written"))?;
+    let encoded =
+        codec::encode_response(&parts, lines.as_ref(), length, method, keep_alive, out)
+            .map_err(|_| io::Error::other("the response's framing fields cannot be written"))?;
+    drop(lines);
     // Emptied now: its values may hold on to the upstream's read buffer.
     let mut headers = parts.headers;
-    headers.clear();
+    if !headers.is_empty() {
+        headers.clear();
+    }
     let framing = encoded.framing;
     // What a `Content-Length` body still owes.
     let mut owed = match framing {
@@ -299,12 +304,14 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use http::{StatusCode, Version};
+    use http::{Response, StatusCode, Version};
     use http_body_util::{BodyExt as _, StreamBody};
     use hyper::body::Frame;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
     use super::*;
+    use crate::Body;
+    use crate::reply::Lines;
 
     #[derive(Clone, Copy, Debug)]
     enum Shape {
@@ -404,11 +411,24 @@ mod tests {
         read(client).await
     }
 
-    async fn by_us(case: Case) -> (String, bool) {
+    /// The response written by the gateway's writer: from its map, or
+    /// (`lines`) as an upstream's answer whose fields are still lines.
+    async fn by_us(case: Case, lines: bool) -> (String, bool) {
         let (client, mut server) = tokio::io::duplex(1 << 16);
         let method = if case.head { Method::HEAD } else { Method::GET };
         let mut out = Vec::new();
-        let written = write_response(&mut server, &mut out, response(case), &method, !case.close);
+        let reply = if lines {
+            let mut lines = Lines::default();
+            for (name, value) in case.fields {
+                lines.push(name.as_bytes(), value.as_bytes());
+            }
+            let mut response = response(case);
+            response.headers_mut().clear();
+            Reply::upstream(response, lines)
+        } else {
+            response(case).into()
+        };
+        let written = write_response(&mut server, &mut out, reply, &method, !case.close);
         let open = written.await.is_ok_and(|(open, _)| open);
         let kept = open.then_some(server);
         let read = read(client).await;
@@ -557,7 +577,16 @@ mod tests {
         ];
         for case in cases {
             let hyper = by_hyper(case).await;
-            assert_eq!(by_us(case).await, hyper, "{case:?}");
+            assert_eq!(by_us(case, false).await, hyper, "{case:?}");
+            // An upstream's lines never repeat a name.
+            let repeats = case.fields.iter().enumerate().any(|(at, (name, _))| {
+                case.fields[at + 1..]
+                    .iter()
+                    .any(|(other, _)| other.eq_ignore_ascii_case(name))
+            });
+            if !repeats {
+                assert_eq!(by_us(case, true).await, hyper, "from lines: {case:?}");
+            }
         }
     }
 }
