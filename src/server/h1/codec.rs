@@ -217,10 +217,11 @@ pub(crate) type BodyLength = Option<Option<u64>>;
 
 /// hyper's `Server::encode` for an HTTP/1.1 request, written into `dst`:
 /// the status line (a `ReasonPhrase` extension kept), every field in map
-/// order (or `lines`' order, when given: an upstream's fields, in place of
-/// the then empty map), names in lower case, several values of `Content-Length`,
-/// `Transfer-Encoding`, `Connection` and `Trailer` on one line, the body's
-/// length added when no field gives it, and `Date` when missing.
+/// order (or in `lines`' order, when given: an upstream's fields, in place
+/// of the then empty map), names in lower case, several values of
+/// `Content-Length`, `Transfer-Encoding`, `Connection` and `Trailer` on
+/// one line, the body's length added when no field gives it, and `Date`
+/// when missing.
 pub(crate) fn encode_response(
     parts: &http::response::Parts,
     lines: Option<&Lines>,
@@ -266,7 +267,7 @@ pub(crate) fn encode_response(
         can_chunk,
         keep_alive,
     };
-    let Fields {
+    let Written {
         mut framing,
         last,
         wrote_len,
@@ -327,7 +328,7 @@ struct Shape {
 }
 
 /// What writing the fields decided.
-struct Fields {
+struct Written {
     framing: Framing,
     /// The connection closes after this response.
     last: bool,
@@ -339,13 +340,13 @@ struct Fields {
 /// The fields' lines, from fields with lower-case names in which a
 /// repeated name's values are adjacent (a map's order), ended by
 /// `Connection: close` when the connection closes and no `Connection`
-/// field said so. A field given `whole` is written whole when it stands
-/// on a line of its own as it came.
+/// field said so. A field that comes with its `whole` line (from
+/// [`Lines`]) and is not merged with another is written as that line.
 fn write_fields<'f>(
     fields: impl Iterator<Item = Line<'f>>,
     shape: Shape,
     dst: &mut Vec<u8>,
-) -> Result<Fields, Unwritable> {
+) -> Result<Written, Unwritable> {
     let Shape {
         body,
         head,
@@ -471,7 +472,7 @@ fn write_fields<'f>(
     if !keep_alive && !saw_connection {
         dst.extend_from_slice(b"connection: close\r\n");
     }
-    Ok(Fields {
+    Ok(Written {
         framing,
         last,
         wrote_len,
