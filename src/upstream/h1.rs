@@ -341,7 +341,8 @@ pub(super) fn parse_response(
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = std::mem::take(headers);
+    // The map made with `parts` goes to the caller, to be dropped there.
+    std::mem::swap(&mut parts.headers, headers);
     if let Some(reason) = response.reason
         && Some(reason) != status.canonical_reason()
         && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec())

@@ -140,7 +140,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
     let slice = |(start, end): (usize, usize)| bytes.slice(start..end);
     let built = (|| {
         let uri = Uri::from_maybe_shared(slice(target)).ok()?;
-        let mut headers = std::mem::take(&mut scratch.headers);
+        // Filled in place, then swapped with the request's own (empty)
+        // map, which waits in `scratch` to be replaced: no map is made
+        // only to be dropped.
+        let headers = &mut scratch.headers;
         // With room for what the proxy adds (forwarding and identity
         // fields): the map is not grown, and rehashed, on the way out.
         headers.reserve(ranges.len() + 8);
@@ -152,12 +155,13 @@ pub(crate) fn parse_request(buf: &mut BytesMut, scratch: &mut Scratch) -> Parsed
         let mut head = Request::new(());
         *head.method_mut() = method;
         *head.uri_mut() = uri;
-        *head.headers_mut() = headers;
+        std::mem::swap(head.headers_mut(), headers);
         Some(head)
     })();
     match built {
         Some(head) => Parsed::Request { head, keep_alive },
         None => {
+            scratch.headers.clear();
             // Put the head back for hyper, which refuses it (400).
             let mut whole = BytesMut::with_capacity(bytes.len() + buf.len());
             whole.extend_from_slice(&bytes);
