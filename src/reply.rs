@@ -10,6 +10,7 @@
 //!
 //! Pure: no I/O.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::Body;
@@ -73,21 +74,41 @@ impl Lines {
 
     /// Each field, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Line<'_>> {
-        let mut rest = &self.0[..];
-        std::iter::from_fn(move || {
-            let (name, tail) = rest.split_first_chunk::<LENGTH>()?;
-            let (line, tail) = tail.split_first_chunk::<LENGTH>()?;
-            let name = u32::from_ne_bytes(*name) as usize;
-            let line = u32::from_ne_bytes(*line) as usize;
-            let (whole, tail) = tail.split_at_checked(line)?;
-            rest = tail;
-            Some(Line {
-                name: whole.get(..name)?,
-                value: whole.get(name + 2..line.checked_sub(2)?)?,
-                whole,
-            })
-        })
+        each_line(&self.0)
     }
+
+    /// The fields, appended to `headers`; their values share the lines'
+    /// one allocation. Each always parses (see [`Lines`]).
+    pub(crate) fn into_map(self, headers: &mut HeaderMap) {
+        let bytes = Bytes::from(self.0);
+        headers.reserve(each_line(&bytes).count());
+        for Line { name, value, .. } in each_line(&bytes) {
+            if let (Ok(name), Ok(value)) = (
+                crate::http1::header_name(name),
+                HeaderValue::from_maybe_shared(bytes.slice_ref(value)),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+/// The fields of a [`Lines`]' bytes, in order.
+fn each_line(bytes: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let (name, tail) = rest.split_first_chunk::<LENGTH>()?;
+        let (line, tail) = tail.split_first_chunk::<LENGTH>()?;
+        let name = u32::from_ne_bytes(*name) as usize;
+        let line = u32::from_ne_bytes(*line) as usize;
+        let (whole, tail) = tail.split_at_checked(line)?;
+        rest = tail;
+        Some(Line {
+            name: whole.get(..name)?,
+            value: whole.get(name + 2..line.checked_sub(2)?)?,
+            whole,
+        })
+    })
 }
 
 impl Reply {
@@ -124,19 +145,8 @@ impl Reply {
     }
 
     fn parse_lines(&mut self) {
-        let Some(lines) = self.lines.take() else {
-            return;
-        };
-        let headers = self.response.headers_mut();
-        headers.reserve(lines.iter().count());
-        for Line { name, value, .. } in lines.iter() {
-            // Both always parse (see `Lines`).
-            if let (Ok(name), Ok(value)) = (
-                crate::http1::header_name(name),
-                HeaderValue::from_bytes(value),
-            ) {
-                headers.append(name, value);
-            }
+        if let Some(lines) = self.lines.take() {
+            lines.into_map(self.response.headers_mut());
         }
     }
 }

@@ -224,9 +224,8 @@ pub(super) enum Parsed {
 
 /// Parses the response head at the start of `buf`, for a request made with
 /// `method`. The fields are copied out, so `buf` can be reused: into
-/// [`Lines`], or, when a name is repeated, into `headers` (one allocation
-/// shared by their values). `headers` is an empty map whose allocations
-/// the final head takes over either way.
+/// [`Lines`], which go into `headers` when a name is repeated. `headers`
+/// is an empty map whose allocations the final head takes over either way.
 pub(super) fn parse_response(
     buf: &[u8],
     method: &Method,
@@ -318,24 +317,28 @@ pub(super) fn parse_response(
     }
 
     // The fields forwarded: not the hop-by-hop ones, nor those `Connection`
-    // names, nor a length beside a coding.
-    let forwarded = fields.iter().filter(|field| {
-        !(super::headers::is_hop_by_hop_name(field.name.as_bytes())
-            || (names
-                && connection_tokens(fields)
-                    .any(|token| token.eq_ignore_ascii_case(field.name.as_bytes())))
-            || (coding.is_some() && named(field, "content-length")))
-    });
-    debug_assert!(headers.is_empty());
-    let lines = if plain_names(fields) {
-        let mut lines = Lines::with_room(len, fields.len());
-        for field in forwarded {
-            lines.push(field.name.as_bytes(), field.value);
+    // names, nor a length beside a coding. Copied out as lines, so `buf`
+    // can be reused; into the map when a name repeats.
+    let mut lines = Lines::with_room(len, fields.len());
+    for field in fields {
+        let name = field.name.as_bytes();
+        if super::headers::is_hop_by_hop_name(name)
+            || (names && connection_tokens(fields).any(|token| token.eq_ignore_ascii_case(name)))
+            || (coding.is_some() && named(&field, "content-length"))
+        {
+            continue;
         }
-        Some(lines)
-    } else {
-        map_fields(buf, len, forwarded, headers)?;
+        if !(1..=MAX_NAME).contains(&name.len()) {
+            return Err(Malformed("response header name"));
+        }
+        lines.push(name, field.value);
+    }
+    debug_assert!(headers.is_empty());
+    let lines = if repeats_a_name(fields) {
+        lines.into_map(headers);
         None
+    } else {
+        Some(lines)
     };
 
     let mut parts = http::Response::new(()).into_parts().0;
@@ -361,47 +364,17 @@ pub(super) fn parse_response(
     ))
 }
 
-/// Whether every name is fit for [`Lines`]: none repeated (in any case),
-/// none empty, none longer than `http` takes. httparse checked their
-/// bytes.
-fn plain_names(fields: &[httparse::Header<'_>]) -> bool {
-    fields.iter().enumerate().all(|(at, field)| {
-        let name = field.name.as_bytes();
-        (1..=MAX_NAME).contains(&name.len())
-            && !fields[at + 1..].iter().any(|other| {
-                other.name.len() == name.len() && other.name.as_bytes().eq_ignore_ascii_case(name)
-            })
+/// Whether a name comes twice (in any case).
+fn repeats_a_name(fields: &[httparse::Header<'_>]) -> bool {
+    fields.iter().enumerate().any(|(at, field)| {
+        fields[at + 1..].iter().any(|other| {
+            other.name.len() == field.name.len() && other.name.eq_ignore_ascii_case(field.name)
+        })
     })
 }
 
 /// The longest name `HeaderName` takes.
 const MAX_NAME: usize = (1 << 16) - 1;
-
-/// The fields into `headers`, their values sharing one copy of the head.
-fn map_fields<'h>(
-    buf: &[u8],
-    len: usize,
-    fields: impl Iterator<Item = &'h httparse::Header<'h>>,
-    headers: &mut HeaderMap,
-) -> Result<(), Malformed> {
-    let block = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    for field in fields {
-        let name = crate::http1::header_name(field.name.as_bytes())
-            .map_err(|_| Malformed("response header name"))?;
-        // httparse's slices point into `buf`: the same range of the copy.
-        let start = (field.value.as_ptr() as usize).wrapping_sub(base);
-        let value = match block.get(start..start.wrapping_add(field.value.len())) {
-            Some(_) if !field.value.is_empty() => {
-                HeaderValue::from_maybe_shared(block.slice(start..start + field.value.len()))
-            }
-            _ => HeaderValue::from_bytes(field.value),
-        }
-        .map_err(|_| Malformed("response header value"))?;
-        headers.append(name, value);
-    }
-    Ok(())
-}
 
 /// The next body piece of at most `remaining` bytes from a non-empty
 /// `buf`, and how many bytes remain after it.
