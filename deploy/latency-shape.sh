@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The shape of a hop's latency, and what the kernel does around it. For
+# each BIN in turn (a scopegate binary, or `nginx` for nginx as a plain
+# proxy), ROUNDS times: the upstream (nginx, one worker) and the proxy
+# pinned to one core, oha to another, as the peer benchmark pins them.
+#
+#   deploy/latency-shape.sh [ROUNDS=2] BIN|nginx ...
+#   AUTH=cached (default), none or rs256: as in deploy/callgrind.sh
+#   CONNS=64  DUR=5s  LOAD_CPU=0  SERVER_CPU=1
+#
+# Prints, per run: req/s; the proxy's CPU µs per request; the upstream's
+# wake-ups per request (its voluntary context switches) and the proxy's
+# preemptions per request (its involuntary ones), from /proc; p50, p90,
+# p95 and p99; and the share of requests in each 0.1 ms of latency (oha
+# records every request with --db-url). Bounded: DUR per run, after 2 s
+# of warm-up. Every process is stopped by its PID. Needs oha, nginx,
+# taskset, curl and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=2
+if [[ ${1:-} =~ ^[0-9]+$ ]]; then ROUNDS=$1; shift; fi
+[ $# -gt 0 ] || { echo "usage: deploy/latency-shape.sh [ROUNDS] BIN|nginx ..." >&2; exit 2; }
+CONNS=${CONNS:-64}
+DUR=${DUR:-5s}
+LOAD_CPU=${LOAD_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+AUTH=${AUTH:-cached}
+UP_PORT=${UP_PORT:-18190}
+GW_PORT=${GW_PORT:-18191}
+WORK=target/latency-shape
+for tool in taskset curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "needs $tool" >&2; exit 2; }
+done
+MINT=target/release/scopegate
+for bin in "$@"; do [ "$bin" != nginx ] && MINT=$bin; done
+# shellcheck source=deploy/hop-setup.sh
+. deploy/hop-setup.sh
+TICKS=$(getconf CLK_TCK)
+
+UP_PID=
+PROXY_PID=
+cleanup() {
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
+  [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# A field of /proc/PID/status.
+status() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+# User plus system CPU ticks of PID.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() {
+  local bin=$1 round=$2 db="$WORK/requests.db"
+  taskset -c "$SERVER_CPU" "$NGINX" -c "$PWD/$WORK/nginx/nginx.conf" -e "$PWD/$WORK/nginx/logs/error.log" &
+  UP_PID=$!
+  if [ "$bin" = nginx ]; then
+    taskset -c "$SERVER_CPU" "$NGINX" -c "$PWD/$WORK/proxy/nginx.conf" -e "$PWD/$WORK/proxy/logs/error.log" &
+  else
+    RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" run -c "$WORK/gateway.yaml" >/dev/null 2>&1 &
+  fi
+  PROXY_PID=$!
+  local up_worker=
+  for _ in $(seq 1 100); do
+    up_worker=$(pgrep -P "$UP_PID" | head -1 || true)
+    [ -n "$up_worker" ] && curl -s -o /dev/null "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" && break
+    sleep 0.1
+  done
+  [ -n "$up_worker" ] || { echo "the upstream did not start" >&2; exit 1; }
+  taskset -c "$LOAD_CPU" oha -z 2s -c "$CONNS" --no-tui "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >/dev/null
+  local wakes0 preempted0 cpu0 wakes1 preempted1 cpu1
+  wakes0=$(status "$up_worker" voluntary_ctxt_switches)
+  preempted0=$(status "$PROXY_PID" nonvoluntary_ctxt_switches)
+  cpu0=$(ticks "$PROXY_PID")
+  rm -f "$db"
+  taskset -c "$LOAD_CPU" oha -z "$DUR" -c "$CONNS" --no-tui --output-format json --db-url "$db" \
+    "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.json" 2>"$WORK/oha.err"
+  wakes1=$(status "$up_worker" voluntary_ctxt_switches)
+  preempted1=$(status "$PROXY_PID" nonvoluntary_ctxt_switches)
+  cpu1=$(ticks "$PROXY_PID")
+  kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
+  kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true; UP_PID=
+  python3 - "$bin" "$round" "$db" "$WORK/oha.json" $((wakes1 - wakes0)) $((preempted1 - preempted0)) \
+    $((cpu1 - cpu0)) "$TICKS" <<'PY'
+import collections, json, sqlite3, sys
+bin, rnd, db, report = sys.argv[1:5]
+wakes, preempted, ticks, hz = map(int, sys.argv[5:9])
+codes = json.load(open(report))["statusCodeDistribution"]
+if set(codes) != {"200"}:
+    sys.exit(f"not every answer was 200: {codes}")
+d = sorted(r[0] for r in sqlite3.connect(db).execute("select duration from oha"))
+n = len(d)
+secs = json.load(open(report))["summary"]["total"]
+q = lambda p: d[min(n - 1, int(p * n))] * 1e3
+print(f"{bin} round {rnd}: {n / secs:,.0f} req/s, {ticks / hz / n * 1e6:.2f} µs CPU, "
+      f"upstream wake-ups {wakes / n:.3f}, preempted {preempted / n:.3f} per request; "
+      f"p50 {q(.5):.2f} p90 {q(.9):.2f} p95 {q(.95):.2f} p99 {q(.99):.2f} ms")
+bins = collections.Counter(int(x * 1e4) for x in d)
+print("  ms:% " + " ".join(f"{k / 10:.1f}:{100 * bins[k] / n:.1f}"
+                          for k in sorted(bins) if bins[k] / n >= 0.001))
+PY
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for bin in "$@"; do run "$bin" "$round"; done
+done
