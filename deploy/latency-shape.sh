@@ -32,8 +32,11 @@ WORK=target/latency-shape
 for tool in taskset curl python3; do
   command -v "$tool" >/dev/null 2>&1 || { echo "needs $tool" >&2; exit 2; }
 done
+# The token is minted by the first scopegate among the binaries.
 MINT=target/release/scopegate
-for bin in "$@"; do [ "$bin" != nginx ] && MINT=$bin; done
+for bin in "$@"; do
+  if [ "$bin" != nginx ]; then MINT=$bin; break; fi
+done
 # shellcheck source=deploy/hop-setup.sh
 . deploy/hop-setup.sh
 TICKS=$(getconf CLK_TCK)
@@ -86,12 +89,14 @@ run() {
 import collections, json, sqlite3, sys
 bin, rnd, db, report = sys.argv[1:5]
 wakes, preempted, ticks, hz = map(int, sys.argv[5:9])
-codes = json.load(open(report))["statusCodeDistribution"]
+with open(report) as f:
+    report = json.load(f)
+codes = report["statusCodeDistribution"]
 if set(codes) != {"200"}:
     sys.exit(f"not every answer was 200: {codes}")
 d = sorted(r[0] for r in sqlite3.connect(db).execute("select duration from oha"))
 n = len(d)
-secs = json.load(open(report))["summary"]["total"]
+secs = report["summary"]["total"]
 q = lambda p: d[min(n - 1, int(p * n))] * 1e3
 print(f"{bin} round {rnd}: {n / secs:,.0f} req/s, {ticks / hz / n * 1e6:.2f} µs CPU, "
       f"upstream wake-ups {wakes / n:.3f}, preempted {preempted / n:.3f} per request; "
