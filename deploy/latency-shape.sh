@@ -11,10 +11,20 @@
 # Prints, per run: req/s; the proxy's CPU µs per request; the upstream's
 # wake-ups per request (its voluntary context switches) and the proxy's
 # preemptions per request (its involuntary ones), from /proc; p50, p90,
-# p95 and p99; and the share of requests in each 0.1 ms of latency (oha
-# records every request with --db-url). Bounded: DUR per run, after 2 s
+# p95 and p99; the share of requests in each 0.1 ms of latency (oha
+# records every request with --db-url); and when the slowest 5% finish:
+# how many of them together, in a few milliseconds, and whether in step
+# with the scheduler's tick (CONFIG_HZ, when the kernel's config is
+# readable). Bounded: DUR per run, after 2 s
 # of warm-up. Every process is stopped by its PID. Needs oha, nginx,
 # taskset, curl and python3.
+#
+# TRACE=1 also records, for 0.4 s in the middle of each run, the syscalls
+# and context switches of oha, the proxy and the upstream (`perf record`,
+# as root), and splits each request's latency into the time it sat in the
+# proxy's socket, the time in the proxy and upstream, and the time until
+# oha read the answer (deploy/hop-trace.py). Tracing slows the hop: read
+# that run's figures against each other, not against untraced runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +39,10 @@ AUTH=${AUTH:-cached}
 UP_PORT=${UP_PORT:-18190}
 GW_PORT=${GW_PORT:-18191}
 WORK=target/latency-shape
-for tool in taskset curl python3; do
+TRACE=${TRACE:-0}
+TOOLS="taskset curl python3"
+if [ "$TRACE" = 1 ]; then TOOLS="$TOOLS perf"; fi
+for tool in $TOOLS; do
   command -v "$tool" >/dev/null 2>&1 || { echo "needs $tool" >&2; exit 2; }
 done
 # The token is minted by the first scopegate among the binaries.
@@ -40,6 +53,11 @@ done
 # shellcheck source=deploy/hop-setup.sh
 . deploy/hop-setup.sh
 TICKS=$(getconf CLK_TCK)
+# The scheduler tick, from the kernel's config when it is readable (0: not).
+HZ=$( (zcat /proc/config.gz 2>/dev/null || cat "/boot/config-$(uname -r)" 2>/dev/null || true) |
+  sed -n 's/^CONFIG_HZ=//p')
+TICK_MS=0
+if [ -n "$HZ" ]; then TICK_MS=$(python3 -c 'import sys; print(1000 / int(sys.argv[1]))' "$HZ"); fi
 
 UP_PID=
 PROXY_PID=
@@ -78,23 +96,28 @@ run() {
   cpu0=$(ticks "$PROXY_PID")
   rm -f "$db"
   taskset -c "$LOAD_CPU" oha -z "$DUR" -c "$CONNS" --no-tui --output-format json --db-url "$db" \
-    "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.json" 2>"$WORK/oha.err"
+    "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.json" 2>"$WORK/oha.err" &
+  local load_pid=$!
+  if [ "$TRACE" = 1 ]; then trace "$load_pid" "$up_worker"; fi
+  wait "$load_pid"
   wakes1=$(status "$up_worker" voluntary_ctxt_switches)
   preempted1=$(status "$PROXY_PID" nonvoluntary_ctxt_switches)
   cpu1=$(ticks "$PROXY_PID")
   kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
   kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true; UP_PID=
   python3 - "$bin" "$round" "$db" "$WORK/oha.json" $((wakes1 - wakes0)) $((preempted1 - preempted0)) \
-    $((cpu1 - cpu0)) "$TICKS" <<'PY'
+    $((cpu1 - cpu0)) "$TICKS" "$TICK_MS" <<'PY'
 import collections, json, sqlite3, sys
 bin, rnd, db, report = sys.argv[1:5]
 wakes, preempted, ticks, hz = map(int, sys.argv[5:9])
+tick_ms = float(sys.argv[9])
 with open(report) as f:
     report = json.load(f)
 codes = report["statusCodeDistribution"]
 if set(codes) != {"200"}:
     sys.exit(f"not every answer was 200: {codes}")
-d = sorted(r[0] for r in sqlite3.connect(db).execute("select duration from oha"))
+rows = sqlite3.connect(db).execute("select end, duration from oha").fetchall()
+d = sorted(r[1] for r in rows)
 n = len(d)
 secs = report["summary"]["total"]
 q = lambda p: d[min(n - 1, int(p * n))] * 1e3
@@ -104,7 +127,48 @@ print(f"{bin} round {rnd}: {n / secs:,.0f} req/s, {ticks / hz / n * 1e6:.2f} µs
 bins = collections.Counter(int(x * 1e4) for x in d)
 print("  ms:% " + " ".join(f"{k / 10:.1f}:{100 * bins[k] / n:.1f}"
                           for k in sorted(bins) if bins[k] / n >= 0.001))
+# When the slowest 5% finish: together (a share of them in the 1 ms
+# windows that hold at least 8), and whether that follows the scheduler
+# tick (shares by phase of the tick's period, in tenths; max / min, and
+# the same at a period 2.5% longer, where a tick-bound pattern smears).
+slow = [end for end, took in rows if took > q(.95) / 1e3]
+windows = collections.Counter(int(end * 1e3) for end in slow)
+together = sum(k for k in windows.values() if k >= 8) / len(slow)
+line = f"  slowest 5%: {100 * together:.0f}% finish in 1 ms windows holding 8 or more of them"
+if tick_ms:
+    def spread(period):
+        tenths = collections.Counter(int(end % period / period * 10) for end in slow)
+        return max(tenths.values()) / max(1, min(tenths[i] for i in range(10)))
+    line += (f"; by phase of the {tick_ms:g} ms tick, max/min {spread(tick_ms / 1e3):.1f}"
+             f" (at {tick_ms * 1.025:g} ms: {spread(tick_ms * 1.025 / 1e3):.1f})")
+print(line)
 PY
+  if [ "$TRACE" = 1 ]; then
+    local ids
+    read -r -a ids <"$WORK/pids.txt"
+    perf script -i "$WORK/trace.perf" -F comm,pid,tid,cpu,time,event,trace >"$WORK/trace.txt" 2>/dev/null
+    python3 deploy/hop-trace.py "$WORK/trace.txt" "$WORK/sockets.txt" "$WORK/tcp.txt" "${ids[@]}"
+  fi
+}
+
+# TRACE=1: 0.4 s of the run under `perf record`, 1.5 s into it. Either
+# proxy is a single process (nginx runs without a master).
+trace() {
+  local load=$1 up=$2 owner=$PROXY_PID pid fd link
+  sleep 1.5
+  for pid in "$load" "$owner"; do
+    for fd in /proc/"$pid"/fd/*; do
+      link=$(readlink "$fd" || true)
+      if [[ $link == socket:* ]]; then echo "$pid ${fd##*/} ${link//[^0-9]/}"; fi
+    done
+  done >"$WORK/sockets.txt"
+  cat /proc/net/tcp >"$WORK/tcp.txt"
+  echo "$load $owner $up $GW_PORT" >"$WORK/pids.txt"
+  taskset -c "$LOAD_CPU" perf record -q -p "$load,$owner,$up" -o "$WORK/trace.perf" \
+    -e syscalls:sys_enter_recvfrom,syscalls:sys_exit_recvfrom,syscalls:sys_enter_sendto \
+    -e syscalls:sys_enter_writev,syscalls:sys_enter_write \
+    -e syscalls:sys_enter_epoll_wait,syscalls:sys_exit_epoll_wait,sched:sched_switch \
+    -- sleep 0.4 >/dev/null 2>&1
 }
 
 for round in $(seq 1 "$ROUNDS"); do
