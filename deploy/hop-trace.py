@@ -52,7 +52,8 @@ FIELD = re.compile(r"(\w+)=(\S+)")
 events = collections.defaultdict(list)  # client port -> [(time, kind)]
 switches = []  # (time, prev pid, prev state, next pid)
 polls = []  # (entered, returned) of the proxy's epoll_wait
-entered = {}  # tid -> fd of a recvfrom under way, or the time of an epoll_wait
+reading = {}  # tid -> fd of a recvfrom under way
+polling = {}  # tid -> when the proxy's epoll_wait under way was entered
 with open(trace) as f:
     for line in f:
         m = LINE.match(line)
@@ -67,9 +68,9 @@ with open(trace) as f:
         if pid not in (load, proxy):
             continue
         if event == "sys_enter_recvfrom":
-            entered[tid] = int(rest.split(",")[0].split(":")[1], 16)
+            reading[tid] = int(rest.split(",")[0].split(":")[1], 16)
         elif event == "sys_exit_recvfrom":
-            fd = entered.pop(tid, None)
+            fd = reading.pop(tid, None)
             key = conn.get((pid, fd))
             if key is not None and 0 < int(rest.strip(), 16) < 1 << 63:
                 events[key].append((t, "load_read" if pid == load else "proxy_read"))
@@ -78,9 +79,9 @@ with open(trace) as f:
             if key is not None:
                 events[key].append((t, "load_write" if pid == load else "proxy_write"))
         elif event == "sys_enter_epoll_wait" and pid == proxy:
-            entered[tid] = t
-        elif event == "sys_exit_epoll_wait" and pid == proxy and tid in entered:
-            polls.append((entered.pop(tid), t))
+            polling[tid] = t
+        elif event == "sys_exit_epoll_wait" and pid == proxy and tid in polling:
+            polls.append((polling.pop(tid), t))
 
 # A request: the load generator's write, then the proxy's first read, the
 # proxy's first write and the load generator's first read after it.
