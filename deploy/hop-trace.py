@@ -6,9 +6,9 @@ with TRACE=1 records it and calls this).
 
 TRACE is `perf script` output of syscall and sched_switch tracepoints for
 the load generator (pid LOAD), the proxy (pid PROXY: the process that owns
-the client sockets, single-threaded) and the upstream worker (pid
-UPSTREAM); SOCKETS lists "pid fd inode" for the sockets of LOAD and PROXY;
-TCP is /proc/net/tcp. A client connection is matched across the two
+the client sockets and serves them on its main thread) and the upstream
+worker (pid UPSTREAM); SOCKETS lists "/proc/PID/fd FD socket:[INODE]"
+for the sockets of LOAD and PROXY; TCP is /proc/net/tcp. A client connection is matched across the two
 processes by its ports. For each request the load generator's write, the
 proxy's read of it, the proxy's write of the answer and the load
 generator's read of that answer split its latency in three:
@@ -40,7 +40,8 @@ with open(tcp) as f:
 conn = {}
 with open(sockets) as f:
     for line in f:
-        pid, fd, inode = line.split()
+        directory, fd, link = line.split()
+        pid, inode = directory.split("/")[2], re.sub(r"\D", "", link)
         local, remote = ports.get(inode, (None, None))
         if pid == load and remote == port:
             conn[(pid, int(fd))] = local

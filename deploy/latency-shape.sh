@@ -41,7 +41,11 @@ GW_PORT=${GW_PORT:-18191}
 WORK=target/latency-shape
 TRACE=${TRACE:-0}
 TOOLS="taskset curl python3"
-if [ "$TRACE" = 1 ]; then TOOLS="$TOOLS perf"; fi
+if [ "$TRACE" = 1 ]; then
+  TOOLS="$TOOLS perf"
+  # The trace starts 1.5 s into the run and lasts 0.4 s.
+  [[ $DUR =~ ^[0-9]+s$ && ${DUR%s} -ge 3 ]] || { echo "TRACE=1 needs DUR of 3s or more" >&2; exit 2; }
+fi
 for tool in $TOOLS; do
   command -v "$tool" >/dev/null 2>&1 || { echo "needs $tool" >&2; exit 2; }
 done
@@ -133,7 +137,7 @@ print("  ms:% " + " ".join(f"{k / 10:.1f}:{100 * bins[k] / n:.1f}"
 # the same at a period 2.5% longer, where a tick-bound pattern smears).
 slow = [end for end, took in rows if took > q(.95) / 1e3]
 windows = collections.Counter(int(end * 1e3) for end in slow)
-together = sum(k for k in windows.values() if k >= 8) / len(slow)
+together = sum(k for k in windows.values() if k >= 8) / max(1, len(slow))
 line = f"  slowest 5%: {100 * together:.0f}% finish in 1 ms windows holding 8 or more of them"
 if tick_ms:
     def spread(period):
@@ -152,23 +156,19 @@ PY
 }
 
 # TRACE=1: 0.4 s of the run under `perf record`, 1.5 s into it. Either
-# proxy is a single process (nginx runs without a master).
+# proxy is one process (nginx runs without a master) serving on its main
+# thread (scopegate with `workers: 1`).
 trace() {
-  local load=$1 up=$2 owner=$PROXY_PID pid fd link
+  local load=$1 up=$2 owner=$PROXY_PID
   sleep 1.5
-  for pid in "$load" "$owner"; do
-    for fd in /proc/"$pid"/fd/*; do
-      link=$(readlink "$fd" || true)
-      if [[ $link == socket:* ]]; then echo "$pid ${fd##*/} ${link//[^0-9]/}"; fi
-    done
-  done >"$WORK/sockets.txt"
+  find "/proc/$load/fd" "/proc/$owner/fd" -lname 'socket:*' -printf '%h %f %l\n' >"$WORK/sockets.txt"
   cat /proc/net/tcp >"$WORK/tcp.txt"
   echo "$load $owner $up $GW_PORT" >"$WORK/pids.txt"
   taskset -c "$LOAD_CPU" perf record -q -p "$load,$owner,$up" -o "$WORK/trace.perf" \
     -e syscalls:sys_enter_recvfrom,syscalls:sys_exit_recvfrom,syscalls:sys_enter_sendto \
     -e syscalls:sys_enter_writev,syscalls:sys_enter_write \
     -e syscalls:sys_enter_epoll_wait,syscalls:sys_exit_epoll_wait,sched:sched_switch \
-    -- sleep 0.4 >/dev/null 2>&1
+    -- sleep 0.4 >/dev/null
 }
 
 for round in $(seq 1 "$ROUNDS"); do
