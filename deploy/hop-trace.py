@@ -48,7 +48,7 @@ with open(sockets) as f:
         elif pid == proxy and local == port:
             conn[(pid, int(fd))] = remote
 
-LINE = re.compile(r"^\s*\S+\s+(\d+)/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+\S+:(\w+):\s*(.*)$")
+LINE = re.compile(r"^\s*.+?\s+(\d+)/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+\S+:(\w+):\s*(.*)$")
 FIELD = re.compile(r"(\w+)=(\S+)")
 events = collections.defaultdict(list)  # client port -> [(time, kind)]
 switches = []  # (time, prev pid, prev state, next pid)
