@@ -101,8 +101,8 @@ run() {
   rm -f "$db"
   taskset -c "$LOAD_CPU" oha -z "$DUR" -c "$CONNS" --no-tui --output-format json --db-url "$db" \
     "${HEADER[@]}" "http://127.0.0.1:$GW_PORT/api/public" >"$WORK/oha.json" 2>"$WORK/oha.err" &
-  local load_pid=$!
-  if [ "$TRACE" = 1 ]; then trace "$load_pid" "$up_worker"; fi
+  local load_pid=$! proxy_pid=$PROXY_PID
+  if [ "$TRACE" = 1 ]; then trace "$load_pid" "$proxy_pid" "$up_worker"; fi
   wait "$load_pid"
   wakes1=$(status "$up_worker" voluntary_ctxt_switches)
   preempted1=$(status "$PROXY_PID" nonvoluntary_ctxt_switches)
@@ -148,10 +148,9 @@ if tick_ms:
 print(line)
 PY
   if [ "$TRACE" = 1 ]; then
-    local ids
-    read -r -a ids <"$WORK/pids.txt"
     perf script -i "$WORK/trace.perf" -F comm,pid,tid,cpu,time,event,trace >"$WORK/trace.txt" 2>/dev/null
-    python3 deploy/hop-trace.py "$WORK/trace.txt" "$WORK/sockets.txt" "$WORK/tcp.txt" "${ids[@]}"
+    python3 deploy/hop-trace.py "$WORK/trace.txt" "$WORK/sockets.txt" "$WORK/tcp.txt" \
+      "$load_pid" "$proxy_pid" "$up_worker" "$GW_PORT"
   fi
 }
 
@@ -159,12 +158,11 @@ PY
 # proxy is one process (nginx runs without a master) serving on its main
 # thread (scopegate with `workers: 1`).
 trace() {
-  local load=$1 up=$2 owner=$PROXY_PID
+  local load=$1 proxy=$2 up=$3
   sleep 1.5
-  find "/proc/$load/fd" "/proc/$owner/fd" -lname 'socket:*' -printf '%h %f %l\n' >"$WORK/sockets.txt"
+  find "/proc/$load/fd" "/proc/$proxy/fd" -lname 'socket:*' -printf '%h %f %l\n' >"$WORK/sockets.txt"
   cat /proc/net/tcp >"$WORK/tcp.txt"
-  echo "$load $owner $up $GW_PORT" >"$WORK/pids.txt"
-  taskset -c "$LOAD_CPU" perf record -q -p "$load,$owner,$up" -o "$WORK/trace.perf" \
+  taskset -c "$LOAD_CPU" perf record -q -p "$load,$proxy,$up" -o "$WORK/trace.perf" \
     -e syscalls:sys_enter_recvfrom,syscalls:sys_exit_recvfrom,syscalls:sys_enter_sendto \
     -e syscalls:sys_enter_writev,syscalls:sys_enter_write \
     -e syscalls:sys_enter_epoll_wait,syscalls:sys_exit_epoll_wait,sched:sched_switch \
