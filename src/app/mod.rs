@@ -510,10 +510,7 @@ pub fn run(path: &Path) -> std::process::ExitCode {
     // The first worker's runtime: current-thread, like every worker's
     // (`serve` starts the others). No work-stealing, no wake-ups across
     // cores: a connection's requests stay on the thread that accepted it.
-    let tokio = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let tokio = match workers::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

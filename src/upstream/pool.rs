@@ -18,12 +18,14 @@
 //! 31,695 (README, Performance, "Issue 17, fifth sitting").
 //!
 //! A request is written once every request its runtime has ready has got
-//! that far (`behind_the_queue`). An upstream on the same core is then
-//! woken less often, though not once per batch: the kernel lets it preempt
-//! the gateway after a few writes of the batch (about four requests per
-//! wake-up, measured). What the yield is kept for is measured in
-//! requests per second and CPU (README, Performance, "Issue 17, tenth
-//! sitting" and "thirteenth sitting").
+//! that far (`behind_the_queue`); a worker's event loop takes at most 14
+//! ready sockets a turn (`app::workers`), which bounds that wait. An
+//! upstream on the same core is then woken less often, though not once
+//! per batch: the kernel lets it preempt the gateway after a few writes
+//! of the batch (about four requests per wake-up, measured). What the
+//! yield is kept for is measured in requests per second and CPU (README,
+//! Performance, "Issue 17, tenth sitting" and "thirteenth sitting"); what
+//! the bound is for, in the p99 ("fifteenth sitting").
 //!
 //! An upload is written as it streams. An upstream that answers before the
 //! body has been sent whole gets the rest while its response streams; one
