@@ -28,9 +28,9 @@ use crate::telemetry::Metrics;
 /// tasks queued ahead of it have run (the batching yield,
 /// `upstream::pool`), and those are at most the turn's: with no bound, a
 /// request read early in a long turn waits for all of it, and the p99
-/// with it. 14 keeps the batching and shortens the tail (README,
-/// Performance, "Issue 17, fifteenth sitting": 8 gives the batching
-/// back, 1,024 costs the tail).
+/// with it. 14 keeps the batching and shortens the tail, at 3–5% more
+/// CPU a request (README, Performance, "Issue 17, fifteenth sitting":
+/// 8 loses the batching, 16 and more bring the tail back).
 const EVENTS_PER_TURN: usize = 14;
 
 /// A worker's runtime: current-thread, its turns bounded by
