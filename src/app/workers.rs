@@ -23,22 +23,21 @@ use crate::server::{self, Admission, Proxy};
 use crate::state::Shared;
 use crate::telemetry::Metrics;
 
-/// Ready sockets a worker's event loop takes from the kernel per turn
-/// (Tokio's default: 1,024). A request is written upstream once the
-/// tasks queued ahead of it have run (the batching yield,
-/// `upstream::pool`), and those are at most the turn's: with no bound, a
-/// request read early in a long turn waits for all of it, and the p99
-/// with it. 14 keeps the batching and shortens the tail, at 3–5% more
-/// CPU a request (README, Performance, "Issue 17, fifteenth sitting":
-/// 8 loses the batching, 16 and more bring the tail back).
-const EVENTS_PER_TURN: usize = 14;
-
-/// A worker's runtime: current-thread, its turns bounded by
-/// [`EVENTS_PER_TURN`].
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// A worker's runtime: current-thread, taking at most `events_per_turn`
+/// ready sockets from the kernel a turn (config; Tokio's default is
+/// 1,024).
+///
+/// A request is written upstream once the tasks queued ahead of it have
+/// run (the batching yield, `upstream::pool`), and those are at most the
+/// turn's: in a long turn, a request read early waits for all of it, and
+/// the p99 with it. The default, 14, keeps the batching and shortens the
+/// tail, at 3–5% more CPU a request; where every request does more work
+/// (a signature, a Redis round trip), long turns serve 4–6% more (README,
+/// Performance, "Issue 17, fifteenth sitting" and "sixteenth sitting").
+pub fn runtime(events_per_turn: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_io_events_per_tick(EVENTS_PER_TURN)
+        .max_io_events_per_tick(events_per_turn.max(1))
         .build()
 }
 
@@ -255,11 +254,12 @@ impl DataPlane {
         release: Flag,
     ) -> std::io::Result<Worker> {
         let plane = self.clone();
+        let events_per_turn = self.shared.load().config.events_per_turn;
         let (drained_tx, drained) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("scopegate-worker-{worker}"))
             .spawn(move || {
-                let runtime = match runtime() {
+                let runtime = match runtime(events_per_turn) {
                     Ok(runtime) => runtime,
                     Err(e) => {
                         tracing::error!(worker, "cannot start the worker's runtime: {e}");

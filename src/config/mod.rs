@@ -41,6 +41,11 @@ const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 /// Event loops: each is a thread with sockets of its own; past this, a
 /// typo rather than a machine.
 const MAX_WORKERS: usize = 1024;
+/// `events_per_turn` when unset: short turns, for the tail (README,
+/// Performance, "Issue 17, fifteenth sitting" has why 14).
+pub const DEFAULT_EVENTS_PER_TURN: usize = 14;
+/// Tokio's own default, and the most a turn takes.
+const MAX_EVENTS_PER_TURN: usize = 1024;
 
 /// A config error: `FILE:LINE:COLUMN: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +128,9 @@ pub struct Config {
     pub resource_metadata: Option<ResourceMetadata>,
     /// Runtime worker threads; 0 means one per core.
     pub workers: usize,
+    /// Ready sockets each worker's event loop takes from the kernel per
+    /// turn (1 to 1,024).
+    pub events_per_turn: usize,
     pub verifier: Verifier,
     pub remote_jwks: Vec<RemoteJwks>,
     /// Introspecting issuers, by name.
@@ -463,6 +471,13 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             format!("must be at most {MAX_WORKERS} (0: one per core)"),
         ));
     }
+    if !(1..=MAX_EVENTS_PER_TURN).contains(&raw.events_per_turn.value) {
+        return Err(ctx.err(
+            raw.events_per_turn.referenced,
+            "events_per_turn",
+            format!("must be from 1 to {MAX_EVENTS_PER_TURN}"),
+        ));
+    }
 
     let mut issuers = Vec::new();
     let mut remote_jwks = Vec::new();
@@ -624,6 +639,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         cors,
         resource_metadata: resource_metadata.map(|(_, m)| m),
         workers: raw.workers.value,
+        events_per_turn: raw.events_per_turn.value,
         verifier: Verifier::new(issuers, raw.tokens.max_bytes),
         remote_jwks,
         introspections,

@@ -251,6 +251,9 @@ fn default_listen() -> SocketAddr {
 fn default_workers() -> Spanned<usize> {
     unspanned(0)
 }
+fn default_events_per_turn() -> Spanned<usize> {
+    unspanned(super::DEFAULT_EVENTS_PER_TURN)
+}
 fn default_realm() -> Spanned<String> {
     unspanned("api".into())
 }
@@ -289,6 +292,12 @@ pub struct RawConfig {
     #[serde(default = "default_workers")]
     #[schemars(with = "usize")]
     pub workers: Spanned<usize>,
+    /// Ready sockets each event loop takes from the kernel per turn, 1 to
+    /// 1024 (nginx's `epoll_events`): fewer shorten the tail, more batch
+    /// more work per wake-up.
+    #[serde(default = "default_events_per_turn")]
+    #[schemars(with = "usize")]
+    pub events_per_turn: Spanned<usize>,
     #[serde(default)]
     #[schemars(with = "Vec<RawIssuer>")]
     pub issuers: Vec<Spanned<RawIssuer>>,

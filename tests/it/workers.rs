@@ -389,3 +389,76 @@ async fn each_worker_asks_redis_on_its_own_connection() {
         "one connection per worker:\n{clients}"
     );
 }
+
+/// `events_per_turn: 1`, the smallest turn: the event loop takes one
+/// ready socket from the kernel at a time. 48 connections each have a
+/// request in flight at once; every one is decided and forwarded as sent
+/// (the allowed ones reach the upstream with their own path and caller,
+/// the refused ones not at all), and the gateway says which bound it runs
+/// with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_a_turn_serves_every_connection_as_sent() {
+    let upstream = Upstream::start().await;
+    let port = crate::support::free_port();
+    let (_dir, path) = write_config(&upstream, port, "workers: 1\nevents_per_turn: 1\n");
+    let env = [("RUST_LOG", "info".to_owned())];
+    let (mut child, addr) = run_binary(&path, port, &env, true).await;
+    let mut pipe = child.stderr.take().expect("stderr");
+    let gateway = Process(Some(child));
+    let log = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
+        out
+    });
+
+    let k = keys();
+    let scoped = k.rsa.token(&claims(json!({"scope": "read:messages"})));
+    let unscoped = k.rsa.token(&claims(json!({})));
+    let mut streams = Vec::new();
+    for _ in 0..48 {
+        streams.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    upstream.take();
+    // Every request written before any response is read: the gateway has
+    // up to 48 ready sockets at once and takes them one a turn.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let token = if i % 2 == 0 { &scoped } else { &unscoped };
+        let request = format!(
+            "GET /api/private-scoped?c={i} HTTP/1.1\r\nHost: a\r\nAuthorization: {}\r\n\r\n",
+            bearer(token)
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let resp = read_response(stream).await;
+        let want = if i % 2 == 0 { 200 } else { 403 };
+        assert_eq!(resp.status, want, "connection {i}: {}", resp.text());
+    }
+    let mut seen: Vec<String> = upstream
+        .take()
+        .into_iter()
+        .map(|request| {
+            let subject = request.headers.iter().find(|(n, _)| n == "x-auth-subject");
+            assert_eq!(subject.map(|(_, v)| v.as_str()), Some("user-1"));
+            request.target
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = (0..48)
+        .step_by(2)
+        .map(|i| format!("/api/private-scoped?c={i}"))
+        .collect();
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "each allowed request once, as sent; no refused one"
+    );
+
+    gateway.signal("-TERM");
+    assert_eq!(gateway.wait().await.code(), Some(0));
+    let log = log.join().expect("log");
+    assert!(
+        log.contains("events_per_turn=1"),
+        "the gateway logs its bound:\n{log}"
+    );
+}
