@@ -39,7 +39,7 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v redis-server >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-# EVENTS_PER_TURN: the gateway's `events_per_turn` (its default if unset).
+# EVENTS_PER_BUSY_TURN: the gateway's `events_per_busy_turn` (its default if unset).
 # SCOPEGATE_BIN: another build to measure (an A/B against a baseline
 # commit built elsewhere); by default this tree's release build.
 if [ -n "${SCOPEGATE_BIN:-}" ]; then
@@ -98,7 +98,7 @@ fi
 cat > "$WORK/gateway.yaml" <<YAML
 listen: "127.0.0.1:$GW_PORT"
 workers: 1
-${EVENTS_PER_TURN:+events_per_turn: $EVENTS_PER_TURN}
+${EVENTS_PER_BUSY_TURN:+events_per_busy_turn: $EVENTS_PER_BUSY_TURN}
 upstream:
   url: "http://127.0.0.1:$UP_PORT"
 issuers:

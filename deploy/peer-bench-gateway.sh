@@ -7,14 +7,14 @@
 #   GATEWAY_CMD=deploy/peer-bench-gateway.sh PEER_FILTER='P0|P1|P2|GW' target/peer-bench/run.sh 10 64
 # TOKEN_CACHE_SIZE=0 turns the token cache off: every request is verified
 # whole, as HAProxy's jwt_verify does and as with every token distinct.
-# EVENTS_PER_TURN sets `events_per_turn` (the gateway's default if unset).
+# EVENTS_PER_BUSY_TURN sets `events_per_busy_turn` (the gateway's default if unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=target/peer-bench-gateway.yaml
 cat > "$config" <<YAML
 listen: "${BENCH_LISTEN}"
 workers: 1
-${EVENTS_PER_TURN:+events_per_turn: $EVENTS_PER_TURN}
+${EVENTS_PER_BUSY_TURN:+events_per_busy_turn: $EVENTS_PER_BUSY_TURN}
 upstream:
   url: "${BENCH_UPSTREAM_URL}"
 issuers:

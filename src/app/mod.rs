@@ -123,10 +123,10 @@ impl Runtime {
         }
         if config.limits.max_connections != old.limits.max_connections
             || config.workers != old.workers
-            || config.events_per_turn != old.events_per_turn
+            || config.events_per_busy_turn != old.events_per_busy_turn
         {
             tracing::warn!(
-                "limits.max_connections, workers, events_per_turn, admin_listen, forward_auth.listen and adding or removing the upstream take effect after a restart"
+                "limits.max_connections, workers, events_per_busy_turn, admin_listen, forward_auth.listen and adding or removing the upstream take effect after a restart"
             );
         }
         self.metrics.trace.apply(config.tracing.as_ref());
@@ -511,7 +511,7 @@ pub fn run(path: &Path) -> std::process::ExitCode {
     // The first worker's runtime: current-thread, like every worker's
     // (`serve` starts the others). No work-stealing, no wake-ups across
     // cores: a connection's requests stay on the thread that accepted it.
-    let tokio = match workers::runtime(config.events_per_turn) {
+    let tokio = match workers::runtime(config.events_per_busy_turn) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -531,7 +531,7 @@ pub fn run(path: &Path) -> std::process::ExitCode {
             %listen,
             routes = config.routes.routes().len(),
             workers = workers::workers(&config),
-            events_per_turn = config.events_per_turn,
+            events_per_busy_turn = config.events_per_busy_turn,
             "scopegate listening"
         );
         for warning in &config.warnings {

@@ -23,21 +23,23 @@ use crate::server::{self, Admission, Proxy};
 use crate::state::Shared;
 use crate::telemetry::Metrics;
 
-/// A worker's runtime: current-thread, taking at most `events_per_turn`
-/// ready sockets from the kernel a turn (config; Tokio's default is
-/// 1,024).
+/// A worker's runtime: current-thread; a turn with tasks still queued
+/// takes at most `events_per_busy_turn` ready sockets from the kernel, a
+/// turn that waited up to Tokio's 1,024.
 ///
 /// A request is written upstream once the tasks queued ahead of it have
-/// run (the batching yield, `upstream::pool`), and those are at most the
-/// turn's: in a long turn, a request read early waits for all of it, and
-/// the p99 with it. The default, 14, keeps the batching and shortens the
-/// tail, at 3–5% more CPU a request; where every request does more work
-/// (a signature, a Redis round trip), long turns serve 4–6% more (README,
-/// Performance, "Issue 17, fifteenth sitting" and "sixteenth sitting").
-pub fn runtime(events_per_turn: usize) -> std::io::Result<tokio::runtime::Runtime> {
+/// run (the batching yield, `upstream::pool`). A busy turn's sockets
+/// queue their tasks ahead of it: with no bound, a request waits for as
+/// many as the kernel has ready, and the p99 with it. A turn after a
+/// wait has no request waiting yet, and the more it takes, the larger
+/// the batch. Bounding every turn to 14 cut the tail on one machine and
+/// cost 3–8% of the CPU on another; bounding the busy ones only kept the
+/// batches on both (README, Performance, "Issue 17, fifteenth sitting" and
+/// "sixteenth sitting").
+pub fn runtime(events_per_busy_turn: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_io_events_per_tick(events_per_turn.max(1))
+        .max_io_events_per_busy_tick(events_per_busy_turn.max(1))
         .build()
 }
 
@@ -254,12 +256,12 @@ impl DataPlane {
         release: Flag,
     ) -> std::io::Result<Worker> {
         let plane = self.clone();
-        let events_per_turn = self.shared.load().config.events_per_turn;
+        let events_per_busy_turn = self.shared.load().config.events_per_busy_turn;
         let (drained_tx, drained) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name(format!("scopegate-worker-{worker}"))
             .spawn(move || {
-                let runtime = match runtime(events_per_turn) {
+                let runtime = match runtime(events_per_busy_turn) {
                     Ok(runtime) => runtime,
                     Err(e) => {
                         tracing::error!(worker, "cannot start the worker's runtime: {e}");

@@ -41,11 +41,12 @@ const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 /// Event loops: each is a thread with sockets of its own; past this, a
 /// typo rather than a machine.
 const MAX_WORKERS: usize = 1024;
-/// `events_per_turn` when unset: short turns, for the tail (README,
-/// Performance, "Issue 17, fifteenth sitting" has why 14).
-pub const DEFAULT_EVENTS_PER_TURN: usize = 14;
-/// Tokio's own default, and the most a turn takes.
-const MAX_EVENTS_PER_TURN: usize = 1024;
+/// `events_per_busy_turn` when unset: short busy turns, for the tail
+/// (README, Performance, "Issue 17, sixteenth sitting" has why 14).
+pub const DEFAULT_EVENTS_PER_BUSY_TURN: usize = 14;
+/// What a turn takes after a wait (Tokio's default): a busy turn takes
+/// no more.
+const MAX_EVENTS_PER_BUSY_TURN: usize = 1024;
 
 /// A config error: `FILE:LINE:COLUMN: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +129,9 @@ pub struct Config {
     pub resource_metadata: Option<ResourceMetadata>,
     /// Runtime worker threads; 0 means one per core.
     pub workers: usize,
-    /// Ready sockets each worker's event loop takes from the kernel per
-    /// turn (1 to 1,024).
-    pub events_per_turn: usize,
+    /// Ready sockets each worker's event loop takes from the kernel in a
+    /// turn that does not wait, with tasks still queued (1 to 1,024).
+    pub events_per_busy_turn: usize,
     pub verifier: Verifier,
     pub remote_jwks: Vec<RemoteJwks>,
     /// Introspecting issuers, by name.
@@ -471,11 +472,11 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
             format!("must be at most {MAX_WORKERS} (0: one per core)"),
         ));
     }
-    if !(1..=MAX_EVENTS_PER_TURN).contains(&raw.events_per_turn.value) {
+    if !(1..=MAX_EVENTS_PER_BUSY_TURN).contains(&raw.events_per_busy_turn.value) {
         return Err(ctx.err(
-            raw.events_per_turn.referenced,
-            "events_per_turn",
-            format!("must be from 1 to {MAX_EVENTS_PER_TURN}"),
+            raw.events_per_busy_turn.referenced,
+            "events_per_busy_turn",
+            format!("must be from 1 to {MAX_EVENTS_PER_BUSY_TURN}"),
         ));
     }
 
@@ -639,7 +640,7 @@ fn build(ctx: &Ctx<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         cors,
         resource_metadata: resource_metadata.map(|(_, m)| m),
         workers: raw.workers.value,
-        events_per_turn: raw.events_per_turn.value,
+        events_per_busy_turn: raw.events_per_busy_turn.value,
         verifier: Verifier::new(issuers, raw.tokens.max_bytes),
         remote_jwks,
         introspections,

@@ -251,8 +251,8 @@ fn default_listen() -> SocketAddr {
 fn default_workers() -> Spanned<usize> {
     unspanned(0)
 }
-fn default_events_per_turn() -> Spanned<usize> {
-    unspanned(super::DEFAULT_EVENTS_PER_TURN)
+fn default_events_per_busy_turn() -> Spanned<usize> {
+    unspanned(super::DEFAULT_EVENTS_PER_BUSY_TURN)
 }
 fn default_realm() -> Spanned<String> {
     unspanned("api".into())
@@ -292,12 +292,12 @@ pub struct RawConfig {
     #[serde(default = "default_workers")]
     #[schemars(with = "usize")]
     pub workers: Spanned<usize>,
-    /// Ready sockets each event loop takes from the kernel per turn, 1 to
-    /// 1024 (nginx's `epoll_events`): fewer shorten the tail, more batch
-    /// more work per wake-up.
-    #[serde(default = "default_events_per_turn")]
+    /// Ready sockets an event loop with requests still queued takes from
+    /// the kernel per turn, 1 to 1024 (a loop that waited takes up to
+    /// 1024): fewer shorten the tail.
+    #[serde(default = "default_events_per_busy_turn")]
     #[schemars(with = "usize")]
-    pub events_per_turn: Spanned<usize>,
+    pub events_per_busy_turn: Spanned<usize>,
     #[serde(default)]
     #[schemars(with = "Vec<RawIssuer>")]
     pub issuers: Vec<Spanned<RawIssuer>>,

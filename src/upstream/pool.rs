@@ -18,9 +18,9 @@
 //! 31,695 (README, Performance, "Issue 17, fifth sitting").
 //!
 //! A request is written once every request its runtime has ready has got
-//! that far (`behind_the_queue`); a worker's event loop takes at most
-//! `events_per_turn` ready sockets a turn (config, 14 unless set;
-//! `app::workers`), which bounds that wait. An
+//! that far (`behind_the_queue`); a worker's event loop with tasks still
+//! queued takes at most `events_per_busy_turn` ready sockets a turn
+//! (config, 14 unless set; `app::workers`), which bounds that wait. An
 //! upstream on the same core is then woken less often, though not once
 //! per batch: the kernel lets it preempt the gateway after a few writes
 //! of the batch (about four requests per wake-up, measured). What the

@@ -25,8 +25,8 @@ fn errors_name_file_line_column_and_field() {
             "conf/gateway.yaml:1:10: workers: must be at most 1024 (0: one per core)",
         ),
         (
-            "events_per_turn: 0\nupstream:\n  url: http://127.0.0.1:3000\n",
-            "conf/gateway.yaml:1:18: events_per_turn: must be from 1 to 1024",
+            "events_per_busy_turn: 0\nupstream:\n  url: http://127.0.0.1:3000\n",
+            "conf/gateway.yaml:1:23: events_per_busy_turn: must be from 1 to 1024",
         ),
         (
             "listen: nope\nupstream:\n  url: http://127.0.0.1:3000\n",

@@ -390,8 +390,9 @@ async fn each_worker_asks_redis_on_its_own_connection() {
     );
 }
 
-/// `events_per_turn: 1`, the smallest turn: the event loop takes one
-/// ready socket from the kernel at a time. 48 connections each have a
+/// `events_per_busy_turn: 1`, the smallest busy turn: while tasks are
+/// queued, the event loop takes one ready socket from the kernel a turn.
+/// 48 connections each have a
 /// request in flight at once; every one is decided and forwarded as sent
 /// (the allowed ones reach the upstream with their own path and caller,
 /// the refused ones not at all), and the gateway says which bound it runs
@@ -400,7 +401,7 @@ async fn each_worker_asks_redis_on_its_own_connection() {
 async fn one_event_a_turn_serves_every_connection_as_sent() {
     let upstream = Upstream::start().await;
     let port = crate::support::free_port();
-    let (_dir, path) = write_config(&upstream, port, "workers: 1\nevents_per_turn: 1\n");
+    let (_dir, path) = write_config(&upstream, port, "workers: 1\nevents_per_busy_turn: 1\n");
     let env = [("RUST_LOG", "info".to_owned())];
     let (mut child, addr) = run_binary(&path, port, &env, true).await;
     let mut pipe = child.stderr.take().expect("stderr");
@@ -420,7 +421,7 @@ async fn one_event_a_turn_serves_every_connection_as_sent() {
     }
     upstream.take();
     // Every request written before any response is read: the gateway has
-    // up to 48 ready sockets at once and takes them one a turn.
+    // up to 48 ready sockets at once, and once busy takes them one a turn.
     for (i, stream) in streams.iter_mut().enumerate() {
         let token = if i % 2 == 0 { &scoped } else { &unscoped };
         let request = format!(
@@ -458,7 +459,7 @@ async fn one_event_a_turn_serves_every_connection_as_sent() {
     assert_eq!(gateway.wait().await.code(), Some(0));
     let log = log.join().expect("log");
     assert!(
-        log.contains("events_per_turn=1"),
+        log.contains("events_per_busy_turn=1"),
         "the gateway logs its bound:\n{log}"
     );
 }
