@@ -32,10 +32,11 @@ use crate::telemetry::Metrics;
 /// queue their tasks ahead of it: with no bound, a request waits for as
 /// many as the kernel has ready, and the p99 with it. A turn after a
 /// wait has no request waiting yet, and the more it takes, the larger
-/// the batch. Bounding every turn to 14 cut the tail on one machine and
-/// cost 3–8% of the CPU on another; bounding the busy ones only kept the
-/// batches on both (README, Performance, "Issue 17, fifteenth sitting" and
-/// "sixteenth sitting").
+/// the batch. Bounding every turn to 14 cut the tail on one machine (AMD)
+/// and cost 5–6% of the CPU on another (Intel); on the second, bounding
+/// only the busy turns measured best, on the first it was not measured
+/// (README, Performance, "Issue 17, fifteenth sitting" and "sixteenth
+/// sitting").
 pub fn runtime(events_per_busy_turn: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

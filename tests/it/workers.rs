@@ -392,13 +392,12 @@ async fn each_worker_asks_redis_on_its_own_connection() {
 
 /// `events_per_busy_turn: 1`, the smallest busy turn: while tasks are
 /// queued, the event loop takes one ready socket from the kernel a turn.
-/// 48 connections each have a
-/// request in flight at once; every one is decided and forwarded as sent
-/// (the allowed ones reach the upstream with their own path and caller,
-/// the refused ones not at all), and the gateway says which bound it runs
-/// with.
+/// 48 connections each have a request in flight at once; every one is
+/// decided and forwarded as sent (the allowed ones reach the upstream
+/// with their own query and caller, the refused ones not at all), and the
+/// gateway says which bound it runs with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_event_a_turn_serves_every_connection_as_sent() {
+async fn one_event_a_busy_turn_serves_every_connection_as_sent() {
     let upstream = Upstream::start().await;
     let port = crate::support::free_port();
     let (_dir, path) = write_config(&upstream, port, "workers: 1\nevents_per_busy_turn: 1\n");
