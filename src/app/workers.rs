@@ -25,7 +25,8 @@ use crate::telemetry::Metrics;
 
 /// A worker's runtime: current-thread; a turn with tasks still queued
 /// takes at most `events_per_busy_turn` ready sockets from the kernel, a
-/// turn that waited up to Tokio's 1,024.
+/// turn that waited up to Tokio's 1,024. `events_per_busy_turn` is at
+/// least 1 (config).
 ///
 /// A request is written upstream once the tasks queued ahead of it have
 /// run (the batching yield, `upstream::pool`). A busy turn's sockets
@@ -40,7 +41,7 @@ use crate::telemetry::Metrics;
 pub fn runtime(events_per_busy_turn: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_io_events_per_busy_tick(events_per_busy_turn.max(1))
+        .max_io_events_per_busy_tick(events_per_busy_turn)
         .build()
 }
 

@@ -433,12 +433,7 @@ async fn logs_never_carry_tokens_or_secrets() {
         ];
         let (mut child, addr) = crate::support::run_binary(&path, port, &env, true).await;
         // Drain stderr while the gateway runs: trace output fills a pipe fast.
-        let mut pipe = child.stderr.take().expect("stderr");
-        let reader = std::thread::spawn(move || {
-            let mut out = String::new();
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
-            out
-        });
+        let reader = crate::support::drain_stderr(&mut child);
         let good = k.rsa.token(&claims(json!({})));
         let expired = k.rsa.token(&claims(json!({"exp": 1000})));
         let forged = format!("{}x", &good[..good.len() - 1]);

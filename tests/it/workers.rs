@@ -403,13 +403,8 @@ async fn one_event_a_busy_turn_serves_every_connection_as_sent() {
     let (_dir, path) = write_config(&upstream, port, "workers: 1\nevents_per_busy_turn: 1\n");
     let env = [("RUST_LOG", "info".to_owned())];
     let (mut child, addr) = run_binary(&path, port, &env, true).await;
-    let mut pipe = child.stderr.take().expect("stderr");
+    let log = crate::support::drain_stderr(&mut child);
     let gateway = Process(Some(child));
-    let log = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
-        out
-    });
 
     let k = keys();
     let scoped = k.rsa.token(&claims(json!({"scope": "read:messages"})));

@@ -656,6 +656,17 @@ pub async fn run_binary(
     panic!("scopegate did not start listening on {addr}");
 }
 
+/// Reads a child's piped stderr on a thread of its own until the child
+/// closes it (a full pipe would block the child); join for the text.
+pub fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut out);
+        out
+    })
+}
+
 /// Sends a signal (`-TERM`, `-HUP`) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
     let status = std::process::Command::new("kill")
